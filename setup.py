@@ -1,0 +1,58 @@
+"""Builds xlfast's optional native extensions.
+
+Everything native is optional: the package always installs, and each kernel falls back to its
+Numba / torch backend when an extension is absent. Switches (environment):
+  XLFAST_NO_EXT=1      skip every native extension
+  XLFAST_FORCE_CUDA=1  build the CUDA extension even when no GPU is visible (needs nvcc and torch)
+"""
+import os
+import shutil
+
+from setuptools import setup
+
+
+def native_extensions():
+    if os.environ.get("XLFAST_NO_EXT") == "1":
+        return []
+    exts = []
+    try:
+        from pybind11.setup_helpers import Pybind11Extension
+    except ImportError:  # pybind11 is a build requirement; without it, no C++ backend
+        return []
+    cpu_sources = sorted(
+        os.path.join("csrc", "cpu", f) for f in os.listdir(os.path.join("csrc", "cpu")) if f.endswith(".cpp")
+    ) if os.path.isdir(os.path.join("csrc", "cpu")) else []
+    if cpu_sources:
+        exts.append(
+            Pybind11Extension(
+                "xlfast._cpu",
+                cpu_sources,
+                extra_compile_args=["-O3", "-march=native", "-fopenmp"] if shutil.which("gcc") else ["-O3"],
+                extra_link_args=["-fopenmp"] if shutil.which("gcc") else [],
+                cxx_std=17,
+            )
+        )
+    return exts
+
+
+def build_ext_class():
+    """A build_ext that warns instead of failing: a broken compiler must never break the install."""
+    from setuptools.command.build_ext import build_ext
+
+    class _BuildExt(build_ext):
+        def run(self):
+            try:
+                super().run()
+            except Exception as exc:  # noqa: BLE001 - any compiler failure degrades to pure Python
+                print(f"xlfast: native extensions not built ({exc}); pure-Python backends will be used")
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as exc:  # noqa: BLE001
+                print(f"xlfast: extension {ext.name} not built ({exc}); falling back")
+
+    return _BuildExt
+
+
+setup(ext_modules=native_extensions(), cmdclass={"build_ext": build_ext_class()})

@@ -1,0 +1,2 @@
+"""Hot paths, one module each, every one with a plain-torch reference and faster backends chosen by
+`xlfast.kernels.dispatch`."""
