@@ -19,16 +19,18 @@ def native_extensions():
         from pybind11.setup_helpers import Pybind11Extension
     except ImportError:  # pybind11 is a build requirement; without it, no C++ backend
         return []
-    cpu_sources = sorted(
-        os.path.join("csrc", "cpu", f) for f in os.listdir(os.path.join("csrc", "cpu")) if f.endswith(".cpp")
-    ) if os.path.isdir(os.path.join("csrc", "cpu")) else []
-    if cpu_sources:
+    # One extension per source: csrc/cpu/<op>.cpp becomes the module xlfast._<op>_cpu.
+    cpu_dir = os.path.join("csrc", "cpu")
+    sources = sorted(f for f in os.listdir(cpu_dir) if f.endswith(".cpp")) if os.path.isdir(cpu_dir) else []
+    gcc = shutil.which("gcc") is not None
+    for src in sources:
+        op = os.path.splitext(src)[0]
         exts.append(
             Pybind11Extension(
-                "xlfast._cpu",
-                cpu_sources,
-                extra_compile_args=["-O3", "-march=native", "-fopenmp"] if shutil.which("gcc") else ["-O3"],
-                extra_link_args=["-fopenmp"] if shutil.which("gcc") else [],
+                f"xlfast._{op}_cpu",
+                [os.path.join(cpu_dir, src)],
+                extra_compile_args=["-O3", "-march=native", "-fopenmp"] if gcc else ["-O3"],
+                extra_link_args=["-fopenmp"] if gcc else [],
                 cxx_std=17,
             )
         )

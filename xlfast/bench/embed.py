@@ -1,0 +1,9 @@
+"""`xlfast bench embed`."""
+from __future__ import annotations
+
+from xlfast.cli.common import not_built
+
+
+def cli() -> None:
+    """Not built yet."""
+    not_built("xlfast bench embed", 6)
