@@ -1,0 +1,153 @@
+"""Scores the field uses: AER for word alignments, P@k with coverage for bilingual lexicon induction.
+
+AER (Och & Ney 2003): with predicted links A, sure gold links S and possible links P (S ⊆ P),
+precision = |A∩P|/|A|, recall = |A∩S|/|S|, AER = 1 − (|A∩S| + |A∩P|)/(|A| + |S|); counts are summed
+over the corpus before dividing (the standard corpus-level figure, not a mean of sentence scores).
+
+BLI (METHOD.md §3): every dictionary source word found in the source vocabulary is a query; its
+neighbours are retrieved from the WHOLE target vocabulary through `xlfast.kernels.csls.topk` (CSLS
+with K neighbours, or plain cosine); it is correct at k if any gold translation is among the top k.
+Queries whose translations are all missing from the target vocabulary are not scored (MUSE/vecmap
+convention) and are reported through coverage.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from xlfast.errors import XlfastError
+
+Link = tuple[int, int]
+
+
+def aer(pred_links: Sequence[Iterable[Link]], gold) -> dict:
+    """Corpus-level precision, recall, F1 and AER of `pred_links` against `gold` (an io.Alignments).
+
+    `gold.sure[i]` and `gold.possible[i]` are sets of (src, tgt) links for sentence i; possible links
+    are treated as a superset of the sure ones even if a file lists them separately.
+    """
+    sure_all, poss_all = gold.sure, gold.possible
+    if len(pred_links) != len(sure_all):
+        raise XlfastError(
+            f"the prediction has {len(pred_links)} sentences but the gold has {len(sure_all)}; "
+            "both must list one line per sentence pair"
+        )
+    n_pred = n_sure = hit_sure = hit_poss = 0
+    for pred, sure, poss in zip(pred_links, sure_all, poss_all):
+        pred = set(pred)
+        poss = set(poss) | set(sure)
+        n_pred += len(pred)
+        n_sure += len(sure)
+        hit_sure += len(pred & set(sure))
+        hit_poss += len(pred & poss)
+    precision = hit_poss / n_pred if n_pred else 0.0
+    recall = hit_sure / n_sure if n_sure else 0.0
+    denom = n_pred + n_sure
+    error = 1.0 - (hit_sure + hit_poss) / denom if denom else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "aer": error,
+        "n_pred": n_pred,
+        "n_sure": n_sure,
+        "n_possible_only": sum(len(set(p) - set(s)) for s, p in zip(sure_all, poss_all)),
+        "n_sentences": len(sure_all),
+    }
+
+
+def _first_index(words: Sequence[str]) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for i, w in enumerate(words):
+        index.setdefault(w, i)
+    return index
+
+
+def bli(
+    src_words: Sequence[str],
+    src_vecs: torch.Tensor,
+    tgt_words: Sequence[str],
+    tgt_vecs: torch.Tensor,
+    dictionary: Iterable[tuple[str, str]],
+    ks: Sequence[int] = (1, 5, 10),
+    method: str = "csls",
+    knn: int = 10,
+    details: bool = False,
+) -> dict:
+    """P@k (fractions in [0,1]) of `dictionary` translations retrieved from the whole target vocabulary.
+
+    Returns `{"p@1": .., "p@5": .., "p@10": .., "coverage", "pair_coverage", "n_eval", "n_missing",
+    "n_dict_words", "method", "details"}`; `details` (when asked) lists per query word its gold
+    translations, the top predictions and the 1-based rank of the first correct one (None if beyond
+    max(ks)).
+    """
+    from xlfast.kernels import csls
+
+    if method not in ("csls", "nn"):
+        raise XlfastError(f"unknown BLI method {method!r}: use 'csls' or 'nn'")
+    if len(src_words) != src_vecs.shape[0] or len(tgt_words) != tgt_vecs.shape[0]:
+        raise XlfastError("word lists and vector matrices differ in length")
+    ks = sorted(set(int(k) for k in ks))
+    src_index, tgt_index = _first_index(src_words), _first_index(tgt_words)
+
+    gold: dict[str, set[int]] = {}
+    order: list[str] = []  # dictionary order of source words, for reproducible details
+    n_pairs = n_pairs_found = 0
+    dict_src_words: set[str] = set()
+    for s, t in dictionary:
+        n_pairs += 1
+        if s not in dict_src_words:
+            dict_src_words.add(s)
+        if s in src_index and t in tgt_index:
+            n_pairs_found += 1
+            if s not in gold:
+                gold[s] = set()
+                order.append(s)
+            gold[s].add(tgt_index[t])
+
+    result = {f"p@{k}": 0.0 for k in ks}
+    result.update(
+        method=method,
+        knn=knn if method == "csls" else None,
+        n_dict_words=len(dict_src_words),
+        n_eval=len(order),
+        n_missing=len(dict_src_words) - len(order),
+        coverage=len(order) / len(dict_src_words) if dict_src_words else 0.0,
+        pair_coverage=n_pairs_found / n_pairs if n_pairs else 0.0,
+        details=[] if details else None,
+    )
+    if not order:
+        return result
+
+    k_max = min(max(ks), len(tgt_words))
+    query_rows = torch.tensor([src_index[w] for w in order], dtype=torch.long)
+    if method == "csls":
+        # CSLS needs r_S(y) over the whole source vocabulary, so every source row takes part; only the
+        # query rows' top-k are kept.
+        top = csls.topk(src_vecs, tgt_vecs, k_max, metric="csls", knn=knn)
+        top_idx = top.indices[query_rows]
+    else:
+        top = csls.topk(src_vecs[query_rows], tgt_vecs, k_max, metric="cos")
+        top_idx = top.indices
+    top_idx = top_idx.cpu().tolist()
+
+    hits = {k: 0 for k in ks}
+    for w, row in zip(order, top_idx):
+        rank = next((r + 1 for r, j in enumerate(row) if j in gold[w]), None)
+        for k in ks:
+            if rank is not None and rank <= k:
+                hits[k] += 1
+        if details:
+            result["details"].append(
+                {
+                    "src": w,
+                    "gold": sorted(tgt_words[j] for j in gold[w]),
+                    "predicted": [tgt_words[j] for j in row],
+                    "rank": rank,
+                }
+            )
+    for k in ks:
+        result[f"p@{k}"] = hits[k] / len(order)
+    return result
