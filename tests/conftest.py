@@ -1,0 +1,31 @@
+"""Shared fixtures: the real data (skipped cleanly where absent) and a writer for small input files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xlfast.paths import data_dir as _data_dir
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real corpora (`XLFAST_DATA` or ../shared/data); the test is skipped if they are absent."""
+    d = _data_dir()
+    if not (d / "README.md").is_file():
+        pytest.skip(f"real data not found at {d} (set XLFAST_DATA)")
+    return d
+
+
+@pytest.fixture
+def write(tmp_path):
+    """write("name", text_or_bytes) -> path of a new file in the test's temporary directory."""
+
+    def _write(name: str, content) -> Path:
+        path = tmp_path / name
+        if isinstance(content, str):
+            content = content.encode("utf-8")
+        path.write_bytes(content)
+        return path
+
+    return _write

@@ -1,0 +1,591 @@
+"""Every file format xlfast reads or writes, and atomic writes.
+
+Formats are the ones users already have (see docs/DESIGN.md):
+
+* parallel text: ``src<TAB>tgt`` (TSV), ``src ||| tgt`` (fast_align / eflomal), or two line-aligned files;
+* monolingual text, one sentence per line;
+* dictionaries, ``src tgt`` per line (whitespace or TAB);
+* Pharaoh alignments ``i-j`` with possible links ``ipj`` / ``i-jp`` / ``i?j``, 0- or 1-based;
+* word2vec text embeddings (``.vec``).
+
+Readers work line by line on bytes and decode each line on its own, so that a huge corpus is never loaded
+whole by the ``iter_*`` functions and invalid UTF-8 is reported with its line and byte offset.  Every
+problem with a user's file is an :class:`~xlfast.errors.InputError` naming the file and the 1-based line.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from xlfast.errors import InputError, XlfastError
+
+log = logging.getLogger("xlfast.io")
+
+PathLike = Union[str, "os.PathLike[str]"]
+PARALLEL_FORMATS = ("tsv", "fastalign", "two-files")
+FASTALIGN_SEP = "|||"
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic writes: a reader never sees a half-written file, and a failed run leaves the old file intact
+# --------------------------------------------------------------------------------------------------
+@contextmanager
+def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-8") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; it replaces ``path`` only if the block finishes without error."""
+    if mode not in ("w", "wt", "wb"):
+        raise ValueError(f"atomic_open writes whole files; mode must be 'w', 'wt' or 'wb', not {mode!r}")
+    path = Path(path)
+    if path.is_dir():
+        raise XlfastError(f"{path}: is a directory, expected a file name to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file 0600; give it the permissions a plain open() would have
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        if "b" in mode:
+            f = os.fdopen(fd, "wb")
+        else:
+            f = os.fdopen(fd, "w", encoding=encoding, newline="\n")
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: temporary file in the same directory, then os.replace."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# line reading: bytes in, one decoded line at a time, with its 1-based number
+# --------------------------------------------------------------------------------------------------
+def _open_checked(path: PathLike) -> IO[bytes]:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file")
+    if p.is_dir():
+        raise InputError(p, "is a directory, expected a file")
+    try:
+        f = open(p, "rb")
+    except OSError as exc:
+        raise InputError(p, f"cannot open: {exc.strerror or exc}") from None
+    if p.stat().st_size == 0:
+        f.close()
+        raise InputError(p, "file is empty")
+    return f
+
+
+class _BadLine(Exception):
+    """One bad line; the readers turn it into an InputError, or count and skip it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _decode(raw: bytes, offset: int) -> str:
+    """Decode one line of UTF-8; ``offset`` is the line's byte offset in the file (for the message)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise _BadLine(f"invalid UTF-8 at byte offset {offset + exc.start} (byte 0x{bad})") from None
+
+
+def _iter_lines(path: PathLike) -> Iterator[tuple[int, Union[str, _BadLine]]]:
+    """Yield (line number, text without its line end) or (line number, _BadLine) for undecodable lines."""
+    with _open_checked(path) as f:
+        offset = 0
+        for number, raw in enumerate(f, start=1):
+            size = len(raw)
+            if number == 1 and raw.startswith(_UTF8_BOM):
+                raw = raw[3:]
+                offset += 3
+                size -= 3
+            raw = raw.rstrip(b"\r\n")
+            try:
+                yield number, _decode(raw, offset)
+            except _BadLine as bad:
+                yield number, bad
+            offset += size
+
+
+# --------------------------------------------------------------------------------------------------
+# parallel corpora
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class ParallelCorpus:
+    """Raw parallel text exactly as the user wrote it (sides stripped of surrounding whitespace only)."""
+
+    src: list[str]
+    tgt: list[str]
+    lines: list[int]  # 1-based source line number of each pair, for messages
+    path: str
+    fmt: str  # "tsv" | "fastalign" | "two-files"
+    skipped: int = 0  # bad lines skipped (skip_bad_lines=True)
+    tgt_path: Optional[str] = None  # the second file when fmt == "two-files"
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+def detect_parallel_format(line: str) -> Optional[str]:
+    """'fastalign' if the line has '|||', else 'tsv' if it has a TAB, else None."""
+    if FASTALIGN_SEP in line:
+        return "fastalign"
+    if "\t" in line:
+        return "tsv"
+    return None
+
+
+def _split_pair(line: str, fmt: str) -> tuple[str, str]:
+    if fmt == "tsv":
+        parts = line.split("\t")
+        if len(parts) == 1:
+            hint = " (it has '|||': is the file in fast_align format?)" if FASTALIGN_SEP in line else ""
+            raise _BadLine(f"no TAB separator; expected 'source<TAB>target'{hint}")
+        if len(parts) > 2:
+            raise _BadLine(f"{len(parts) - 1} TABs; expected exactly one ('source<TAB>target')")
+    else:
+        parts = line.split(FASTALIGN_SEP)
+        if len(parts) == 1:
+            raise _BadLine("no '|||' separator; expected 'source ||| target'")
+        if len(parts) > 2:
+            raise _BadLine(f"{len(parts) - 1} '|||' separators; expected exactly one")
+    src, tgt = parts[0].strip(), parts[1].strip()
+    _check_sides(src, tgt)
+    return src, tgt
+
+
+def _check_sides(src: str, tgt: str) -> None:
+    if not src and not tgt:
+        raise _BadLine("empty line; every line must hold a sentence pair")
+    if not src:
+        raise _BadLine("empty source side")
+    if not tgt:
+        raise _BadLine("empty target side")
+
+
+def _skipped_note(skipped: int) -> str:
+    return f" ({skipped} bad line(s) skipped)" if skipped else ""
+
+
+class ParallelReader:
+    """Streams (line number, src, tgt); ``skipped`` and ``fmt`` are known as reading goes."""
+
+    def __init__(self, path: PathLike, tgt_path: Optional[PathLike] = None, fmt: str = "auto",
+                 skip_bad_lines: bool = False):
+        if fmt not in ("auto",) + PARALLEL_FORMATS:
+            raise XlfastError(f"unknown parallel format {fmt!r}; choose auto, tsv, fastalign or two-files")
+        if tgt_path is not None and fmt not in ("auto", "two-files"):
+            raise XlfastError(f"a second file was given, so the format is two-files, not {fmt!r}")
+        if tgt_path is None and fmt == "two-files":
+            raise XlfastError("format two-files needs the target file too")
+        self.path = os.fspath(path)
+        self.tgt_path = os.fspath(tgt_path) if tgt_path is not None else None
+        self.fmt = "two-files" if tgt_path is not None else fmt
+        self.skip_bad_lines = skip_bad_lines
+        self.skipped = 0
+        # open (and so check) the files now: a missing file is reported before any work starts
+        _open_checked(self.path).close()
+        if self.tgt_path is not None:
+            _open_checked(self.tgt_path).close()
+        self._gen = self._two_files() if self.tgt_path is not None else self._one_file()
+
+    def __iter__(self) -> "ParallelReader":
+        return self
+
+    def __next__(self) -> tuple[int, str, str]:
+        return next(self._gen)
+
+    def _bad(self, path: str, number: int, bad: _BadLine) -> None:
+        if not self.skip_bad_lines:
+            raise InputError(path, bad.message, number)
+        self.skipped += 1
+
+    def _one_file(self) -> Iterator[tuple[int, str, str]]:
+        yielded = False
+        for number, text in _iter_lines(self.path):
+            try:
+                if isinstance(text, _BadLine):
+                    raise text
+                if not text.strip():
+                    raise _BadLine("empty line; every line must hold a sentence pair")
+                if self.fmt == "auto":
+                    detected = detect_parallel_format(text)
+                    if detected is None:
+                        raise _BadLine("cannot tell the format: no TAB and no '|||' "
+                                       "(expected 'source<TAB>target' or 'source ||| target')")
+                    self.fmt = detected
+                src, tgt = _split_pair(text, self.fmt)
+            except _BadLine as bad:
+                self._bad(self.path, number, bad)
+                continue
+            yielded = True
+            yield number, src, tgt
+        if not yielded:
+            raise InputError(self.path, "no sentence pairs in the file" + _skipped_note(self.skipped))
+
+    def _two_files(self) -> Iterator[tuple[int, str, str]]:
+        src_lines, tgt_lines = _iter_lines(self.path), _iter_lines(self.tgt_path)
+        number = 0
+        for number, src in src_lines:
+            nxt = next(tgt_lines, None)
+            if nxt is None:
+                self._mismatch(number + sum(1 for _ in src_lines), number - 1)
+            _, tgt = nxt
+            try:
+                for side, path in ((src, self.path), (tgt, self.tgt_path)):
+                    if isinstance(side, _BadLine):
+                        if not self.skip_bad_lines:
+                            raise InputError(path, side.message, number)
+                        raise side
+                s, t = src.strip(), tgt.strip()
+                _check_sides(s, t)
+            except _BadLine as bad:
+                self._bad(self.path, number, bad)
+                continue
+            yield number, s, t
+        extra = sum(1 for _ in tgt_lines)
+        if extra:
+            self._mismatch(number, number + extra)
+        if number == self.skipped:
+            raise InputError(self.path, "no sentence pairs in the files" + _skipped_note(self.skipped))
+
+    def _mismatch(self, n_src: int, n_tgt: int) -> None:
+        raise InputError(self.path, f"has {n_src} lines but {self.tgt_path} has {n_tgt}; "
+                                    "the two files must be line-aligned")
+
+
+def iter_parallel(path: PathLike, tgt_path: Optional[PathLike] = None, fmt: str = "auto",
+                  skip_bad_lines: bool = False) -> ParallelReader:
+    """Stream (1-based line, src, tgt) from a TSV / ``|||`` file or two line-aligned files.
+
+    ``fmt="auto"`` decides from the first non-empty line and then every line must agree.  The returned
+    reader also tells ``.fmt`` and ``.skipped`` (bad lines skipped when ``skip_bad_lines``).
+    """
+    return ParallelReader(path, tgt_path, fmt, skip_bad_lines)
+
+
+def read_parallel(path: PathLike, tgt_path: Optional[PathLike] = None, fmt: str = "auto",
+                  skip_bad_lines: bool = False) -> ParallelCorpus:
+    """Read a whole parallel corpus (see :func:`iter_parallel`)."""
+    reader = iter_parallel(path, tgt_path, fmt, skip_bad_lines)
+    src, tgt, lines = [], [], []
+    for number, s, t in reader:
+        lines.append(number)
+        src.append(s)
+        tgt.append(t)
+    return ParallelCorpus(src, tgt, lines, reader.path, reader.fmt, reader.skipped, reader.tgt_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# monolingual text
+# --------------------------------------------------------------------------------------------------
+class MonoLines(list):
+    """The sentences of a monolingual file (a plain list) plus their line numbers and the skipped count."""
+
+    path: str = ""
+    lines: list
+    skipped: int = 0
+
+
+class MonoReader:
+    def __init__(self, path: PathLike, skip_bad_lines: bool = False):
+        self.path = os.fspath(path)
+        self.skip_bad_lines = skip_bad_lines
+        self.skipped = 0
+        _open_checked(self.path).close()
+        self._gen = self._read()
+
+    def __iter__(self) -> "MonoReader":
+        return self
+
+    def __next__(self) -> tuple[int, str]:
+        return next(self._gen)
+
+    def _read(self) -> Iterator[tuple[int, str]]:
+        yielded = False
+        for number, text in _iter_lines(self.path):
+            if not isinstance(text, _BadLine):
+                text = text.strip()
+                if text:
+                    yielded = True
+                    yield number, text
+                    continue
+                text = _BadLine("empty line; every line must hold a sentence")
+            if not self.skip_bad_lines:
+                raise InputError(self.path, text.message, number)
+            self.skipped += 1
+        if not yielded:
+            raise InputError(self.path, "no sentences in the file" + _skipped_note(self.skipped))
+
+
+def iter_mono(path: PathLike, skip_bad_lines: bool = False) -> MonoReader:
+    """Stream (1-based line, sentence) from a one-sentence-per-line file; ``.skipped`` counts bad lines."""
+    return MonoReader(path, skip_bad_lines)
+
+
+def read_mono(path: PathLike, skip_bad_lines: bool = False) -> MonoLines:
+    """All sentences of a monolingual file; the list also carries ``.lines`` and ``.skipped``."""
+    reader = iter_mono(path, skip_bad_lines)
+    out = MonoLines()
+    out.lines = []
+    for number, text in reader:
+        out.lines.append(number)
+        out.append(text)
+    out.path, out.skipped = reader.path, reader.skipped
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# dictionaries
+# --------------------------------------------------------------------------------------------------
+def read_dictionary(path: PathLike) -> list[tuple[str, str]]:
+    """Word pairs ``src tgt`` (whitespace separated, or TAB separated when the line has a TAB).
+
+    A source word may have several lines (several translations).  Blank lines are ignored; repeated
+    pairs are kept once, in file order.  No lowercasing here: that is the tokenizer spec's job.
+    """
+    pairs: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for number, text in _iter_lines(path):
+        if isinstance(text, _BadLine):
+            raise InputError(path, text.message, number)
+        if not text.strip():
+            continue
+        parts = [p.strip() for p in text.split("\t")] if "\t" in text else text.split()
+        if len(parts) != 2 or not all(parts):
+            raise InputError(path, f"expected two words 'source target', found {len(parts)} field(s)", number)
+        pair = (parts[0], parts[1])
+        if pair not in seen:
+            seen.add(pair)
+            pairs.append(pair)
+    if not pairs:
+        raise InputError(path, "no word pairs in the dictionary")
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------------
+# Pharaoh alignments
+# --------------------------------------------------------------------------------------------------
+# i-j sure; ipj, i?j, i-jp possible
+_LINK = re.compile(r"^(\d+)([-p?])(\d+)(p?)$")
+# at least this many links without a single 0 make a file 1-based (a 0-based file aligns first words)
+MIN_LINKS_FOR_BASE_GUESS = 20
+
+
+@dataclass
+class Alignments:
+    """Links per sentence, 0-based (src, tgt); ``possible`` includes the sure links."""
+
+    sure: list[set[tuple[int, int]]]
+    possible: list[set[tuple[int, int]]]
+    base: int  # the index convention read from the file: 0 or 1
+    how: str  # why that convention (shown to the user)
+
+    def __len__(self) -> int:
+        return len(self.sure)
+
+
+def parse_pharaoh_line(text: str) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+    """(sure, possible) raw indices of one line (no base shift); possible includes sure.
+
+    Raises ValueError naming the first malformed token.
+    """
+    sure: set[tuple[int, int]] = set()
+    possible: set[tuple[int, int]] = set()
+    for token in text.split():
+        m = _LINK.match(token)
+        if m is None or (m.group(2) != "-" and m.group(4)):
+            raise ValueError(f"malformed link {token!r}; expected i-j (sure) or ipj / i-jp / i?j (possible)")
+        link = (int(m.group(1)), int(m.group(3)))
+        if m.group(2) == "-" and not m.group(4):
+            sure.add(link)
+        possible.add(link)
+    return sure, possible
+
+
+def read_alignments(path: PathLike, base: Union[str, int] = "auto", src_lens: Optional[Sequence[int]] = None,
+                    tgt_lens: Optional[Sequence[int]] = None) -> Alignments:
+    """Read Pharaoh links, one line per sentence pair (a blank line is a pair with no links).
+
+    ``base``: 0, 1, or "auto": any index 0 means 0-based; an index equal to a sentence length (when the
+    lengths are given) means 1-based; otherwise a file of at least MIN_LINKS_FOR_BASE_GUESS links with no 0
+    is 1-based, and a smaller one is read as 0-based (the Pharaoh convention), saying it was a guess.
+    With lengths, every index is checked against them.
+    """
+    if base not in ("auto", 0, 1):
+        raise XlfastError(f"alignment base must be auto, 0 or 1, not {base!r}")
+    raw_sure, raw_possible, numbers = [], [], []
+    for number, text in _iter_lines(path):
+        if isinstance(text, _BadLine):
+            raise InputError(path, text.message, number)
+        try:
+            s, p = parse_pharaoh_line(text)
+        except ValueError as exc:
+            raise InputError(path, str(exc), number) from None
+        raw_sure.append(s)
+        raw_possible.append(p)
+        numbers.append(number)
+
+    for lens, side in ((src_lens, "source"), (tgt_lens, "target")):
+        if lens is not None and len(lens) != len(raw_possible):
+            raise InputError(path, f"has {len(raw_possible)} lines but the corpus has {len(lens)} sentence "
+                                   f"pairs ({side} side); one alignment line per pair is needed")
+
+    n_links = sum(len(p) for p in raw_possible)
+    first_zero = next((numbers[k] for k, p in enumerate(raw_possible) if any(0 in link for link in p)), None)
+    at_length = None
+    if src_lens is not None or tgt_lens is not None:
+        for k, p in enumerate(raw_possible):
+            for i, j in p:
+                if (src_lens is not None and i == src_lens[k]) or (tgt_lens is not None and j == tgt_lens[k]):
+                    at_length = numbers[k]
+                    break
+            if at_length is not None:
+                break
+
+    if base == "auto":
+        if first_zero is not None:
+            base, how = 0, f"0-based: index 0 appears (line {first_zero})"
+        elif at_length is not None:
+            base, how = 1, f"1-based: an index equals the sentence length (line {at_length})"
+        elif n_links >= MIN_LINKS_FOR_BASE_GUESS:
+            base, how = 1, f"1-based: no index 0 among {n_links} links"
+        else:
+            base, how = 0, (f"0-based (Pharaoh convention) by default: only {n_links} links and no index 0, "
+                            "so the file alone cannot tell; pass base 1 if it is 1-based")
+    else:
+        how = f"{base}-based, as requested"
+        if base == 1 and first_zero is not None:
+            raise InputError(path, "index 0 in a file read as 1-based", first_zero)
+
+    sure = [{(i - base, j - base) for i, j in s} for s in raw_sure]
+    possible = [{(i - base, j - base) for i, j in p} for p in raw_possible]
+    if src_lens is not None or tgt_lens is not None:
+        for k, p in enumerate(possible):
+            for i, j in sorted(p):
+                for index, lens, side in ((i, src_lens, "source"), (j, tgt_lens, "target")):
+                    if lens is not None and index >= lens[k]:
+                        raise InputError(path, f"{side} index {index + base} out of range: the {side} sentence "
+                                               f"has {lens[k]} words ({how})", numbers[k])
+    return Alignments(sure, possible, base, how)
+
+
+def format_pharaoh(links: Iterable[tuple[int, int]]) -> str:
+    return " ".join(f"{i}-{j}" for i, j in sorted(links))
+
+
+def write_alignments(path: PathLike, links: Iterable[Iterable[tuple[int, int]]]) -> None:
+    """Write Pharaoh ``i-j`` links (0-based), one sentence pair per line, sorted, atomically."""
+    with atomic_open(path) as f:
+        for sentence in links:
+            f.write(format_pharaoh(sentence) + "\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# word2vec text embeddings
+# --------------------------------------------------------------------------------------------------
+def read_vec(path: PathLike, max_words: Optional[int] = None) -> tuple[list[str], np.ndarray]:
+    """Words and float32 vectors from a word2vec text file (header ``count dim`` optional).
+
+    UTF-8 is read tolerantly (an undecodable byte becomes U+FFFD, counted in a warning) because
+    embeddings trained elsewhere often hold a few broken words; a repeated word keeps its first vector.
+    """
+    words: list[str] = []
+    rows: list[np.ndarray] = []
+    seen: set[str] = set()
+    dim = header_count = None
+    replaced = duplicates = 0
+    with _open_checked(path) as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(_UTF8_BOM):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", errors="replace")
+                replaced += 1
+            text = text.rstrip()  # word2vec's C tool writes a trailing space
+            if not text:
+                raise InputError(path, "empty line", number)
+            if number == 1:
+                head = text.split()
+                if len(head) == 2 and all(h.isdigit() for h in head):
+                    header_count, dim = int(head[0]), int(head[1])
+                    if dim < 1:
+                        raise InputError(path, f"header gives dimension {dim}", number)
+                    continue
+                dim = len(text.split(" ")) - 1
+                if dim < 1:
+                    raise InputError(path, "expected 'word v1 ... vd' or a header 'count dim'", number)
+            parts = text.rsplit(" ", dim)  # the numbers are the last dim fields; the rest is the word
+            if len(parts) != dim + 1 or not parts[0]:
+                raise InputError(path, f"expected a word and {dim} numbers, found {len(text.split()) - 1} numbers",
+                                 number)
+            try:
+                vector = np.array(parts[1:], dtype=np.float32)
+            except ValueError:
+                bad = next(p for p in parts[1:] if not _is_float(p))
+                raise InputError(path, f"not a number: {bad[:20]!r}", number) from None
+            if parts[0] in seen:
+                duplicates += 1
+                continue
+            seen.add(parts[0])
+            words.append(parts[0])
+            rows.append(vector)
+            if max_words is not None and len(words) >= max_words:
+                break
+    if not words:
+        raise InputError(path, "no vectors in the file")
+    if max_words is None and header_count is not None and header_count != len(words) + duplicates:
+        raise InputError(path, f"header says {header_count} words but the file has {len(words) + duplicates} "
+                               "(truncated file?)")
+    if replaced:
+        log.warning("%s: %d line(s) had invalid UTF-8; replaced by U+FFFD", path, replaced)
+    if duplicates:
+        log.warning("%s: %d repeated word(s) ignored (first vector kept)", path, duplicates)
+    return words, np.stack(rows)
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def write_vec(path: PathLike, words: Sequence[str], vectors, precision: int = 6) -> None:
+    """Write word2vec text (header ``count dim``), atomically; ``precision`` significant digits."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(words):
+        raise XlfastError(f"write_vec: {len(words)} words but vectors of shape {tuple(vectors.shape)}")
+    row_fmt = " ".join([f"%.{precision}g"] * vectors.shape[1])
+    with atomic_open(path) as f:
+        f.write(f"{len(words)} {vectors.shape[1]}\n")
+        for word, row in zip(words, vectors):
+            if not word or any(c.isspace() for c in word):
+                raise XlfastError(f"write_vec: word {word!r} is empty or holds whitespace; .vec cannot store it")
+            f.write(word + " " + row_fmt % tuple(row.tolist()) + "\n")
