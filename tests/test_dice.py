@@ -82,3 +82,15 @@ def test_real_corpus_shp_es():
     assert all(d >= 0.8 for _, _, d in pairs)
     # Spanish function words are too frequent to reach Dice 0.8 with any Shipibo word.
     assert not any(t in {"de", "la", "que"} for _, t, _ in pairs)
+
+
+def test_dice_translations_rank_by_dice():
+    from xlfast.dice import dice_translations
+
+    src = [["the", "cat"], ["the", "cat", "dog"], ["the", "cat", "dog"], ["the", "cat"]]
+    tgt = [["il", "gatto"], ["il", "gatto", "cane"], ["gatto", "cane"], ["il", "gatto"]]
+    got = dice_translations(src, tgt, ["dog", "cat", "zebra"], k=2)
+    # dog: df 2; cane df 2, co 2 → 1.0; gatto df 4, co 2 → 4/6; il df 3, co 1 → 2/5.
+    assert got["dog"] == [("cane", 1.0), ("gatto", pytest.approx(2 / 3))]
+    assert got["cat"][0] == ("gatto", 1.0)
+    assert got["zebra"] == []

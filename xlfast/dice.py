@@ -90,3 +90,44 @@ def write_dictionary(path, pairs: Iterable[tuple[str, str, float]]) -> None:
     from xlfast.io import atomic_write_text
 
     atomic_write_text(path, "".join(f"{p[0]} {p[1]}\n" for p in pairs))
+
+
+def dice_translations(
+    src_sents: Iterable[Sequence[str]],
+    tgt_sents: Iterable[Sequence[str]],
+    query_words: Iterable[str],
+    k: int = 10,
+) -> dict[str, list[tuple[str, float]]]:
+    """For each query source word, its k target words of highest Dice (the co-occurrence BLI baseline).
+
+    Only sentences that contain a query word are counted, so this stays cheap on large corpora.
+    Ties in Dice go to the more frequent co-occurrence, then alphabetical order.
+    """
+    src_vocab, src_ids, src_df = _index_sentences(list(src_sents))
+    tgt_vocab, tgt_ids, tgt_df = _index_sentences(list(tgt_sents))
+    src_index = {w: i for i, w in enumerate(src_vocab)}
+    wanted = np.zeros(len(src_vocab), dtype=bool)
+    queries = [w for w in dict.fromkeys(query_words)]
+    for w in queries:
+        if w in src_index:
+            wanted[src_index[w]] = True
+    n_tgt = max(len(tgt_vocab), 1)
+    keys = []
+    for s_ids, t_ids in zip(src_ids, tgt_ids):
+        s_ids = s_ids[wanted[s_ids]]
+        if s_ids.size and t_ids.size:
+            keys.append((s_ids[:, None] * n_tgt + t_ids[None, :]).ravel())
+    out: dict[str, list[tuple[str, float]]] = {w: [] for w in queries}
+    if not keys:
+        return out
+    pair_keys, co = np.unique(np.concatenate(keys), return_counts=True)
+    s, t = pair_keys // n_tgt, pair_keys % n_tgt
+    dice = 2.0 * co / (src_df[s] + tgt_df[t])
+    by_word: dict[int, list[tuple[float, int, str]]] = {}
+    for a, b, d, c in zip(s.tolist(), t.tolist(), dice.tolist(), co.tolist()):
+        by_word.setdefault(a, []).append((d, c, tgt_vocab[b]))
+    for w in queries:
+        cands = by_word.get(src_index.get(w, -1), [])
+        cands.sort(key=lambda r: (-r[0], -r[1], r[2]))
+        out[w] = [(name, d) for d, _, name in cands[:k]]
+    return out
