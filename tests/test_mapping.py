@@ -37,7 +37,7 @@ def _standin_csls():
         sims = normalize(x) @ normalize(y).T
         return sims.topk(k, dim=1).values.mean(1), sims.topk(k, dim=0).values.mean(0)
 
-    def topk(x, y, k, metric="cos", knn=10, both=False, mem=None):
+    def topk(x, y, k, metric="cos", knn=10, both=False, normalized=False, mem=None):
         sims = normalize(x) @ normalize(y).T
         if metric == "csls":
             r_x, r_y = neighbourhood_means(x, y, knn)
@@ -157,6 +157,10 @@ def _rotated_pair(n=300, dim=24, noise=0.01, seed=0):
     return src_words, src, tgt_words, tgt, R
 
 
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def _write_vec(path: Path, words, vecs):
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(f"{len(words)} {vecs.shape[1]}\n")
@@ -249,6 +253,27 @@ def test_seeds_from_dictionary_and_identical_strings():
     assert list(zip(ident.src.tolist(), ident.tgt.tolist())) == [(0, 1), (4, 2)]
 
 
+def _dense_csls(x, y, knn):
+    sims = _unit(x) @ _unit(y).T
+    r_x = np.sort(sims, axis=1)[:, -knn:].mean(1)
+    r_y = np.sort(sims, axis=0)[-knn:, :].mean(0)
+    return 2 * sims - r_x[:, None] - r_y[None, :], sims
+
+
+def test_induced_dictionary_is_mutual_csls_among_frequent_words():
+    """Unrelated random spaces: many forward neighbours are not mutual; compare with a dense reference."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((70, 6)).astype(np.float32)
+    y = rng.standard_normal((90, 6)).astype(np.float32)
+    induced = mapping.induce_dictionary(x, y, max_vocab=60, knn=5)
+    scores, cos = _dense_csls(x[:60], y[:60], 5)
+    fwd, rev = scores.argmax(1), scores.argmax(0)
+    expected = [(i, int(fwd[i])) for i in range(60) if rev[fwd[i]] == i]
+    assert 5 < len(expected) < 50  # the case really separates mutual from one-way neighbours
+    assert list(zip(induced.src.tolist(), induced.tgt.tolist())) == expected
+    assert induced.criterion == pytest.approx(cos[np.arange(60), fwd].mean(), abs=1e-5)
+
+
 def test_rotation_recovered_from_small_seed_with_refinement():
     src_words, src, tgt_words, tgt, R = _rotated_pair(n=300, dim=24, noise=0.01)
     # 30 seed pairs for 24 dims, with 6 wrong pairs: refinement must clean them out
@@ -265,7 +290,7 @@ def test_rotation_recovered_from_small_seed_with_refinement():
     assert result.converged  # the induced dictionary stopped changing before 5 iterations
     mapped = result.apply(src)
     inv = {w: j for j, w in enumerate(tgt_words)}
-    nearest = np.argmax(mapping._unit_rows(mapped) @ mapping._unit_rows(tgt).T, axis=1)
+    nearest = np.argmax(_unit(mapped) @ _unit(tgt).T, axis=1)
     assert all(nearest[i] == inv[f"t_w{i}"] for i in range(300))
 
 

@@ -67,11 +67,6 @@ def apply_normalization(vectors: np.ndarray, steps: Iterable[str]) -> np.ndarray
     return out
 
 
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-
-
 # ----------------------------------------------------------------------------------------------
 # Procrustes
 
@@ -174,13 +169,13 @@ def induce_dictionary(
     mapped_src: np.ndarray, tgt: np.ndarray, max_vocab: int = 20000, knn: int = 10, mem: int | None = None
 ) -> InducedDictionary:
     """Mutual nearest neighbours under CSLS among the first `max_vocab` rows of each side."""
-    from xlfast.kernels.csls import topk  # the project's one CSLS implementation
+    from xlfast.kernels import csls  # the project's one CSLS implementation
 
     n_src, n_tgt = min(max_vocab, mapped_src.shape[0]), min(max_vocab, tgt.shape[0])
-    src_unit = _unit_rows(mapped_src[:n_src])
-    tgt_unit = _unit_rows(tgt[:n_tgt])
+    src_unit = csls.normalize(mapped_src[:n_src]).numpy()
+    tgt_unit = csls.normalize(tgt[:n_tgt]).numpy()
     knn = max(1, min(knn, n_src, n_tgt))
-    result = topk(torch.from_numpy(src_unit), torch.from_numpy(tgt_unit), 1, metric="csls", knn=knn, both=True, mem=mem)
+    result = csls.topk(src_unit, tgt_unit, 1, metric="csls", knn=knn, both=True, normalized=True, mem=mem)
     fwd = _to_numpy(result.indices).reshape(n_src, -1)[:, 0].astype(np.int64)
     rev = _to_numpy(result.rev_indices).reshape(n_tgt, -1)[:, 0].astype(np.int64)
     src_rows = np.arange(n_src, dtype=np.int64)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
+import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -169,7 +170,8 @@ def map_(
         gold = io.read_dictionary(eval_dict)
 
         def evaluate(mapped: np.ndarray) -> dict:
-            return bli(src_words, mapped, tgt_words, tgt_vecs, gold, ks=(1, 5, 10), method="csls", knn=knn)
+            return bli(src_words, torch.from_numpy(mapped), tgt_words, torch.from_numpy(tgt_vecs), gold,
+                       ks=(1, 5, 10), method="csls", knn=knn)
 
     with Progress(
         TextColumn("[bold]map[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
