@@ -1,9 +1,153 @@
-"""`xlfast align`: word alignments from a trained run."""
+"""`xlfast align`: word alignments from a trained run (Pharaoh i-j, 0-based, one line per pair)."""
 from __future__ import annotations
 
-from xlfast.cli.common import not_built
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from xlfast.cli.common import err_console
+from xlfast.errors import XlfastError
+
+CHUNK_PAIRS = 4096  # pairs read, embedded and written at a time: memory stays flat on big corpora
 
 
-def align() -> None:
-    """Align the words of parallel sentences with a trained run (Pharaoh i-j output)."""
-    not_built("xlfast align", 4)
+class Emb(str, Enum):
+    static = "static"
+    contextual = "contextual"
+
+
+class Sym(str, Enum):
+    gdfa = "grow-diag-final-and"
+    intersect = "intersect"
+    union = "union"
+    none = "none"
+
+
+class Null(str, Enum):
+    none = "none"
+    min = "min"
+    max = "max"
+
+
+class Tokenize(str, Enum):
+    default = "default"
+    none = "none"
+
+
+def resolve_langs(run, src_lang: Optional[str], tgt_lang: Optional[str]) -> tuple[str, str]:
+    """The run's first two languages unless given; each must be in the run."""
+    if len(run.langs) < 2 and (src_lang is None or tgt_lang is None):
+        raise XlfastError(f"the run has one language ({run.langs[0]}); pass --src-lang and --tgt-lang")
+    src_lang = src_lang or run.langs[0]
+    tgt_lang = tgt_lang or next(l for l in run.langs if l != src_lang)
+    for lang in (src_lang, tgt_lang):
+        if lang not in run.langs:
+            raise XlfastError(f"language '{lang}' is not in this run (it has: {', '.join(run.langs)})")
+    return src_lang, tgt_lang
+
+
+def resolve_tokenizer(run, tokenize: Optional[Tokenize], lowercase: Optional[bool]):
+    """The run's remembered tokenizer, with --tokenize / --lowercase overriding its parts."""
+    from xlfast.tokenize import TokenizerSpec
+
+    base = run.tokenizer
+    return TokenizerSpec(
+        name=tokenize.value if tokenize is not None else base.name,
+        lowercase=base.lowercase if lowercase is None else lowercase,
+    )
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0  # the reader reports the missing file with its own message
+
+
+def align(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory (from `xlfast train`).")],
+    parallel: Annotated[Path, typer.Argument(help="Parallel text: `src ||| tgt` or TSV per line, or the "
+                                                  "source side when TGT_FILE is given.")],
+    tgt_file: Annotated[Optional[Path], typer.Argument(help="Target side, line-aligned with PARALLEL.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write Pharaoh `i-j` links (0-based).")] = ...,
+    emb: Annotated[Emb, typer.Option(help="Static (type-level) or contextual (encoder) vectors.")] = Emb.contextual,
+    sym: Annotated[Sym, typer.Option(help="Symmetrisation of the two directions; `none` = forward only.")] = Sym.gdfa,
+    null: Annotated[Null, typer.Option(help="NULL heuristic: drop links closer to <bos> than to each other "
+                                            "(min: paper, max: authors' code).")] = Null.none,
+    src_lang: Annotated[Optional[str], typer.Option(help="Source language code; default: the run's first.")] = None,
+    tgt_lang: Annotated[Optional[str], typer.Option(help="Target language code; default: the run's other.")] = None,
+    tokenize: Annotated[Optional[Tokenize], typer.Option(help="Override the run's tokenizer (`none` = split on "
+                                                              "spaces, for pre-tokenised text and gold data).")] = None,
+    lowercase: Annotated[Optional[bool], typer.Option("--lowercase/--no-lowercase",
+                                                      help="Override the run's lowercasing.")] = None,
+    scores: Annotated[Optional[Path], typer.Option(help="Also write, per line, each link's in-pair CSLS score "
+                                                        "(same order as the links).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sentence pairs per batched similarity computation.", min=1)] = 256,
+    skip_bad_lines: Annotated[bool, typer.Option(help="Skip malformed input lines (an empty output line keeps "
+                                                      "the numbering) instead of stopping.")] = False,
+) -> None:
+    """Align the words of parallel sentences with a trained run (Pharaoh i-j output, 0-based)."""
+    from xlfast.align import align_sentences
+    from xlfast.io import atomic_open, format_pharaoh, iter_parallel
+    from xlfast.run import Run
+
+    run = Run.load(run_dir)
+    src_lang, tgt_lang = resolve_langs(run, src_lang, tgt_lang)
+    tok = resolve_tokenizer(run, tokenize, lowercase)
+    reader = iter_parallel(parallel, tgt_file, skip_bad_lines=skip_bad_lines)
+    total = _count_lines(parallel)
+
+    def flush(chunk_src, chunk_tgt, out, score_out, progress, task):
+        results = align_sentences(
+            run, chunk_src, chunk_tgt, src_lang, tgt_lang, emb=emb.value, sym=sym.value, null=null.value,
+            batch_size=batch_size, on_batch=lambda n: progress.advance(task, n),
+        )
+        for res in results:
+            out.write(format_pharaoh(res.links) + "\n")
+            if score_out is not None:
+                score_out.write(" ".join(f"{csls:.4f}" for _, csls in res.scores) + "\n")
+        return len(results)
+
+    n_pairs = n_links = 0
+    columns = (TextColumn("aligning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with atomic_open(output) as out, (atomic_open(scores) if scores else _Null()) as score_out, \
+            Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("align", total=total or None)
+        chunk_src, chunk_tgt = [], []
+        expected_line = 1
+        for number, s, t in reader:
+            # a skipped or blank input line still gets its (empty) output line: outputs stay line-aligned
+            for _ in range(number - expected_line):
+                chunk_src.append([])
+                chunk_tgt.append([])
+            expected_line = number + 1
+            chunk_src.append(tok(s))
+            chunk_tgt.append(tok(t))
+            if len(chunk_src) >= CHUNK_PAIRS:
+                n_pairs += flush(chunk_src, chunk_tgt, out, score_out, progress, task)
+                chunk_src, chunk_tgt = [], []
+        if chunk_src:
+            n_pairs += flush(chunk_src, chunk_tgt, out, score_out, progress, task)
+    if n_pairs == 0:
+        raise XlfastError(f"{parallel}: no sentence pairs to align")
+    with open(output, encoding="utf-8") as f:
+        n_links = sum(len(line.split()) for line in f)
+    skipped = f", {reader.skipped} bad lines skipped" if reader.skipped else ""
+    err_console.print(
+        f"aligned {n_pairs} pairs ({src_lang}→{tgt_lang}, {emb.value}, {sym.value}, null={null.value}, "
+        f"tokenizer={tok.name}{' lowercase' if tok.lowercase else ''}): {n_links} links → {output}{skipped}"
+    )
+
+
+class _Null:
+    """Stands in for the optional scores file."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

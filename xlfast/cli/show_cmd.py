@@ -1,9 +1,80 @@
-"""`xlfast show`: the similarity matrix of one sentence pair as a picture."""
+"""`xlfast show`: the similarity matrix of one sentence pair as a picture, with the chosen links marked."""
 from __future__ import annotations
 
-from xlfast.cli.common import not_built
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from xlfast.cli.align_cmd import Emb, Null, Sym, Tokenize, resolve_langs, resolve_tokenizer
+from xlfast.cli.common import console, table
 
 
-def show() -> None:
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    src: Annotated[str, typer.Option("--src", help="The source sentence.")] = ...,
+    tgt: Annotated[str, typer.Option("--tgt", help="The target sentence.")] = ...,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Picture to write (.png, .pdf or .svg).")] = ...,
+    emb: Annotated[Emb, typer.Option(help="Static or contextual vectors.")] = Emb.contextual,
+    sym: Annotated[Sym, typer.Option(help="Symmetrisation of the marked links.")] = Sym.gdfa,
+    null: Annotated[Null, typer.Option(help="NULL heuristic for the marked links.")] = Null.none,
+    score: Annotated[str, typer.Option(help="Colour by `csls` (what alignment uses) or `cos`.")] = "csls",
+    src_lang: Annotated[Optional[str], typer.Option(help="Source language; default: the run's first.")] = None,
+    tgt_lang: Annotated[Optional[str], typer.Option(help="Target language; default: the run's other.")] = None,
+    tokenize: Annotated[Optional[Tokenize], typer.Option(help="Override the run's tokenizer.")] = None,
+    lowercase: Annotated[Optional[bool], typer.Option("--lowercase/--no-lowercase",
+                                                      help="Override the run's lowercasing.")] = None,
+) -> None:
     """Draw the similarity matrix of one sentence pair with the chosen links marked."""
-    not_built("xlfast show", 4)
+    from xlfast.align import align_sentences, pair_scores
+    from xlfast.errors import XlfastError
+    from xlfast.run import Run
+
+    if score not in ("csls", "cos"):
+        raise XlfastError(f"unknown score {score!r}: use csls or cos")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise XlfastError("xlfast show needs matplotlib: pip install matplotlib") from None
+    run = Run.load(run_dir)
+    src_lang, tgt_lang = resolve_langs(run, src_lang, tgt_lang)
+    tok = resolve_tokenizer(run, tokenize, lowercase)
+    src_tokens, tgt_tokens = tok(src), tok(tgt)
+    if not src_tokens or not tgt_tokens:
+        raise XlfastError("both --src and --tgt need at least one word")
+    result = align_sentences(run, [src_tokens], [tgt_tokens], src_lang, tgt_lang, emb=emb.value, sym=sym.value,
+                             null=null.value)[0]
+    if emb.value == "static":
+        vecs = run.embed_words(src_lang, src_tokens), run.embed_words(tgt_lang, tgt_tokens)
+    else:
+        vecs = run.embed_sentences(src_lang, [src_tokens])[0], run.embed_sentences(tgt_lang, [tgt_tokens])[0]
+    cos, csls, _, _ = pair_scores([vecs[0].float()], [vecs[1].float()])
+    matrix = (csls if score == "csls" else cos)[0].numpy()
+
+    n, m = len(src_tokens), len(tgt_tokens)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * m, 1.0 + 0.45 * n), dpi=120)
+    image = ax.imshow(matrix, cmap="viridis", aspect="equal")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=score)
+    ax.set_xticks(range(m), tgt_tokens, rotation=60, ha="right")
+    ax.set_yticks(range(n), src_tokens)
+    ax.set_xlabel(tgt_lang)
+    ax.set_ylabel(src_lang)
+    for i, j in result.links:  # chosen links: red squares; one-directional candidates: small dots
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    for i, j in (result.forward | result.backward) - set(result.links):
+        ax.plot(j, i, marker=".", color="white", markersize=6)
+    ax.set_title(f"{emb.value} {score}, {sym.value}, null={null.value}", fontsize=9)
+    fig.tight_layout()
+    try:
+        fig.savefig(output)
+    except (OSError, ValueError) as exc:
+        raise XlfastError(f"{output}: cannot write the picture ({exc})") from None
+    finally:
+        plt.close(fig)
+    rows = [[f"{i}-{j}", src_tokens[i], tgt_tokens[j], float(c), float(s)]
+            for (i, j), (c, s) in zip(result.links, result.scores)]
+    console.print(table(f"links ({src_lang}→{tgt_lang})", ["link", "source", "target", "cos", "CSLS"], rows))
+    console.print(f"wrote {output}", highlight=False)
