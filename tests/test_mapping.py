@@ -319,6 +319,27 @@ def test_select_last_and_iteration_zero():
     assert last.selected == len(last.history) - 1
 
 
+def test_keep_seed_solves_on_seed_plus_new_induced_pairs():
+    src_words, src, tgt_words, tgt, R = _rotated_pair(n=150, dim=10, noise=0.01, seed=9)
+    # a seed whose last 5 pairs are wrong: kept, they stay in every refinement dictionary
+    pairs = [(f"w{i}", f"t_w{i}") for i in range(20)] + [(f"w{i}", f"t_w{i + 50}") for i in range(20, 25)]
+    seed = mapping.seed_from_dictionary(src_words, tgt_words, pairs)
+    kept = mapping.map_embeddings(src, tgt, seed, iterations=1, max_vocab=150, keep_seed=True, select="last")
+    plain = mapping.map_embeddings(src, tgt, seed, iterations=1, max_vocab=150, select="last")
+    # the reference: seed pairs first, then induced pairs for source words the seed does not cover
+    induced = mapping.induce_dictionary(src @ mapping.procrustes(src[seed.src], tgt[seed.tgt]).T, tgt, 150)
+    fresh = [(i, j) for i, j in zip(induced.src.tolist(), induced.tgt.tolist()) if i >= 25]
+    assert len(fresh) > 100
+    rows_s = np.concatenate([seed.src, [i for i, _ in fresh]])
+    rows_t = np.concatenate([seed.tgt, [j for _, j in fresh]])
+    assert kept.history[1].dictionary_size == 25 + len(fresh)
+    np.testing.assert_allclose(kept.W, mapping.procrustes(src[rows_s], tgt[rows_t]), atol=1e-6)
+    assert plain.history[1].dictionary_size == len(induced.src)
+    np.testing.assert_allclose(plain.W, mapping.procrustes(src[induced.src], tgt[induced.tgt]), atol=1e-6)
+    # the wrong seed pairs keep pulling the kept-seed map away from R; MUSE-style replacement drops them
+    assert np.abs(plain.W - R).max() < np.abs(kept.W - R).max()
+
+
 def test_empty_seed_and_dimension_mismatch_are_user_errors():
     src = np.ones((5, 4), np.float32)
     with pytest.raises(XlfastError, match="no pair"):

@@ -228,13 +228,16 @@ def map_embeddings(
     max_vocab: int = 20000,
     knn: int = 10,
     select: str = "best",
+    keep_seed: bool = False,
     evaluate: Callable[[np.ndarray], dict] | None = None,
     on_step: Callable[[MapStep], None] | None = None,
     mem: int | None = None,
 ) -> MapResult:
     """Procrustes on the seed (or W = I for an identity start), then `iterations` refinements on
     CSLS-induced mutual nearest neighbours. `src`/`tgt` are already normalised. `select` is "best"
-    (highest unsupervised criterion; ties go to the later step) or "last"."""
+    (highest unsupervised criterion; ties go to the later step) or "last". With `keep_seed` every
+    refinement solves on the seed pairs plus the induced ones (seed first; an induced pair whose source
+    word the seed already translates is dropped), instead of the induced ones alone (MUSE)."""
     if src.ndim != 2 or tgt.ndim != 2 or src.shape[1] != tgt.shape[1]:
         raise XlfastError(f"the two spaces must have one dimension, got {src.shape[1]} and {tgt.shape[1]}")
     if select not in ("best", "last"):
@@ -275,10 +278,15 @@ def map_embeddings(
             converged = True  # the same dictionary gives the same W: further steps change nothing
             break
         previous = key
-        if len(induced.src) == 0:
+        pair_src, pair_tgt = induced.src, induced.tgt
+        if keep_seed and len(seed):
+            fresh = ~np.isin(pair_src, seed.src)
+            pair_src = np.concatenate([seed.src, pair_src[fresh]])
+            pair_tgt = np.concatenate([seed.tgt, pair_tgt[fresh]])
+        if len(pair_src) == 0:
             break  # nothing mutual to solve on; keep what we have
-        W = procrustes(src[induced.src], tgt[induced.tgt])
-        label, dict_size = f"refine {t + 1}", len(induced.src)
+        W = procrustes(src[pair_src], tgt[pair_tgt])
+        label, dict_size = f"refine {t + 1}", len(pair_src)
 
     if select == "last":
         selected = len(history) - 1

@@ -98,6 +98,9 @@ def map_(
     select: Annotated[
         str, typer.Option("--select", help="Keep the 'best' step by the unsupervised criterion, or the 'last'.")
     ] = "best",
+    keep_seed: Annotated[
+        bool, typer.Option("--keep-seed", help="Refine on the seed plus the induced pairs, not the induced pairs alone.")
+    ] = False,
     max_words: Annotated[
         Optional[int], typer.Option("--max-words", min=1, help="Read only the first N words of each .vec. Default: all.")
     ] = None,
@@ -180,7 +183,7 @@ def map_(
         task = progress.add_task("map", total=iterations + 1)
         result = mapping.map_embeddings(
             src_vecs, tgt_vecs, seed, iterations=iterations, max_vocab=max_vocab, knn=knn, select=select,
-            evaluate=evaluate, on_step=lambda _step: progress.advance(task),
+            keep_seed=keep_seed, evaluate=evaluate, on_step=lambda _step: progress.advance(task),
         )
 
     mapped_src = result.apply(src_vecs)
@@ -208,6 +211,7 @@ def map_(
         "max_vocab": max_vocab,
         "knn": knn,
         "select": select,
+        "keep_seed": keep_seed,
         "selected_step": result.history[result.selected].step,
         "converged": result.converged,
         "history": [s.as_dict() for s in result.history],
