@@ -1,0 +1,180 @@
+"""Every CPU backend of xlfast.kernels.csls against the float64 full-matrix torch reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xlfast.errors import BackendUnavailable, XlfastError
+from xlfast.kernels import csls as C
+
+CPU_BACKENDS = [b for b in ("torch", "numba", "cpp") if b in C.registry.available("cpu")]
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def unit_rows(n, d, seed, dup_of=None):
+    X = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    if dup_of is not None:  # duplicate rows: exact ties that any order may break
+        X[dup_of[1]] = X[dup_of[0]]
+    return C.normalize(X).numpy()
+
+
+def tolerance(metric, d, ref_means=None):
+    """A float32 dot of two unit d-vectors is within about d·eps of the exact value (the GEMM may sum in
+    any order); CSLS adds 2cos and two means of such cosines; margin divides by their mean."""
+    cos_tol = 2 * d * EPS32
+    if metric == "cos":
+        return cos_tol
+    if metric == "csls":
+        return 4 * cos_tol
+    r_T, r_S = ref_means
+    den = (r_T.min() + r_S.min()).clamp_min(C.MARGIN_EPS).item()
+    return 8 * cos_tol / den**2
+
+
+def assert_topk_matches(scores, indices, ref_full, k, tol, label=""):
+    """scores/indices [n, k] against the full reference score matrix [n, m] (float64)."""
+    n, m = ref_full.shape
+    assert scores.shape == (n, k) and indices.shape == (n, k), label
+    assert scores.dtype == torch.float32 and indices.dtype == torch.int64, label
+    if n == 0 or k == 0:
+        return
+    ref_top = ref_full.topk(k, dim=1)
+    # the k best values agree, whatever way ties were broken
+    np.testing.assert_allclose(scores.double(), ref_top.values, atol=tol, rtol=0, err_msg=label)
+    # each returned index really has the returned score, and no index repeats within a row
+    assert (indices >= 0).all() and (indices < m).all(), label
+    np.testing.assert_allclose(ref_full.gather(1, indices), scores.double(), atol=tol, rtol=0, err_msg=label)
+    assert all(len(set(r.tolist())) == k for r in indices), label
+    # where the reference scores are separated by more than 2·tol the indices must be identical
+    ext = torch.cat([ref_full.topk(min(k + 1, m), dim=1).values, torch.full((n, 1), -np.inf, dtype=torch.float64)], 1)
+    gaps = torch.minimum(ext[:, :k] - ext[:, 1 : k + 1], torch.cat([torch.full((n, 1), np.inf, dtype=torch.float64),
+                                                                     ext[:, : k - 1] - ext[:, 1:k]], 1))
+    clear = gaps > 2 * tol
+    bad = (indices != ref_top.indices) & clear
+    assert not bad.any(), f"{label}: first differing (row, rank) {bad.nonzero()[:5].tolist()}"
+
+
+SHAPES = [(1, 1, 3), (5, 123, 16), (123, 5, 16), (1000, 1234, 24)]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("metric", C.METRICS)
+@pytest.mark.parametrize("n,m,d", SHAPES)
+def test_topk_matches_reference(backend, metric, n, m, d):
+    X, Y = unit_rows(n, d, 1), unit_rows(m, d, 2)
+    k = 7
+    # a tiny budget forces many tiles, so the running buffers are merged across tiles and edges
+    got = C.topk(X, Y, k, metric=metric, knn=4, both=True, normalized=True, backend=backend, mem=64 << 10)
+    ref = C.reference_scores(X, Y, metric, knn=4, normalized=True)
+    means = C.reference_means(X, Y, 4, normalized=True)
+    tol = tolerance(metric, d, means)
+    assert_topk_matches(got.scores, got.indices, ref, min(k, m), tol, f"{backend} {metric} fwd")
+    assert_topk_matches(got.rev_scores, got.rev_indices, ref.T, min(k, n), tol, f"{backend} {metric} rev")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("metric", C.METRICS)
+def test_exclude_self_and_duplicates(backend, metric):
+    X = unit_rows(300, 12, 3, dup_of=([0, 1, 2], [10, 11, 12]))
+    got = C.topk(X, X, 5, metric=metric, knn=3, both=True, normalized=True, backend=backend,
+                 exclude_self=True, mem="100K")
+    ref = C.reference_scores(X, X, metric, knn=3, normalized=True, exclude_self=True)
+    tol = tolerance(metric, 12, C.reference_means(X, X, 3, normalized=True, exclude_self=True))
+    assert_topk_matches(got.scores, got.indices, ref, 5, tol, f"{backend} {metric}")
+    assert (got.indices != torch.arange(300)[:, None]).all()
+    assert got.indices[10, 0] == 0 and got.indices[0, 0] == 10  # a duplicate is its twin's best match
+    assert_topk_matches(got.rev_scores, got.rev_indices, ref.T, 5, tol, f"{backend} {metric} rev")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_neighbourhood_means_one_pass(backend):
+    X, Y = unit_rows(777, 20, 4), unit_rows(1301, 20, 5)
+    r_T, r_S = C.neighbourhood_means(X, Y, 10, normalized=True, backend=backend, mem="200K")
+    ref_T, ref_S = C.reference_means(X, Y, 10, normalized=True)
+    tol = tolerance("cos", 20)
+    np.testing.assert_allclose(r_T.double(), ref_T, atol=tol, rtol=0)
+    np.testing.assert_allclose(r_S.double(), ref_S, atol=tol, rtol=0)
+    # k above the number of candidates averages all of them
+    r_T, r_S = C.neighbourhood_means(X[:3], Y[:2], 10, normalized=True, backend=backend)
+    np.testing.assert_allclose(r_T.double(), (C.reference_cos(X[:3], Y[:2], True)).mean(1), atol=tol)
+    np.testing.assert_allclose(r_S.double(), (C.reference_cos(X[:3], Y[:2], True)).mean(0), atol=tol)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_k_above_m_empty_inputs_and_unnormalised(backend):
+    X, Y = unit_rows(9, 8, 6), unit_rows(4, 8, 7)
+    got = C.topk(X, Y, 50, both=True, normalized=True, backend=backend)
+    assert got.scores.shape == (9, 4) and got.rev_scores.shape == (4, 9)
+    assert (got.indices.sort(1).values == torch.arange(4)).all()
+    for n, m in [(0, 5), (5, 0), (0, 0)]:
+        got = C.topk(np.zeros((n, 8), np.float32), np.zeros((m, 8), np.float32), 3, metric="csls",
+                     both=True, backend=backend)
+        assert got.scores.shape == (n, min(3, m)) and got.rev_indices.shape == (m, min(3, n))
+    # unnormalised input (with a zero row) is normalised once; the zero row scores 0 everywhere
+    raw = np.random.default_rng(8).standard_normal((30, 8)).astype(np.float32) * 7
+    raw[3] = 0
+    got = C.topk(torch.from_numpy(raw), raw[:20] * 0.5, 3, backend=backend)
+    ref = C.reference_scores(raw, raw[:20] * 0.5, "cos")
+    assert_topk_matches(got.scores, got.indices, ref, 3, tolerance("cos", 8))
+    assert torch.all(got.scores[3] == 0)
+
+
+def test_normalize_and_parse_mem():
+    X = np.array([[3.0, 4.0], [0.0, 0.0]])
+    N = C.normalize(X)
+    assert N.dtype == torch.float32 and N.is_contiguous()
+    assert torch.allclose(N, torch.tensor([[0.6, 0.8], [0.0, 0.0]]))
+    assert C.parse_mem("256M") == 256 << 20 and C.parse_mem("1G") == 1 << 30 and C.parse_mem(5000) == 5000
+    assert C.parse_mem("1.5GiB") == int(1.5 * (1 << 30)) and C.parse_mem(None) == C.DEFAULT_MEM
+    with pytest.raises(XlfastError):
+        C.parse_mem("lots")
+    # the tile follows the budget and never exceeds it
+    for mem in ("64K", "1M", "256M"):
+        bx, by = C.tile_shape(100_000, 100_000, 512, mem)
+        assert bx * by * 4 <= C.parse_mem(mem)
+    assert C.tile_shape(100_000, 100_000, 512, "1M") != C.tile_shape(100_000, 100_000, 512, "256M")
+
+
+def test_errors_are_one_line_not_tracebacks():
+    X = unit_rows(4, 8, 9)
+    with pytest.raises(BackendUnavailable):
+        C.topk(X, X, 2, backend="no-such-backend")
+    with pytest.raises(XlfastError):
+        C.topk(X, X, 2, metric="euclid")
+    with pytest.raises(XlfastError):
+        C.topk(X, unit_rows(4, 9, 9), 2)
+    if "cuda" in C.registry.backends and not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable):
+            C.topk(X, X, 2, backend="cuda")
+
+
+def _dense_reference(sim, knn):
+    """One matrix, no padding: CSLS with the neighbourhood being the other side, K clipped."""
+    n, m = sim.shape
+    r_T = sim.topk(min(knn, m), dim=1).values.mean(1)
+    r_S = sim.topk(min(knn, n), dim=0).values.mean(0)
+    return 2 * sim - r_T[:, None] - r_S[None, :]
+
+
+def test_csls_dense_masks_and_clipping():
+    torch.manual_seed(0)
+    lengths = [(3, 5), (7, 2), (1, 1), (6, 6)]
+    B, n, m = len(lengths), 7, 6
+    sim = torch.rand(B, n, m) * 2 - 1
+    row_mask = torch.zeros(B, n, dtype=torch.bool)
+    col_mask = torch.zeros(B, m, dtype=torch.bool)
+    for b, (ln, lm) in enumerate(lengths):
+        row_mask[b, :ln] = True
+        col_mask[b, :lm] = True
+    out = C.csls_dense(sim, 3, row_mask, col_mask)
+    for b, (ln, lm) in enumerate(lengths):
+        ref = _dense_reference(sim[b, :ln, :lm].double(), 3)
+        torch.testing.assert_close(out[b, :ln, :lm].double(), ref, atol=1e-6, rtol=0)
+        assert torch.isneginf(out[b, ln:, :]).all() and torch.isneginf(out[b, :, lm:]).all()
+    # 2-D input, no masks, gradients flow
+    s = sim[3].clone().requires_grad_(True)
+    out2 = C.csls_dense(s, 3)
+    torch.testing.assert_close(out2.double(), _dense_reference(sim[3].double(), 3), atol=1e-6, rtol=0)
+    out2.sum().backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all()

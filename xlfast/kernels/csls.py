@@ -1,0 +1,411 @@
+"""The only cosine / CSLS / margin top-k retrieval in xlfast: tiled, memory-bounded, several backends.
+
+    normalize(X)                               unit rows (zero rows stay zero), float32, contiguous
+    neighbourhood_means(X, Y, k)               (r_T [N], r_S [M]) from ONE pass over the tiles of X·Yᵀ
+    topk(X, Y, k, metric=..., knn=...)         TopK(scores, indices[, rev_scores, rev_indices])
+    csls_dense(sim, knn, row_mask, col_mask)   CSLS of small padded batches [B, n, m] (word alignment)
+
+How it works. X and Y are normalised once. The product X·Yᵀ is computed tile by tile into one reused
+buffer whose size follows the memory budget `mem` (never a constant); each tile is scanned by a
+selection kernel that keeps a running top-k per row of X and, in the same scan, per column (= row of Y).
+A candidate is only inserted when it beats the row's (column's) current k-th best, so after a few tiles
+the scan is one compare per element and the GEMM dominates. CSLS and margin need r_T and r_S first:
+pass 1 gives both, pass 2 streams the tiles again with the score transform fused into the selection:
+
+    cos:    s = cos(x, y)
+    csls:   s = 2·cos(x, y) − r_T(x) − r_S(y)
+    margin: s = cos(x, y) / ((r_T(x) + r_S(y)) / 2)     (ratio margin; the denominator is clamped at 1e-6)
+
+Backends (`KernelRegistry("csls")`, ranked by measurement on this machine, see `xlfast bench csls`):
+numba and cpp (OpenBLAS GEMM via numpy into the reused buffer + a parallel selection kernel), torch
+(torch.mm + torch.topk merges; the always-available fallback), triton (fused tile product + running
+top-k, GPU or TRITON_INTERPRET=1). The full-matrix `reference_*` functions exist for tests.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from xlfast.errors import XlfastError
+from xlfast.kernels.dispatch import KernelRegistry
+
+DEFAULT_MEM = 128 << 20  # bytes for the similarity tile; keeps total extra memory well under 256 MiB
+METRICS = ("cos", "csls", "margin")
+MODE = {"cos": 0, "csls": 1, "margin": 2}
+MARGIN_EPS = 1e-6
+
+
+class TopK(NamedTuple):
+    """Best k targets per source row (descending); with both=True also the best k sources per target."""
+
+    scores: torch.Tensor
+    indices: torch.Tensor
+    rev_scores: torch.Tensor | None = None
+    rev_indices: torch.Tensor | None = None
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def parse_mem(mem) -> int:
+    """Bytes from an int or a string such as '256M', '1G', '512k', '1.5GiB' (None: the default)."""
+    if mem is None:
+        return DEFAULT_MEM
+    if isinstance(mem, (int, np.integer)):
+        value = int(mem)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(mem))
+        if not m:
+            raise XlfastError(f"cannot read memory budget '{mem}' (use bytes or e.g. 256M, 1G)")
+        scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+        value = int(float(m.group(1)) * scale)
+    if value < 4096:
+        raise XlfastError(f"memory budget {value} bytes is too small (at least 4096)")
+    return value
+
+
+def _as_float32(X) -> np.ndarray:
+    """A C-contiguous float32 numpy view of X (no copy when X already is one; torch shares memory)."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach()
+        if X.device.type != "cpu":
+            X = X.cpu()
+        X = X.numpy()
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise XlfastError(f"expected a 2-D matrix of vectors, got shape {tuple(X.shape)}")
+    return X
+
+
+def normalize(X) -> torch.Tensor:
+    """Unit-length rows as a contiguous float32 tensor; all-zero rows stay zero (never NaN)."""
+    A = torch.as_tensor(_as_float32(X))
+    norms = torch.linalg.vector_norm(A, dim=1, keepdim=True)
+    return (A / torch.where(norms > 0, norms, torch.ones_like(norms))).contiguous()
+
+
+def _prepare(X, Y, normalized: bool) -> tuple[np.ndarray, np.ndarray]:
+    Xn = _as_float32(X) if normalized else normalize(X).numpy()
+    Yn = _as_float32(Y) if normalized else normalize(Y).numpy()
+    if Xn.shape[1] != Yn.shape[1] and Xn.shape[0] and Yn.shape[0]:
+        raise XlfastError(f"dimension mismatch: X has {Xn.shape[1]} columns, Y has {Yn.shape[1]}")
+    return Xn, Yn
+
+
+def clip_k(k: int, m: int, exclude_self: bool) -> int:
+    """k is clipped to the number of candidates (M, or M−1 when each row's own index is excluded)."""
+    if k < 0:
+        raise XlfastError(f"k must be ≥ 0, got {k}")
+    return max(0, min(int(k), m - 1 if exclude_self else m))
+
+
+def tile_shape(n: int, m: int, dim: int, mem) -> tuple[int, int]:
+    """Rows × columns of the similarity tile that fits the budget: wide column blocks keep the GEMM
+    efficient and the per-row scan long; rows fill what is left."""
+    floats = max(1024, parse_mem(mem) // 4)
+    bx = max(1, min(n, 2048, floats // 256))
+    by = max(1, min(m, floats // bx))
+    if by == m:
+        bx = max(1, min(n, floats // max(by, 1)))
+    return bx, by
+
+
+# ------------------------------------------------------------------------- reference (full matrix)
+def reference_cos(X, Y, normalized=False) -> torch.Tensor:
+    Xn, Yn = _prepare(X, Y, normalized)
+    return torch.from_numpy(Xn).double() @ torch.from_numpy(Yn).double().T
+
+
+def reference_means(X, Y, k=10, normalized=False, exclude_self=False):
+    """Plain float64 torch on the whole matrix: the ground truth for tests."""
+    S = reference_cos(X, Y, normalized)
+    n, m = S.shape
+    if exclude_self and n and m:
+        d = min(n, m)
+        S[torch.arange(d), torch.arange(d)] = -math.inf
+    kr, kc = clip_k(k, m, exclude_self), clip_k(k, n, exclude_self)
+    r_T = S.topk(kr, dim=1).values.mean(1) if kr else torch.zeros(n, dtype=S.dtype)
+    r_S = S.topk(kc, dim=0).values.mean(0) if kc else torch.zeros(m, dtype=S.dtype)
+    return r_T, r_S
+
+
+def reference_scores(X, Y, metric="csls", knn=10, normalized=False, exclude_self=False) -> torch.Tensor:
+    S = reference_cos(X, Y, normalized)
+    n, m = S.shape
+    if metric != "cos":
+        r_T, r_S = reference_means(X, Y, knn, normalized, exclude_self)
+        if metric == "csls":
+            S = 2 * S - r_T[:, None] - r_S[None, :]
+        elif metric == "margin":
+            S = 2 * S / (r_T[:, None] + r_S[None, :]).clamp_min(MARGIN_EPS)
+        else:
+            raise XlfastError(f"unknown metric '{metric}' (choose from {', '.join(METRICS)})")
+    if exclude_self and n and m:
+        d = min(n, m)
+        S[torch.arange(d), torch.arange(d)] = -math.inf
+    return S
+
+
+def reference_topk(X, Y, k, metric="cos", knn=10, both=False, normalized=False, exclude_self=False) -> TopK:
+    S = reference_scores(X, Y, metric, knn, normalized, exclude_self)
+    n, m = S.shape
+    kr, kc = clip_k(k, m, exclude_self), clip_k(k, n, exclude_self)
+    fwd = S.topk(kr, dim=1)
+    if not both:
+        return TopK(fwd.values.float(), fwd.indices)
+    rev = S.T.topk(kc, dim=1)
+    return TopK(fwd.values.float(), fwd.indices, rev.values.float(), rev.indices)
+
+
+# ----------------------------------------------------------------------------------- tiled driver
+class _Running:
+    """Running top-k buffers: values descending, −inf / −1 where not yet filled."""
+
+    def __init__(self, n: int, k: int):
+        self.vals = np.full((n, k), -np.inf, dtype=np.float32)
+        self.idx = np.full((n, k), -1, dtype=np.int64)
+
+
+def _stream(backend, Xn, Yn, *, k_rows, k_cols, mode, r_T, r_S, mem, exclude_self):
+    """One pass over the tiles of Xn·Ynᵀ; returns (row buffers [n, k_rows], column buffers [m, k_cols])."""
+    n, m = Xn.shape[0], Yn.shape[0]
+    rows, cols = _Running(n, k_rows), _Running(m, k_cols)
+    if n == 0 or m == 0 or (k_rows == 0 and k_cols == 0):
+        return rows, cols
+    empty_v = np.empty((0, 1), np.float32)
+    empty_i = np.empty((0, 1), np.int64)
+    rterm = r_T if r_T is not None else np.zeros(n, np.float32)
+    cterm = r_S if r_S is not None else np.zeros(m, np.float32)
+    bx, by = tile_shape(n, m, Xn.shape[1], mem)
+    tiler = backend.tiler(bx, by, Xn.shape[1])
+    for i0 in range(0, n, bx):
+        Xb = Xn[i0 : i0 + bx]
+        for j0 in range(0, m, by):
+            S = tiler.product(Xb, Yn[j0 : j0 + by])
+            backend.update(
+                S, i0, j0,
+                rows.vals if k_rows else empty_v, rows.idx if k_rows else empty_i,
+                cols.vals if k_cols else empty_v, cols.idx if k_cols else empty_i,
+                mode, rterm, cterm, exclude_self,
+            )
+    return rows, cols
+
+
+def _means(buf: _Running, size: int) -> np.ndarray:
+    if buf.vals.shape[1] == 0:
+        return np.zeros(size, np.float32)
+    return buf.vals.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+registry = KernelRegistry("csls")
+
+
+def _backend(backend):
+    return registry.choose("cpu", backend)[1]
+
+
+def neighbourhood_means(X, Y, k=10, *, normalized=False, backend=None, mem=None, exclude_self=False):
+    """r_T[i] = mean cosine of X[i] to its k nearest rows of Y; r_S[j] = mean cosine of Y[j] to its k
+    nearest rows of X. Both come from the same single pass over the tiles of X·Yᵀ. k is clipped to the
+    number of candidates; with no candidates the mean is 0."""
+    impl = _backend(backend)
+    Xn, Yn = _prepare(X, Y, normalized)
+    r_T, r_S = _neighbourhood_means_np(impl, Xn, Yn, k, mem, exclude_self)
+    return torch.from_numpy(r_T), torch.from_numpy(r_S)
+
+
+def _neighbourhood_means_np(impl, Xn, Yn, k, mem, exclude_self):
+    n, m = Xn.shape[0], Yn.shape[0]
+    if hasattr(impl, "neighbourhood_means"):  # backends with their own fused pass (triton)
+        return impl.neighbourhood_means(Xn, Yn, clip_k(k, m, exclude_self), clip_k(k, n, exclude_self),
+                                        mem, exclude_self)
+    rows, cols = _stream(impl, Xn, Yn, k_rows=clip_k(k, m, exclude_self), k_cols=clip_k(k, n, exclude_self),
+                         mode=0, r_T=None, r_S=None, mem=mem, exclude_self=exclude_self)
+    return _means(rows, n), _means(cols, m)
+
+
+def topk(X, Y, k, *, metric="cos", knn=10, both=False, normalized=False, backend=None, mem=None,
+         exclude_self=False, means=None) -> TopK:
+    """The k best rows of Y for every row of X under `metric` ('cos', 'csls' or 'margin', the last two
+    with neighbourhood size `knn`), scores descending; with both=True also the k best rows of X for
+    every row of Y. k larger than the number of candidates is clipped to it (M, or M−1 with
+    exclude_self, which drops the pair (i, i) — for X and Y being the same set); empty inputs give
+    empty results. Memory: one similarity tile of at most `mem` bytes (default 128 MiB, '256M' works)
+    plus the k-sized result buffers; the N×M matrix is never stored. `means=(r_T, r_S)` supplies
+    precomputed neighbourhood means for csls/margin (e.g. merged over shards) and skips pass 1."""
+    if metric not in METRICS:
+        raise XlfastError(f"unknown metric '{metric}' (choose from {', '.join(METRICS)})")
+    impl = _backend(backend)
+    Xn, Yn = _prepare(X, Y, normalized)
+    n, m = Xn.shape[0], Yn.shape[0]
+    r_T = r_S = None
+    if metric != "cos" and means is not None:
+        # precomputed (r_T, r_S): xlfast.mine merges r_T over shards of Y held by other processes
+        r_T, r_S = (np.ascontiguousarray(np.asarray(v, dtype=np.float32).reshape(-1)) for v in means)
+    elif metric != "cos":
+        r_T, r_S = _neighbourhood_means_np(impl, Xn, Yn, knn, mem, exclude_self)
+    kr, kc = clip_k(k, m, exclude_self), clip_k(k, n, exclude_self) if both else 0
+    if hasattr(impl, "topk"):
+        return impl.topk(Xn, Yn, kr, kc, MODE[metric], r_T, r_S, mem, exclude_self)
+    rows, cols = _stream(impl, Xn, Yn, k_rows=kr, k_cols=kc, mode=MODE[metric], r_T=r_T, r_S=r_S,
+                         mem=mem, exclude_self=exclude_self)
+    out = TopK(torch.from_numpy(rows.vals), torch.from_numpy(rows.idx))
+    if both:
+        out = out._replace(rev_scores=torch.from_numpy(cols.vals), rev_indices=torch.from_numpy(cols.idx))
+    return out
+
+
+# --------------------------------------------------------------------------- small dense batches
+def csls_dense(sim: torch.Tensor, knn: int, row_mask=None, col_mask=None) -> torch.Tensor:
+    """CSLS for a batch of small similarity matrices sim [B, n, m] (e.g. one sentence pair each).
+
+    The neighbourhood of a row is the unmasked columns of its own matrix and vice versa; knn is clipped
+    to each matrix's true lengths. Masks are bool [B, n] / [B, m] (True = real token). Padded entries of
+    the result are −inf. Differentiable; plain torch, no tiling (the matrices are tiny)."""
+    if sim.dim() == 2:
+        return csls_dense(sim[None], knn,
+                          None if row_mask is None else row_mask[None],
+                          None if col_mask is None else col_mask[None])[0]
+    B, n, m = sim.shape
+    row_mask = torch.ones(B, n, dtype=torch.bool, device=sim.device) if row_mask is None else row_mask.bool()
+    col_mask = torch.ones(B, m, dtype=torch.bool, device=sim.device) if col_mask is None else col_mask.bool()
+    valid = row_mask[:, :, None] & col_mask[:, None, :]
+    neg = torch.finfo(sim.dtype).min
+    masked = sim.masked_fill(~valid, neg)
+    n_true, m_true = row_mask.sum(1), col_mask.sum(1)  # [B]
+
+    def mean_topk(S, lengths, dim):
+        # top-K along `dim` with K = min(knn, true length) per batch element: sort once, average a prefix
+        size = S.shape[dim]
+        kk = min(knn, size)
+        if kk == 0:
+            return torch.zeros(S.shape[0], S.shape[3 - dim], dtype=S.dtype, device=S.device)
+        top = S.topk(kk, dim=dim).values  # [B, kk, m] or [B, n, kk]
+        k_eff = lengths.clamp(max=knn).clamp(min=1)
+        take = torch.arange(kk, device=S.device)[None, :] < k_eff[:, None]  # [B, kk]
+        take = take[:, :, None] if dim == 1 else take[:, None, :]
+        total = torch.where(take, top, torch.zeros_like(top)).sum(dim)
+        return total / k_eff[:, None].to(S.dtype)
+
+    r_T = mean_topk(masked, m_true, 2)  # [B, n]
+    r_S = mean_topk(masked, n_true, 1)  # [B, m]
+    out = 2 * sim - r_T[:, :, None] - r_S[:, None, :]
+    return out.masked_fill(~valid, -math.inf)
+
+
+# ------------------------------------------------------------------------------------- backends
+class _NumpyTiler:
+    """OpenBLAS GEMM (through numpy) into one reused buffer: faster than torch.mm on this CPU."""
+
+    def __init__(self, bx, by, dim):
+        self.buf = np.empty(bx * by, dtype=np.float32)
+
+    def product(self, Xb, Yb):
+        out = self.buf[: Xb.shape[0] * Yb.shape[0]].reshape(Xb.shape[0], Yb.shape[0])
+        np.matmul(Xb, Yb.T, out=out)
+        return out
+
+
+class _TorchBackend:
+    """torch.mm + torch.topk merges: portable fallback, same streaming scheme."""
+
+    name = "torch"
+
+    class _Tiler:
+        def __init__(self, bx, by, dim):
+            self.buf = torch.empty(bx * by, dtype=torch.float32)
+
+        def product(self, Xb, Yb):
+            out = self.buf[: Xb.shape[0] * Yb.shape[0]].view(Xb.shape[0], Yb.shape[0])
+            torch.mm(torch.from_numpy(Xb), torch.from_numpy(Yb).T, out=out)
+            return out.numpy()
+
+    def tiler(self, bx, by, dim):
+        return self._Tiler(bx, by, dim)
+
+    @staticmethod
+    def _scores(S, i0, j0, mode, rterm, cterm, exclude_self):
+        S = torch.from_numpy(S)
+        nb, mb = S.shape
+        if mode == 1:
+            rt = torch.from_numpy(rterm[i0 : i0 + nb])[:, None]
+            ct = torch.from_numpy(cterm[j0 : j0 + mb])[None, :]
+            S = 2 * S - rt - ct
+        elif mode == 2:
+            rt = torch.from_numpy(rterm[i0 : i0 + nb])[:, None]
+            ct = torch.from_numpy(cterm[j0 : j0 + mb])[None, :]
+            S = 2 * S / (rt + ct).clamp_min(MARGIN_EPS)
+        if exclude_self:
+            lo, hi = max(i0, j0), min(i0 + nb, j0 + mb)
+            if lo < hi:
+                S = S.clone() if mode == 0 else S
+                d = torch.arange(lo, hi)
+                S[d - i0, d - j0] = -math.inf
+        return S
+
+    def update(self, S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self):
+        T = self._scores(S, i0, j0, mode, rterm, cterm, exclude_self)
+        nb, mb = T.shape
+        if rvals.shape[0]:
+            k = rvals.shape[1]
+            v = torch.from_numpy(rvals[i0 : i0 + nb])
+            ix = torch.from_numpy(ridx[i0 : i0 + nb])
+            cand_i = torch.arange(j0, j0 + mb).expand(nb, mb)
+            # running buffer first: ties keep the earlier (smaller) index, as in the compiled backends
+            top = torch.cat([v, T], 1).topk(k, dim=1, sorted=True)
+            v.copy_(top.values)
+            ix.copy_(torch.cat([ix, cand_i], 1).gather(1, top.indices))
+        if cvals.shape[0]:
+            k = cvals.shape[1]
+            v = torch.from_numpy(cvals[j0 : j0 + mb])
+            ix = torch.from_numpy(cidx[j0 : j0 + mb])
+            cand_i = torch.arange(i0, i0 + nb).expand(mb, nb)
+            top = torch.cat([v, T.T], 1).topk(k, dim=1, sorted=True)
+            v.copy_(top.values)
+            ix.copy_(torch.cat([ix, cand_i], 1).gather(1, top.indices))
+
+
+class _CompiledSelection:
+    """Numpy/OpenBLAS tile product + a compiled parallel selection kernel (numba or C++)."""
+
+    def __init__(self, name, rows_fn, cols_fn, warmup=None):
+        self.name = name
+        self._rows, self._cols = rows_fn, cols_fn
+        if warmup:
+            warmup()
+
+    def tiler(self, bx, by, dim):
+        return _NumpyTiler(bx, by, dim)
+
+    def update(self, S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self):
+        if rvals.shape[0]:
+            self._rows(S, i0, j0, rvals, ridx, mode, rterm, cterm, exclude_self)
+        if cvals.shape[0]:
+            self._cols(S, i0, j0, cvals, cidx, mode, rterm, cterm, exclude_self)
+
+
+def _load_numba():
+    from xlfast.kernels import csls_numba
+
+    return _CompiledSelection("numba", csls_numba.rows_update, csls_numba.cols_update, csls_numba.warmup)
+
+
+def _load_cpp():
+    from xlfast import _csls_cpu  # built from csrc/cpu/csls.cpp by setup.py
+
+    return _CompiledSelection("cpp", _csls_cpu.rows_update, _csls_cpu.cols_update)
+
+
+def _load_triton():
+    from xlfast.kernels.triton import csls as triton_csls
+
+    return triton_csls.load()
+
+
+# Ranks from `xlfast bench csls` on this 2-core machine (see the closing note of issue 5).
+registry.register("cpp", _load_cpp, devices=("cpu",), rank=10)
+registry.register("numba", _load_numba, devices=("cpu",), rank=20)
+registry.register("torch", lambda: _TorchBackend(), devices=("cpu", "cuda"), rank=90)
+registry.register("triton", _load_triton, devices=("cuda", "cpu"), rank=95)
