@@ -1,0 +1,317 @@
+"""The cross-lingual encoder-decoder of Wada et al. (2021), METHOD.md §1 and §8.
+
+One step trains every objective of a batch of one corpus pair (s, t) at once:
+- the shared encoder runs once over the source sentences of both languages (stacked as one batch);
+- each decoder (target language, direction) runs once: with a zero initial state and no input feeding
+  its hidden states do not depend on the source, so the same states serve reconstruction (source = own
+  language) and translation (source = the other language) — the authors' code runs them twice;
+- attention and the tied output layer are batched over both sources and both directions.
+
+Bidirectional LSTMs over right-padded batches are exact here: the backward direction is a forward LSTM
+over each sequence reversed within its own length, so padding never feeds a real position.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xlfast.kernels.subword_embed import PieceLayout, subword_embed
+
+SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+PRESETS = {
+    # METHOD.md §1 sizes: low-resource / medium / high.
+    "low": dict(dim=500, enc_layers=1, dec_layers=1, batch_size=16),
+    "medium": dict(dim=500, enc_layers=2, dec_layers=1, batch_size=32),
+    "high": dict(dim=768, enc_layers=3, dec_layers=2, batch_size=80),
+}
+
+
+@dataclass
+class ModelConfig:
+    langs: list[str]
+    vocab_sizes: dict[str, int]
+    num_pieces: int = 0
+    dim: int = 500
+    enc_layers: int = 1
+    dec_layers: int = 1
+    subword: str = "ave"  # none | ave | cnn
+    dropout: float = 0.5
+    init_range: float = 0.1
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(**d)
+
+
+def reverse_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Index that reverses each sequence within its length and leaves padding in place (an involution)."""
+    t = torch.arange(max_len, device=lengths.device).unsqueeze(0)
+    n = lengths.unsqueeze(1)
+    return torch.where(t < n, n - 1 - t, t)
+
+
+def reverse_padded(x: torch.Tensor, rev: torch.Tensor) -> torch.Tensor:
+    return x.gather(1, rev.unsqueeze(-1).expand_as(x))
+
+
+class SubwordEmbedding(nn.Module):
+    """Per-language word tables E^ℓ plus F over pieces of the shared table Z: Ẽ^ℓ_w = E^ℓ_w + F(Z_{Q(w)})."""
+
+    def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.E = nn.ParameterDict({lang: nn.Parameter(torch.empty(cfg.vocab_sizes[lang], d)) for lang in cfg.langs})
+        self.subword = cfg.subword
+        self._layouts: dict[str, PieceLayout] = {}
+        if self.subword != "none":
+            self.Z = nn.Parameter(torch.empty(cfg.num_pieces, d))
+            if pieces_per_word is None:
+                raise ValueError("a subword model needs the pieces of every word (CrossLingualModel.from_state)")
+            for lang in cfg.langs:
+                lay = PieceLayout.from_lists(pieces_per_word[lang], cfg.num_pieces)
+                # Buffers so that the layout travels with the checkpoint and with .to(device).
+                self.register_buffer(f"offsets_{lang}", lay.offsets.long(), persistent=True)
+                self.register_buffer(f"pieces_{lang}", lay.pieces.long(), persistent=True)
+        if self.subword == "cnn":
+            # Conv1d(d→d, kernel 3, padding 1) over a word's pieces, then the mean (METHOD.md §8.6).
+            self.conv = nn.Conv1d(d, d, kernel_size=3, padding=1)
+
+    def layout(self, lang: str) -> PieceLayout:
+        offsets = getattr(self, f"offsets_{lang}")
+        lay = self._layouts.get(lang)
+        if lay is None or lay.offsets.device != offsets.device or lay.offsets.data_ptr() != offsets.data_ptr():
+            lay = PieceLayout(offsets, getattr(self, f"pieces_{lang}"), self.cfg.num_pieces, check=False)
+            self._layouts[lang] = lay
+        return lay
+
+    def table(self, lang: str, piece_dropout: float = 0.0, backend: str | None = None) -> torch.Tensor:
+        """Ẽ for the whole vocabulary of `lang` (dropout on the piece table when training)."""
+        E = self.E[lang]
+        if self.subword == "none":
+            return E
+        Z = F.dropout(self.Z, piece_dropout, self.training) if piece_dropout else self.Z
+        lay = self.layout(lang)
+        if self.subword == "ave":
+            return subword_embed(E, Z, lay, backend=backend)
+        return self._cnn_table(E, Z, lay, backend)
+
+    def _cnn_table(self, E, Z, lay: PieceLayout, backend) -> torch.Tensor:
+        # The mean over positions of a width-3 convolution is linear in the pieces, so the whole
+        # vocabulary needs no per-word convolution: with taps W0, W1, W2 and z_{-1} = z_n = 0,
+        #   mean_t y_t = [(W0+W1+W2)·Σz − W0·z_last − W2·z_first] / n + b.
+        # Three d×d products on the piece table (P rows) replace a conv over every word (V × pieces).
+        d = Z.shape[1]
+        w = self.conv.weight  # [out, in, 3]
+        taps = torch.cat([w[:, :, 0].t(), w[:, :, 2].t(), w.sum(dim=2).t()], dim=1)  # [in, 3·out]
+        zt = Z @ taps
+        z_left, z_right, z_all = zt[:, :d], zt[:, d : 2 * d], zt[:, 2 * d :]
+        mean_part = subword_embed(E, z_all.contiguous(), lay, backend=backend)
+        offsets = lay.offsets
+        counts = (offsets[1:] - offsets[:-1]).clamp_min(1).to(Z.dtype).unsqueeze(1)
+        first = lay.pieces[offsets[:-1]]
+        last = lay.pieces[offsets[1:] - 1]
+        return mean_part - (z_left[last] + z_right[first]) / counts + self.conv.bias
+
+    def lookup_oov(self, lang: str, piece_ids: list[list[int]]) -> torch.Tensor:
+        """Ẽ for words outside the vocabulary: E[<unk>] + F(their pieces)."""
+        E = self.E[lang]
+        n = len(piece_ids)
+        base = E[UNK].expand(n, -1)
+        if self.subword == "none" or n == 0:
+            return base.clone()
+        lay = PieceLayout.from_lists([p if p else [0] for p in piece_ids], self.cfg.num_pieces).to(E.device)
+        zeros = torch.zeros(n, E.shape[1], dtype=E.dtype, device=E.device)
+        if self.subword == "ave":
+            f = subword_embed(zeros, self.Z, lay)
+        else:
+            f = self._cnn_table(zeros, self.Z, lay, None)
+        has = torch.tensor([bool(p) for p in piece_ids], device=E.device).unsqueeze(1)
+        return base + torch.where(has, f, torch.zeros_like(f))
+
+
+class BiEncoder(nn.Module):
+    """Stacked single-layer bi-LSTMs (d/2 units per direction); only the top layer is returned."""
+
+    def __init__(self, dim: int, layers: int):
+        super().__init__()
+        half = dim // 2
+        self.fwd = nn.ModuleList([nn.LSTM(dim if i == 0 else 2 * half, half, batch_first=True) for i in range(layers)])
+        self.bwd = nn.ModuleList([nn.LSTM(dim if i == 0 else 2 * half, half, batch_first=True) for i in range(layers)])
+
+    def forward(self, x: torch.Tensor, rev: torch.Tensor) -> torch.Tensor:
+        h = x
+        for f, b in zip(self.fwd, self.bwd):
+            hf, _ = f(h)
+            hb, _ = b(reverse_padded(h, rev))
+            h = torch.cat([hf, reverse_padded(hb, rev)], dim=-1)
+        return h
+
+
+class CrossLingualModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        if d % 2:
+            raise ValueError("the embedding size must be even (two encoder directions of d/2)")
+        self.embed = SubwordEmbedding(cfg, pieces_per_word)
+        self.encoder = BiEncoder(d, cfg.enc_layers)
+        self.decoders = nn.ModuleDict(
+            {
+                f"{lang}_{direction}": nn.LSTM(d, d, num_layers=cfg.dec_layers, batch_first=True)
+                for lang in cfg.langs
+                for direction in ("fwd", "bwd")
+            }
+        )
+        # One bias-free d×d output matrix shared by all languages and directions (METHOD.md §8.4).
+        self.W = nn.Linear(d, d, bias=False)
+        self.reset_parameters()
+
+    @classmethod
+    def from_state(cls, cfg: ModelConfig, state: dict) -> "CrossLingualModel":
+        """Rebuild a saved model; the piece layouts come from the state's own buffers."""
+        pieces_per_word = None
+        if cfg.subword != "none":
+            pieces_per_word = {}
+            for lang in cfg.langs:
+                off = state[f"embed.offsets_{lang}"].tolist()
+                pcs = state[f"embed.pieces_{lang}"].tolist()
+                pieces_per_word[lang] = [pcs[off[i] : off[i + 1]] for i in range(len(off) - 1)]
+        model = cls(cfg, pieces_per_word)
+        model.load_state_dict(state)
+        return model
+
+    def reset_parameters(self) -> None:
+        r = self.cfg.init_range
+        for p in self.parameters():
+            nn.init.uniform_(p, -r, r)
+
+    # -- pieces used by training and by inference --------------------------------------------------
+    def tables(self, langs, backend: str | None = None) -> dict[str, torch.Tensor]:
+        """Ẽ per language; while training, matrix dropout once per call (every token of a word type
+        shares the mask) — the same dropped matrix feeds the inputs and the tied output layer."""
+        p = self.cfg.dropout
+        out = {}
+        for lang in langs:
+            t = self.embed.table(lang, piece_dropout=p if self.training else 0.0, backend=backend)
+            out[lang] = F.dropout(t, p, self.training)
+        return out
+
+    def encode(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        rev = reverse_index(lengths, emb.shape[1])
+        return self.encoder(emb, rev)
+
+    def _attend_project(self, h, mem, mem_emb, mem_mask) -> torch.Tensor:
+        scores = torch.bmm(h, mem.transpose(1, 2))
+        scores = scores.masked_fill(~mem_mask.unsqueeze(1), float("-inf"))
+        alpha = torch.softmax(scores, dim=-1)
+        # Attention over encoder states and source embeddings alike: ū + r̄ = α·(u + r).
+        ctx = torch.bmm(alpha, mem + mem_emb)
+        return self.W(F.dropout(ctx + h, self.cfg.dropout, self.training))
+
+    def loss(self, batch: "PairBatch", backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction + translation, both decoder directions, both languages as target."""
+        s, t = batch.langs
+        tables = self.tables((s, t), backend)
+        B = batch.size
+        # The shared encoder runs once over the sentences of both languages.
+        src_emb = torch.cat([F.embedding(batch.src_ids[0], tables[s]), F.embedding(batch.src_ids[1], tables[t])], 0)
+        lengths = torch.cat([batch.src_lens[0], batch.src_lens[1]], 0)
+        u = self.encode(src_emb, lengths)
+        mask = torch.arange(u.shape[1], device=u.device).unsqueeze(0) < lengths.unsqueeze(1)
+        mem, mem_emb, mem_mask = u.repeat(2, 1, 1), src_emb.repeat(2, 1, 1), mask.repeat(2, 1)
+        total = 0.0
+        parts = {}
+        for side, lang in enumerate((s, t)):
+            hs, targets = [], []
+            for direction in ("fwd", "bwd"):
+                dec_in, dec_out = batch.dec_in[side][direction], batch.dec_out[side][direction]
+                h, _ = self.decoders[f"{lang}_{direction}"](F.embedding(dec_in, tables[lang]))
+                # Same decoder states for both sources: [own language (reconstruction); other (translation)]
+                # lines up with the encoder batch order [s-sentences; t-sentences].
+                hs += [h, h]
+                targets += [dec_out, dec_out]
+            H = torch.cat(hs, 0)
+            o = self._attend_project(H, mem, mem_emb, mem_mask)
+            logits = o @ tables[lang][1:].t()  # <pad> is not a class
+            tgt = torch.cat(targets, 0) - 1  # pad (0) → -1, ignored
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-1, reduction="sum")
+            parts[lang] = float(ce.detach()) / B
+            total = total + ce
+        return total / B, parts
+
+    # -- inference ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def static_table(self, lang: str) -> torch.Tensor:
+        was = self.training
+        self.eval()
+        try:
+            return self.embed.table(lang).detach()
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def contextual(self, lang: str, ids: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor | None = None):
+        """Top-layer encoder states for a padded batch of one language."""
+        was = self.training
+        self.eval()
+        try:
+            table = self.embed.table(lang) if table is None else table
+            return self.encode(F.embedding(ids, table), lengths)
+        finally:
+            self.train(was)
+
+
+@dataclass
+class PairBatch:
+    """A batch of one corpus pair: source ids of both languages and decoder inputs/targets."""
+
+    langs: tuple[str, str]
+    size: int
+    src_ids: tuple[torch.Tensor, torch.Tensor]  # [B, S] each, right-padded with PAD
+    src_lens: tuple[torch.Tensor, torch.Tensor]
+    dec_in: tuple[dict, dict]  # per side: {"fwd": [B,T], "bwd": [B,T]}
+    dec_out: tuple[dict, dict]
+
+    @classmethod
+    def build(cls, langs, sents_s: list[list[int]], sents_t: list[list[int]], device="cpu") -> "PairBatch":
+        B = len(sents_s)
+        S = max(max(len(x) for x in sents_s), max(len(y) for y in sents_t))
+        src, lens, din, dout = [], [], [], []
+        for sents in (sents_s, sents_t):
+            ids = torch.full((B, S), PAD, dtype=torch.long)
+            for i, x in enumerate(sents):
+                ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+            T = max(len(x) for x in sents) + 1
+            fi = torch.full((B, T), PAD, dtype=torch.long)
+            fo = torch.full((B, T), PAD, dtype=torch.long)
+            bi = torch.full((B, T), PAD, dtype=torch.long)
+            bo = torch.full((B, T), PAD, dtype=torch.long)
+            for i, x in enumerate(sents):
+                n = len(x)
+                xt = torch.tensor(x, dtype=torch.long)
+                # forward: <bos> y → y <eos>; backward: <eos> rev(y) → rev(y) <bos> (METHOD.md §8.3)
+                fi[i, 0] = BOS
+                fi[i, 1 : n + 1] = xt
+                fo[i, :n] = xt
+                fo[i, n] = EOS
+                rx = xt.flip(0)
+                bi[i, 0] = EOS
+                bi[i, 1 : n + 1] = rx
+                bo[i, :n] = rx
+                bo[i, n] = BOS
+            src.append(ids.to(device))
+            lens.append(torch.tensor([len(x) for x in sents], dtype=torch.long, device=device))
+            din.append({"fwd": fi.to(device), "bwd": bi.to(device)})
+            dout.append({"fwd": fo.to(device), "bwd": bo.to(device)})
+        return cls(tuple(langs), B, (src[0], src[1]), (lens[0], lens[1]), (din[0], din[1]), (dout[0], dout[1]))

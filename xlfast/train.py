@@ -1,0 +1,437 @@
+"""`xlfast train`: data preparation, length-bucketed batches, the training loop, model selection on the
+Dice pseudo-dictionary, atomic checkpoints and resume (METHOD.md §1, §8).
+
+A run directory holds:
+  config.json        model + training settings, languages, corpora, tokenizer (reused by align/mine/eval)
+  vocab.<lang>.txt   vocabulary, one word per line (specials first)
+  spm.<lang>.model   SentencePiece model of each language (subword runs)
+  pieces.txt         the shared piece table
+  checkpoint.pt      the last epoch (model, optimiser, RNG, selection state) — for --resume
+  model.pt           the selected (best) model
+  emb.<lang>.vec     static subword-aware embeddings of the selected model (word2vec text)
+  log.jsonl          one line per epoch
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from xlfast.errors import XlfastError
+from xlfast.model import PRESETS, SPECIALS, UNK, CrossLingualModel, ModelConfig, PairBatch
+from xlfast.tokenize import TokenizerSpec
+
+
+@dataclass
+class CorpusSpec:
+    path: str
+    tgt_path: str | None
+    langs: tuple[str, str]
+    fmt: str = "auto"
+
+
+@dataclass
+class TrainConfig:
+    corpora: list[CorpusSpec]
+    out: str
+    preset: str = "low"
+    dim: int | None = None
+    enc_layers: int | None = None
+    dec_layers: int | None = None
+    batch_size: int | None = None
+    subword: str = "ave"
+    dropout: float = 0.5
+    epochs: int = 60
+    patience: int = 15
+    lr: float = 1e-3
+    clip: float = 5.0
+    min_count: int = 1
+    spm_vocab: int = 1000
+    seed: int = 1
+    threads: int | None = None
+    device: str = "auto"
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    skip_bad_lines: bool = False
+    dice_min_count: int = 3
+    dice_threshold: float = 0.8
+    bf16: bool = False
+    backend: str | None = None  # subword-embedding kernel backend (None = automatic)
+
+    def resolved(self) -> dict:
+        p = PRESETS[self.preset]
+        return dict(
+            dim=self.dim or p["dim"],
+            enc_layers=self.enc_layers or p["enc_layers"],
+            dec_layers=self.dec_layers or p["dec_layers"],
+            batch_size=self.batch_size or p["batch_size"],
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tokenizer"] = self.tokenizer.to_dict()
+        d["corpora"] = [asdict(c) for c in self.corpora]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["tokenizer"] = TokenizerSpec.from_dict(d["tokenizer"])
+        d["corpora"] = [CorpusSpec(c["path"], c["tgt_path"], tuple(c["langs"]), c.get("fmt", "auto")) for c in d["corpora"]]
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data preparation
+
+
+@dataclass
+class PairData:
+    langs: tuple[str, str]
+    src: list[list[int]]
+    tgt: list[list[int]]
+    dice: list[tuple[int, int]]  # pseudo-dictionary as word ids (model selection)
+    name: str
+
+
+@dataclass
+class Prepared:
+    langs: list[str]
+    vocabs: dict[str, list[str]]
+    pairs: list[PairData]
+    pieces_per_word: dict[str, list[list[int]]] | None
+    piece_table: list[str]
+    segmenters: dict
+    dropped: int
+
+
+def corpus_tokens(spec: CorpusSpec, tok: TokenizerSpec, skip_bad_lines: bool):
+    from xlfast.io import read_parallel
+
+    corpus = read_parallel(spec.path, spec.tgt_path, fmt=spec.fmt, skip_bad_lines=skip_bad_lines)
+    return [tok(s) for s in corpus.src], [tok(t) for t in corpus.tgt]
+
+
+def prepare(cfg: TrainConfig, run_dir: Path, reuse: bool, log: Callable[[str], None] = print) -> Prepared:
+    """Tokenise, build vocabularies and subword tables. With `reuse`, the vocabularies and SentencePiece
+    models saved in `run_dir` are loaded instead of rebuilt, so a resumed run sees identical ids."""
+    from xlfast.dice import pseudo_dictionary
+    from xlfast.subwords import Segmenter, build_piece_table, train_sentencepiece
+
+    texts = [corpus_tokens(c, cfg.tokenizer, cfg.skip_bad_lines) for c in cfg.corpora]
+    langs: list[str] = []
+    for c in cfg.corpora:
+        for lang in c.langs:
+            if lang not in langs:
+                langs.append(lang)
+    counts: dict[str, Counter] = {lang: Counter() for lang in langs}
+    for c, (src, tgt) in zip(cfg.corpora, texts):
+        for sents, lang in ((src, c.langs[0]), (tgt, c.langs[1])):
+            for s in sents:
+                counts[lang].update(s)
+
+    if reuse:
+        vocabs = {lang: (run_dir / f"vocab.{lang}.txt").read_text(encoding="utf-8").split("\n")[:-1] for lang in langs}
+    else:
+        vocabs = {}
+        for lang in langs:
+            words = sorted((w for w, n in counts[lang].items() if n >= cfg.min_count), key=lambda w: (-counts[lang][w], w))
+            vocabs[lang] = list(SPECIALS) + [w for w in words if w not in SPECIALS]
+
+    segmenters: dict = {}
+    pieces_per_word = None
+    piece_table: list[str] = []
+    if cfg.subword != "none":
+        per_lang: dict[str, list[list[str]]] = {}
+        for lang in langs:
+            path = run_dir / f"spm.{lang}.model"
+            seg = Segmenter.load(path) if reuse else Segmenter(train_sentencepiece(counts[lang], cfg.spm_vocab))
+            segmenters[lang] = seg
+            per_lang[lang] = [[f"<sp>{w}"] if w in SPECIALS else seg.pieces(w) for w in vocabs[lang]]
+        piece_table, pieces_per_word = build_piece_table(per_lang)
+
+    index = {lang: {w: i for i, w in enumerate(vocabs[lang])} for lang in langs}
+    pairs: list[PairData] = []
+    dropped = 0
+    for c, (src, tgt) in zip(cfg.corpora, texts):
+        s_lang, t_lang = c.langs
+        s_ids, t_ids, s_keep, t_keep = [], [], [], []
+        for a, b in zip(src, tgt):
+            if not a or not b:  # a side that tokenises to nothing has nothing to learn from
+                dropped += 1
+                continue
+            s_ids.append([index[s_lang].get(w, UNK) for w in a])
+            t_ids.append([index[t_lang].get(w, UNK) for w in b])
+            s_keep.append(a)
+            t_keep.append(b)
+        if not s_ids:
+            raise XlfastError(f"{c.path}: no usable sentence pairs after tokenisation")
+        dice = pseudo_dictionary(s_keep, t_keep, min_count=cfg.dice_min_count, threshold=cfg.dice_threshold)
+        dice_ids = [
+            (index[s_lang][a], index[t_lang][b]) for a, b, _ in dice if a in index[s_lang] and b in index[t_lang]
+        ]
+        name = f"{s_lang}-{t_lang}"
+        pairs.append(PairData((s_lang, t_lang), s_ids, t_ids, dice_ids, name))
+        log(f"{name}: {len(s_ids):,} sentence pairs, pseudo-dictionary {len(dice_ids):,} pairs")
+    return Prepared(langs, vocabs, pairs, pieces_per_word, piece_table, segmenters, dropped)
+
+
+def save_prepared(prep: Prepared, run_dir: Path) -> None:
+    from xlfast.io import atomic_write_text
+
+    for lang in prep.langs:
+        atomic_write_text(run_dir / f"vocab.{lang}.txt", "".join(w + "\n" for w in prep.vocabs[lang]))
+        if lang in prep.segmenters:
+            prep.segmenters[lang].save(run_dir / f"spm.{lang}.model")
+    if prep.piece_table:
+        atomic_write_text(run_dir / "pieces.txt", "".join(p + "\n" for p in prep.piece_table))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batches
+
+
+def bucketed_batches(pair: PairData, batch_size: int, rng: random.Random, n_batches: int | None = None) -> list[list[int]]:
+    """Batches of sentence indices with similar lengths (little padding), in random order.
+
+    Sorting on length plus a random jitter keeps padding low while batches still change every epoch.
+    `n_batches` > natural count oversamples a small corpus (every pair weighs the same per epoch).
+    """
+    n = len(pair.src)
+    need = n_batches * batch_size if n_batches else n
+    order: list[int] = []
+    while len(order) < need:
+        idx = list(range(n))
+        rng.shuffle(idx)
+        order += idx
+    order = order[:need] if n_batches else order
+    key = {i: max(len(pair.src[i]), len(pair.tgt[i])) + rng.random() * 2.0 for i in set(order)}
+    order.sort(key=lambda i: key[i])
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def epoch_plan(pairs: list[PairData], batch_size: int, rng: random.Random) -> list[tuple[int, list[int]]]:
+    most = max(math.ceil(len(p.src) / batch_size) for p in pairs)
+    plan = []
+    for k, p in enumerate(pairs):
+        natural = math.ceil(len(p.src) / batch_size)
+        plan += [(k, b) for b in bucketed_batches(p, batch_size, rng, most if natural < most else None)]
+    rng.shuffle(plan)
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model selection
+
+
+@torch.no_grad()
+def pseudo_dict_score(model: CrossLingualModel, pairs: list[PairData]) -> float | None:
+    """Mean BLI P@1 (CSLS, K=10) over the corpus pairs' Dice pseudo-dictionaries."""
+    from xlfast.kernels.csls import topk
+
+    scores = []
+    tables: dict[str, torch.Tensor] = {}
+    for p in pairs:
+        if not p.dice:
+            continue
+        for lang in p.langs:
+            if lang not in tables:
+                tables[lang] = model.static_table(lang).float().cpu()
+        src_ids = sorted({a for a, _ in p.dice})
+        gold: dict[int, set[int]] = {}
+        for a, b in p.dice:
+            gold.setdefault(a, set()).add(b)
+        # Candidates: the whole target vocabulary except the specials.
+        tgt = tables[p.langs[1]][len(SPECIALS) :]
+        res = topk(tables[p.langs[0]][src_ids], tgt, 1, metric="csls", knn=10)
+        hits = [(int(j) + len(SPECIALS)) in gold[a] for a, j in zip(src_ids, res.indices[:, 0].tolist())]
+        scores.append(float(np.mean(hits)))
+    return float(np.mean(scores)) if scores else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise XlfastError("--device cuda was asked for, but torch sees no CUDA device here")
+    return torch.device(device)
+
+
+class Trainer:
+    """Runs (or resumes) one training run. `progress` receives (event, info) for the CLI's Rich display."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print, progress=None):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.out)
+        self.log = log
+        self.progress = progress
+        ckpt = self.run_dir / "checkpoint.pt"
+        self.resume = resume and ckpt.exists()
+        if resume and not ckpt.exists():
+            log(f"no checkpoint in {self.run_dir}; starting a new run")
+        if not self.resume and (self.run_dir / "config.json").exists() and any(self.run_dir.glob("*.pt")):
+            raise XlfastError(f"{self.run_dir} already holds a run: use --resume to continue it, or another -o")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            saved = json.loads((self.run_dir / "config.json").read_text(encoding="utf-8"))
+            self.cfg = cfg = TrainConfig.from_dict(saved["train"])
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = pick_device(cfg.device)
+        self.sizes = cfg.resolved()
+        self.prep = prepare(cfg, self.run_dir, reuse=self.resume, log=log)
+        mcfg = ModelConfig(
+            langs=self.prep.langs,
+            vocab_sizes={lang: len(v) for lang, v in self.prep.vocabs.items()},
+            num_pieces=len(self.prep.piece_table),
+            dim=self.sizes["dim"],
+            enc_layers=self.sizes["enc_layers"],
+            dec_layers=self.sizes["dec_layers"],
+            subword=cfg.subword,
+            dropout=cfg.dropout,
+        )
+        torch.manual_seed(cfg.seed)
+        self.model = CrossLingualModel(mcfg, self.prep.pieces_per_word).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.epoch = 0
+        self.best = -1.0
+        self.best_epoch = 0
+        self.since_best = 0
+        if self.resume:
+            state = torch.load(ckpt, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optim"])
+            self.epoch, self.best, self.best_epoch, self.since_best = (
+                state["epoch"], state["best"], state["best_epoch"], state["since_best"],
+            )
+            torch.set_rng_state(state["torch_rng"])
+            self._truncate_log(self.epoch)
+            log(f"resuming {self.run_dir} after epoch {self.epoch} (best {self.best:.3f} at epoch {self.best_epoch})")
+        else:
+            save_prepared(self.prep, self.run_dir)
+            self._write_config()
+
+    def _write_config(self) -> None:
+        from xlfast.io import atomic_write_text
+
+        doc = {"train": self.cfg.to_dict(), "model": self.model.cfg.to_dict(), "langs": self.prep.langs}
+        atomic_write_text(self.run_dir / "config.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+    def _truncate_log(self, epoch: int) -> None:
+        """Drop log lines of epochs after the checkpoint (they will be run again)."""
+        path = self.run_dir / "log.jsonl"
+        if not path.exists():
+            return
+        keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln and json.loads(ln)["epoch"] <= epoch]
+        from xlfast.io import atomic_write_text
+
+        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+    def _append_log(self, rec: dict) -> None:
+        with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _batch(self, pair: PairData, idx: list[int]) -> PairBatch:
+        return PairBatch.build(pair.langs, [pair.src[i] for i in idx], [pair.tgt[i] for i in idx], self.device)
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        rng = random.Random(cfg.seed * 1_000_003 + epoch)
+        plan = epoch_plan(self.prep.pairs, self.sizes["batch_size"], rng)
+        self.model.train()
+        total, tokens, t0 = 0.0, 0, time.perf_counter()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+        for step, (k, idx) in enumerate(plan):
+            pair = self.prep.pairs[k]
+            batch = self._batch(pair, idx)
+            with autocast:
+                loss, _ = self.model.loss(batch, backend=cfg.backend)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+            self.opt.step()
+            total += float(loss.detach())
+            tokens += sum(len(pair.src[i]) + len(pair.tgt[i]) for i in idx)
+            if self.progress:
+                self.progress("step", dict(epoch=epoch, step=step + 1, steps=len(plan), loss=total / (step + 1),
+                                           tok_s=tokens / max(time.perf_counter() - t0, 1e-9)))
+        secs = time.perf_counter() - t0
+        return dict(loss=total / max(len(plan), 1), seconds=secs, tokens=tokens, steps=len(plan))
+
+    def save_checkpoint(self) -> None:
+        state = dict(
+            model=self.model.state_dict(), optim=self.opt.state_dict(), epoch=self.epoch, best=self.best,
+            best_epoch=self.best_epoch, since_best=self.since_best, torch_rng=torch.get_rng_state(),
+        )
+        atomic_torch_save(state, self.run_dir / "checkpoint.pt")
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        start = time.perf_counter()
+        stop_reason = "epochs"
+        while self.epoch < cfg.epochs:
+            if self.since_best >= cfg.patience and self.best >= 0:
+                stop_reason = "patience"
+                break
+            self.epoch += 1
+            stats = self.train_epoch(self.epoch)
+            t_eval = time.perf_counter()
+            score = pseudo_dict_score(self.model, self.prep.pairs)
+            eval_s = time.perf_counter() - t_eval
+            improved = score is not None and score >= self.best  # ties go to the later epoch (§8.8)
+            if score is None and self.epoch == cfg.epochs:
+                improved = True  # no pseudo-dictionary: keep the last epoch
+            if improved:
+                self.best, self.best_epoch, self.since_best = (score if score is not None else -1.0), self.epoch, 0
+                atomic_torch_save({"model": self.model.state_dict(), "epoch": self.epoch}, self.run_dir / "model.pt")
+            else:
+                self.since_best += 1
+            rec = dict(epoch=self.epoch, loss=round(stats["loss"], 4), dict_p1=score, seconds=round(stats["seconds"], 3),
+                       eval_seconds=round(eval_s, 3), tokens=stats["tokens"], best_epoch=self.best_epoch)
+            self._append_log(rec)
+            self.save_checkpoint()
+            if self.progress:
+                self.progress("epoch", rec)
+        if self.epoch >= cfg.epochs and stop_reason != "patience":
+            stop_reason = "epochs"
+        if not (self.run_dir / "model.pt").exists():  # no dictionary ever scored: keep the last epoch
+            atomic_torch_save({"model": self.model.state_dict(), "epoch": self.epoch}, self.run_dir / "model.pt")
+            self.best_epoch = self.epoch
+        self.export_embeddings()
+        return dict(epochs=self.epoch, best_epoch=self.best_epoch, best_dict_p1=self.best, stop=stop_reason,
+                    seconds=time.perf_counter() - start)
+
+    def export_embeddings(self) -> None:
+        """Static subword-aware vectors of the selected model for every vocabulary word (word2vec text)."""
+        from xlfast.io import write_vec
+
+        best = torch.load(self.run_dir / "model.pt", map_location=self.device, weights_only=False)
+        model = CrossLingualModel.from_state(self.model.cfg, best["model"]).to(self.device)
+        for lang in self.prep.langs:
+            table = model.static_table(lang).float().cpu().numpy()
+            words = self.prep.vocabs[lang][len(SPECIALS) :]
+            write_vec(self.run_dir / f"emb.{lang}.vec", words, table[len(SPECIALS) :])
