@@ -69,8 +69,8 @@ def _input_pair(
     return source, target, out_dir, src_name, tgt_name, False
 
 
-def _bli_columns(evaluation: dict) -> list:
-    return [evaluation.get("p@1"), evaluation.get("p@5"), evaluation.get("p@10")]
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def map_(
@@ -223,16 +223,28 @@ def map_(
     if json_path is not None:
         write_json(json_path, summary)
 
-    columns = ["step", "dict pairs", "criterion", "mutual pairs"]
+    columns = ["step", "pairs", "criterion", "mutual"]
     if gold is not None:
-        columns += ["P@1", "P@5", "P@10", "coverage"]
+        columns += ["P@1 %", "P@5 %", "P@10 %", "cover %"]
     rows = []
     for i, s in enumerate(result.history):
-        row = [s.step + (" *" if i == result.selected else ""), s.dictionary_size, s.criterion, s.induced_size]
+        row = [s.step + (" *" if i == result.selected else ""), s.dictionary_size, f"{s.criterion:.3f}", s.induced_size]
         if s.evaluation is not None:
-            row += [*_bli_columns(s.evaluation), s.evaluation.get("coverage")]
+            e = s.evaluation
+            row += [_percent(e.get("p@1")), _percent(e.get("p@5")), _percent(e.get("p@10")), _percent(e.get("coverage"))]
         rows.append(row)
-    title = f"xlfast map {src_path.name} → {tgt_path.name} (* = kept, criterion = mean cos to CSLS-nearest)"
+    title = f"map {src_path.name} → {tgt_path.name}  (* kept; criterion: mean cos to CSLS-nearest)"
     if json_path is None or str(json_path) != "-":
         console.print(table(title, columns, rows))
         console.print(f"wrote {src_out}, {tgt_out}, {w_path} and {out_dir / 'map.json'}", highlight=False)
+    if gold is not None:
+        best_p1 = max(range(len(result.history)), key=lambda i: (result.history[i].evaluation or {}).get("p@1") or 0.0)
+        kept_p1 = (result.history[result.selected].evaluation or {}).get("p@1") or 0.0
+        if (result.history[best_p1].evaluation or {}).get("p@1", 0.0) > kept_p1 + 1e-9:
+            # the self-learning criterion can rise while the dictionary fills with noise (small corpora)
+            err_console.print(
+                f"[yellow]note:[/] the unsupervised criterion kept '{result.history[result.selected].step}', but P@1 "
+                f"on {eval_dict.name} was best at '{result.history[best_p1].step}'; refinement may be fitting noise "
+                "(try --iterations 0 or --keep-seed)",
+                highlight=False,
+            )
