@@ -241,6 +241,22 @@ def test_read_alignments_bad_input(write):
         read_alignments(write("f", "0-0\n"), base=2)
 
 
+def test_read_wpt_alignment_table(write):
+    table = "1 1 1 S\n1 2 3 P\n1 0 2 S\n\n3 2 2 S 0.9\n"
+    al = read_alignments(write("wpt", table))
+    assert al.base == 1 and "WPT" in al.how
+    assert al.sure == [{(0, 0)}, set(), {(1, 1)}]
+    assert al.possible == [{(0, 0), (1, 2)}, set(), {(1, 1)}]
+    al = read_alignments(write("wpt2", table), src_lens=[2, 1, 2, 5], tgt_lens=[3, 1, 2, 5])
+    assert len(al) == 4 and al.sure[3] == set()
+    err = error_of(read_alignments, write("wpt3", table), src_lens=[2, 1, 2], tgt_lens=[2, 1, 2])
+    assert err.line == 2 and "target index 3 out of range" in err.message
+    err = error_of(read_alignments, write("wpt4", "1 1 1 S\n1-2\n"))
+    assert err.line == 2 and "like the lines above" in err.message
+    err = error_of(read_alignments, write("wpt5", table), src_lens=[2, 1])
+    assert err.line == 5 and "sentence 3 but the corpus has 2" in err.message
+
+
 def test_write_alignments_round_trip(tmp_path):
     links = [{(2, 1), (0, 0), (10, 3)}, set(), [(1, 1)]]
     path = tmp_path / "out.align"

@@ -433,7 +433,8 @@ def read_alignments(path: PathLike, base: Union[str, int] = "auto", src_lens: Op
     ``base``: 0, 1, or "auto": any index 0 means 0-based; an index equal to a sentence length (when the
     lengths are given) means 1-based; otherwise a file of at least MIN_LINKS_FOR_BASE_GUESS links with no 0
     is 1-based, and a smaller one is read as 0-based (the Pharaoh convention), saying it was a guess.
-    With lengths, every index is checked against them.
+    With lengths, every index is checked against them.  A file whose first line looks like
+    ``1 3 2 S`` is read as a WPT gold table instead (one link per line, all 1-based).
     """
     if base not in ("auto", 0, 1):
         raise XlfastError(f"alignment base must be auto, 0 or 1, not {base!r}")
@@ -441,6 +442,8 @@ def read_alignments(path: PathLike, base: Union[str, int] = "auto", src_lens: Op
     for number, text in _iter_lines(path):
         if isinstance(text, _BadLine):
             raise InputError(path, text.message, number)
+        if not numbers and _WPT_ROW.match(text):
+            return _read_wpt_table(path, base, src_lens, tgt_lens)
         try:
             s, p = parse_pharaoh_line(text)
         except ValueError as exc:
@@ -491,6 +494,46 @@ def read_alignments(path: PathLike, base: Union[str, int] = "auto", src_lens: Op
                         raise InputError(path, f"{side} index {index + base} out of range: the {side} sentence "
                                                f"has {lens[k]} words ({how})", numbers[k])
     return Alignments(sure, possible, base, how)
+
+
+# the WPT shared tasks' gold tables: "sentence source target [S|P] [confidence]" per link, all 1-based
+_WPT_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)(?:\s+([SP]))?(?:\s+[0-9.]+)?\s*$")
+
+
+def _read_wpt_table(path: PathLike, base, src_lens, tgt_lens) -> Alignments:
+    """One link per line, sentence ids and positions 1-based; position 0 is the NULL word (not a link)."""
+    if base == 0:
+        raise InputError(path, "a WPT alignment table (sentence source target S|P) is 1-based; base 0 does not apply")
+    how = "1-based WPT table 'sentence source target S|P' (position 0 = NULL, ignored)"
+    rows = []
+    for number, text in _iter_lines(path):
+        if isinstance(text, _BadLine):
+            raise InputError(path, text.message, number)
+        if not text.strip():
+            continue
+        m = _WPT_ROW.match(text)
+        if m is None:
+            raise InputError(path, "expected 'sentence source target [S|P]' like the lines above", number)
+        sentence, i, j = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        if sentence < 1:
+            raise InputError(path, "sentence ids are 1-based; found 0", number)
+        rows.append((number, sentence - 1, i, j, m.group(4) != "P"))
+    n = len(src_lens) if src_lens is not None else len(tgt_lens) if tgt_lens is not None else max(r[1] for r in rows) + 1
+    sure: list[set[tuple[int, int]]] = [set() for _ in range(n)]
+    possible: list[set[tuple[int, int]]] = [set() for _ in range(n)]
+    for number, k, i, j, is_sure in rows:
+        if k >= n:
+            raise InputError(path, f"sentence {k + 1} but the corpus has {n} sentence pairs", number)
+        if i == 0 or j == 0:
+            continue
+        for index, lens, side in ((i, src_lens, "source"), (j, tgt_lens, "target")):
+            if lens is not None and index > lens[k]:
+                raise InputError(path, f"{side} index {index} out of range: the {side} sentence has {lens[k]} "
+                                       f"words ({how})", number)
+        if is_sure:
+            sure[k].add((i - 1, j - 1))
+        possible[k].add((i - 1, j - 1))
+    return Alignments(sure, possible, 1, how)
 
 
 def format_pharaoh(links: Iterable[tuple[int, int]]) -> str:
