@@ -5,136 +5,14 @@ word order) must be mapped back with W ≈ the true rotation and BLI P@1 = 1.0.
 """
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
-from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from xlfast import mapping
-from xlfast.errors import InputError, XlfastError
-
-# ------------------------------------------------------------------------------------------------
-# Stand-ins for modules written concurrently (xlfast.io, xlfast.kernels.csls, xlfast.evaluate).
-# Used only while the real module is missing; the real ones take over once they land.
-
-_TopK = namedtuple("TopK", "scores indices rev_scores rev_indices")
-
-
-def _standin_csls():
-    mod = types.ModuleType("xlfast.kernels.csls")
-
-    def normalize(x):
-        x = torch.as_tensor(x, dtype=torch.float32)
-        return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-    def neighbourhood_means(x, y, k):
-        sims = normalize(x) @ normalize(y).T
-        return sims.topk(k, dim=1).values.mean(1), sims.topk(k, dim=0).values.mean(0)
-
-    def topk(x, y, k, metric="cos", knn=10, both=False, normalized=False, mem=None):
-        sims = normalize(x) @ normalize(y).T
-        if metric == "csls":
-            r_x, r_y = neighbourhood_means(x, y, knn)
-            sims = 2 * sims - r_x[:, None] - r_y[None, :]
-        fwd = sims.topk(k, dim=1)
-        rev = sims.T.topk(k, dim=1) if both else None
-        return _TopK(fwd.values, fwd.indices, rev.values if both else None, rev.indices if both else None)
-
-    mod.normalize, mod.neighbourhood_means, mod.topk = normalize, neighbourhood_means, topk
-    return mod
-
-
-def _standin_io():
-    mod = types.ModuleType("xlfast.io")
-
-    def read_vec(path, max_words=None):
-        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-        try:
-            n, d = (int(x) for x in lines[0].split())
-        except (ValueError, IndexError):
-            raise InputError(path, "expected a word2vec header 'count dim'", 1) from None
-        words, rows = [], []
-        for no, line in enumerate(lines[1:], start=2):
-            parts = line.rstrip().split(" ")
-            if len(parts) != d + 1:
-                raise InputError(path, f"expected a word and {d} numbers", no)
-            words.append(parts[0])
-            rows.append([float(v) for v in parts[1:]])
-            if max_words is not None and len(words) >= max_words:
-                break
-        return words, np.asarray(rows, dtype=np.float32).reshape(-1, d)
-
-    def write_vec(path, words, vectors):
-        vectors = np.asarray(vectors)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f"{len(words)} {vectors.shape[1]}\n")
-            for w, v in zip(words, vectors):
-                fh.write(w + " " + " ".join(f"{x:.6f}" for x in v) + "\n")
-
-    def read_dictionary(path):
-        pairs = []
-        for no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2:
-                raise InputError(path, "expected 'src tgt'", no)
-            pairs.append((parts[0], parts[1]))
-        return pairs
-
-    def atomic_write_text(path, text):
-        Path(path).write_text(text, encoding="utf-8")
-
-    mod.read_vec, mod.write_vec, mod.read_dictionary, mod.atomic_write_text = (
-        read_vec, write_vec, read_dictionary, atomic_write_text,
-    )
-    return mod
-
-
-def _standin_evaluate():
-    mod = types.ModuleType("xlfast.evaluate")
-
-    def bli(src_words, src_vecs, tgt_words, tgt_vecs, dictionary, ks=(1, 5, 10), method="csls", knn=10):
-        src_index = {w: i for i, w in enumerate(src_words)}
-        tgt_index = {w: i for i, w in enumerate(tgt_words)}
-        gold: dict[int, set[int]] = {}
-        asked = set()
-        for s, t in dictionary:
-            asked.add(s)
-            if s in src_index and t in tgt_index:
-                gold.setdefault(src_index[s], set()).add(tgt_index[t])
-        rows = sorted(gold)
-        csls = sys.modules["xlfast.kernels.csls"]
-        res = csls.topk(torch.as_tensor(src_vecs)[rows], torch.as_tensor(tgt_vecs), max(ks),
-                        metric="csls" if method == "csls" else "cos", knn=knn)
-        idx = np.asarray(res.indices)
-        out = {f"p@{k}": float(np.mean([bool(gold[r] & set(idx[i, :k].tolist())) for i, r in enumerate(rows)]))
-               for k in ks}
-        out["coverage"] = len(rows) / max(1, len(asked))
-        return out
-
-    mod.bli = bli
-    return mod
-
-
-_STANDINS = {"xlfast.kernels.csls": _standin_csls, "xlfast.io": _standin_io, "xlfast.evaluate": _standin_evaluate}
-
-
-@pytest.fixture(autouse=True)
-def contract_modules(monkeypatch):
-    """Real modules where they exist, stand-ins (for this test only) where they have not landed yet."""
-    for name, make in _STANDINS.items():
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            monkeypatch.setitem(sys.modules, name, make())
-
+from xlfast.errors import XlfastError
 
 # ------------------------------------------------------------------------------------------------
 # synthetic spaces with a known rotation
