@@ -83,6 +83,15 @@ def test_read_parallel_two_files_and_streaming(write):
     assert list(iter_parallel(src, tgt)) == [(1, "ein Haus", "a house"), (2, "zwei", "two")]
 
 
+def test_iter_parallel_streams_lazily(write):
+    """Pairs come out before later lines are read: a bad line 3 is only met when reading reaches it."""
+    reader = iter_parallel(write("c.tsv", "a\tb\nc\td\nbroken\n"))
+    assert next(reader) == (1, "a", "b") and next(reader) == (2, "c", "d")
+    with pytest.raises(InputError) as info:
+        next(reader)
+    assert info.value.line == 3
+
+
 def test_fmt_auto_decides_from_first_line_then_every_line_must_agree(write):
     path = write("mixed.txt", "a ||| b\nc\td\n")
     err = error_of(read_parallel, path)
