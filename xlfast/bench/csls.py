@@ -1,9 +1,259 @@
-"""`xlfast bench csls`."""
+"""`xlfast bench csls`: every csls backend beside faiss IndexFlatIP and a MUSE-style torch baseline.
+
+One process, one data set, methods alternated A B C … A B C … (the machine's speed drifts; only
+figures from the same run compare). Before timing, every method's top-k is checked against the
+first xlfast backend (agreement of the top-1 index). Reported per method: median seconds, GFLOP/s of
+the GEMM work it performs (passes × 2·N·M·d), that as a fraction of the best GEMM rate measured in
+this run, peak extra resident memory (VmHWM reset through /proc/self/clear_refs, minus the resident
+size before the call — numpy/torch buffers included), and time ratios to faiss and to MUSE-style.
+A CPU-state probe times one GEMM at 1 and at 2 threads ("full": 2 threads ≈1.9×; "degraded": ≈1×).
+"""
 from __future__ import annotations
 
-from xlfast.cli.common import not_built
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import numpy as np
+import torch
+import typer
+
+from xlfast.cli.common import console, setup_logging, table, write_json
+from xlfast.kernels import csls as C
 
 
-def cli() -> None:
-    """Not built yet."""
-    not_built("xlfast bench csls", 5)
+# ------------------------------------------------------------------------------- measurement
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM to the current RSS (Linux ≥ 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def measure(fn: Callable[[], object]) -> tuple[float, float | None, object]:
+    """(seconds, peak extra MiB or None where /proc is unavailable, result)."""
+    can_track = _reset_peak()
+    base = _status_kib("VmRSS")
+    t0 = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - t0
+    peak = _status_kib("VmHWM")
+    extra = (peak - base) / 1024 if can_track and peak is not None and base is not None else None
+    return seconds, extra, out
+
+
+def gemm_peak(dim: int, repeats: int = 3) -> dict:
+    """Best fp32 GEMM rate of numpy/OpenBLAS and torch on (4096×d)·(d×8192), into a reused buffer."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((4096, dim), dtype=np.float32)
+    B = rng.standard_normal((8192, dim), dtype=np.float32)
+    out = np.empty((4096, 8192), np.float32)
+    flop = 2 * 4096 * 8192 * dim
+    At, Bt, outt = torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(out)
+    rates = {"numpy": 0.0, "torch": 0.0}
+    np.matmul(A, B.T, out=out)
+    torch.mm(At, Bt.T, out=outt)
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.matmul(A, B.T, out=out)
+        rates["numpy"] = max(rates["numpy"], flop / (time.perf_counter() - t) / 1e9)
+        t = time.perf_counter()
+        torch.mm(At, Bt.T, out=outt)
+        rates["torch"] = max(rates["torch"], flop / (time.perf_counter() - t) / 1e9)
+    return rates
+
+
+def cpu_state_probe(dim: int = 512) -> dict:
+    """torch GEMM at 1 thread and at all threads, alternated; the ratio says which state the CPU is in."""
+    A = torch.randn(2048, dim)
+    B = torch.randn(4096, dim)
+    flop = 2 * 2048 * 4096 * dim
+    threads = torch.get_num_threads()
+    best = {1: 0.0, threads: 0.0}
+    try:
+        for _ in range(3):
+            for t in best:
+                torch.set_num_threads(t)
+                start = time.perf_counter()
+                A @ B.T
+                best[t] = max(best[t], flop / (time.perf_counter() - start) / 1e9)
+    finally:
+        torch.set_num_threads(threads)
+    speedup = best[threads] / best[1] if best[1] else float("nan")
+    state = "full" if threads > 1 and speedup > 1.5 else ("single-thread" if threads == 1 else "degraded")
+    return {"threads": threads, "gflops_1": best[1], f"gflops_{threads}": best[threads],
+            "speedup": speedup, "state": state}
+
+
+# ------------------------------------------------------------------------------------- peers
+def faiss_flat_ip(X: np.ndarray, Y: np.ndarray, k: int):
+    import faiss
+
+    index = faiss.IndexFlatIP(Y.shape[1])
+    index.add(Y)
+    scores, idx = index.search(X, k)
+    return torch.from_numpy(scores), torch.from_numpy(idx)
+
+
+def muse_topk(X: torch.Tensor, Y: torch.Tensor, k: int, batch: int = 1024):
+    """MUSE-style: for each batch of 1024 queries, the full batch×M product with torch.mm, then topk."""
+    scores, idx = [], []
+    for i in range(0, X.shape[0], batch):
+        top = (X[i : i + batch] @ Y.T).topk(k, dim=1)
+        scores.append(top.values)
+        idx.append(top.indices)
+    return torch.cat(scores), torch.cat(idx)
+
+
+def muse_csls(X: torch.Tensor, Y: torch.Tensor, k: int, knn: int, batch: int = 1024):
+    """MUSE-style CSLS (get_nn_avg_dist twice, then scores): three passes over the product."""
+    def avg_dist(Q, D):
+        return torch.cat([(Q[i : i + batch] @ D.T).topk(knn, dim=1).values.mean(1)
+                          for i in range(0, Q.shape[0], batch)])
+
+    r_S = avg_dist(Y, X)
+    r_T = avg_dist(X, Y)
+    scores, idx = [], []
+    for i in range(0, X.shape[0], batch):
+        s = 2 * (X[i : i + batch] @ Y.T) - r_T[i : i + batch, None] - r_S[None, :]
+        top = s.topk(k, dim=1)
+        scores.append(top.values)
+        idx.append(top.indices)
+    return torch.cat(scores), torch.cat(idx)
+
+
+# ----------------------------------------------------------------------------------- the run
+def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backends=None,
+              peers=True, progress=True, seed=0) -> dict:
+    m = n if m is None else m
+    rng = np.random.default_rng(seed)
+    # Gaussian vectors, normalised once outside every timed call (all methods get unit rows)
+    X = C.normalize(rng.standard_normal((n, dim), dtype=np.float32)).numpy()
+    Y = C.normalize(rng.standard_normal((m, dim), dtype=np.float32)).numpy()
+    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+    names = backends or [b for b in C.registry.available("cpu")]
+    methods: list[tuple[str, str, int, Callable]] = []  # (method, metric, passes, fn)
+    for b in names:
+        C.registry.choose("cpu", b)  # forced: fails loudly if asked for and missing
+        methods.append((b, "cos", 1,
+                        lambda b=b: C.topk(X, Y, k, normalized=True, backend=b, mem=mem)))
+        methods.append((b, "csls", 2,
+                        lambda b=b: C.topk(X, Y, k, metric="csls", knn=knn, normalized=True, backend=b, mem=mem)))
+    if peers:
+        try:
+            import faiss  # noqa: F401
+
+            methods.append(("faiss-flat", "cos", 1, lambda: faiss_flat_ip(X, Y, k)))
+        except ImportError:
+            pass
+        methods.append(("muse", "cos", 1, lambda: muse_topk(Xt, Yt, k)))
+        methods.append(("muse", "csls", 3, lambda: muse_csls(Xt, Yt, k, knn)))
+
+    env = {v: os.environ.get(v, "(unset)") for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}
+    probe = cpu_state_probe()
+    peak = gemm_peak(dim)
+
+    # correctness before timing: top-1 agreement with the first xlfast backend, per metric
+    reference: dict[str, torch.Tensor] = {}
+    agree: dict[tuple[str, str], float] = {}
+    times: dict[tuple[str, str], list[float]] = {(mm, me): [] for mm, me, _, _ in methods}
+    extra: dict[tuple[str, str], float] = {}
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True, disable=not progress) as bar:
+        task = bar.add_task("csls bench", total=len(methods) * repeats)
+        for rep in range(repeats):
+            for method, metric, _, fn in methods:
+                bar.update(task, description=f"{method} {metric} (round {rep + 1})")
+                sec, mib, out = measure(fn)
+                times[(method, metric)].append(sec)
+                if mib is not None:
+                    extra[(method, metric)] = max(extra.get((method, metric), 0.0), mib)
+                if rep == 0:
+                    idx = out.indices if isinstance(out, C.TopK) else out[1]
+                    top1 = idx[:, 0].to(torch.int64)
+                    ref = reference.setdefault(metric, top1)
+                    agree[(method, metric)] = float((top1 == ref).double().mean()) if len(ref) else 1.0
+                del out
+                bar.advance(task)
+
+    best_gemm = max(peak.values())
+    flop = 2.0 * n * m * dim
+    rows = []
+    med = {key: statistics.median(v) for key, v in times.items()}
+    faiss_cos = med.get(("faiss-flat", "cos"))
+    for method, metric, passes, _ in methods:
+        s = med[(method, metric)]
+        gf = passes * flop / s / 1e9
+        muse = med.get(("muse", metric))
+        rows.append({
+            "method": method, "metric": metric, "passes": passes, "seconds": s,
+            "seconds_all": times[(method, metric)], "gflops": gf, "frac_peak": gf / best_gemm,
+            "extra_mib": extra.get((method, metric)),
+            "vs_faiss_cos": (s / faiss_cos) if faiss_cos else None,
+            "speedup_vs_muse": (muse / s) if muse else None,
+            "top1_agree": agree[(method, metric)],
+        })
+    return {"n": n, "m": m, "dim": dim, "k": k, "knn": knn, "mem": C.parse_mem(mem),
+            "tile": C.tile_shape(n, m, dim, mem), "repeats": repeats, "env": env, "cpu_state": probe,
+            "gemm_peak_gflops": peak, "results": rows}
+
+
+def print_report(res: dict) -> None:
+    p, env = res["cpu_state"], res["env"]
+    console.print(
+        f"CPU state: [bold]{p['state']}[/] (torch GEMM {p['gflops_1']:.0f} GFLOP/s at 1 thread, "
+        f"×{p['speedup']:.2f} at {p['threads']}); BLAS: OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
+        f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; GEMM peak this run: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in res["gemm_peak_gflops"].items()) + " GFLOP/s",
+        highlight=False,
+    )
+    cols = ["method", "metric", "pass", "sec", "GF/s", "%peak", "+MiB", "/faiss", "xMUSE", "top1="]
+    rows = [[r["method"], r["metric"], r["passes"], r["seconds"], r["gflops"], f"{100 * r['frac_peak']:.0f}",
+             "n/a" if r["extra_mib"] is None else f"{r['extra_mib']:.0f}",
+             "—" if r["vs_faiss_cos"] is None else f"{r['vs_faiss_cos']:.2f}",
+             "—" if r["speedup_vs_muse"] is None else f"{r['speedup_vs_muse']:.2f}",
+             f"{100 * r['top1_agree']:.1f}%"] for r in res["results"]]
+    tile = res["tile"]
+    console.print(table(f"top-{res['k']} retrieval, {res['n']:,}×{res['m']:,}×{res['dim']} (K={res['knn']}, "
+                        f"tile {tile[0]}×{tile[1]}, median of {res['repeats']} alternated rounds)", cols, rows))
+    console.print("sec: median seconds; GF/s: GEMM work done (passes × 2NMd) per second; %peak: of the best "
+                  "GEMM rate above; +MiB: peak extra resident memory; /faiss: time ÷ faiss plain kNN time; "
+                  "xMUSE: speed-up over MUSE-style, same metric; top1=: agreement with the first backend.",
+                  highlight=False)
+
+
+def cli(
+    n: Annotated[int, typer.Option("--n", help="Source vectors (rows of X). Default 20000.")] = 20000,
+    m: Annotated[Optional[int], typer.Option("--m", help="Target vectors (rows of Y). Default: same as --n.")] = None,
+    dim: Annotated[int, typer.Option("--dim", help="Vector dimension. Default 300.")] = 300,
+    k: Annotated[int, typer.Option("--k", help="Neighbours returned per row. Default 10.")] = 10,
+    knn: Annotated[int, typer.Option("--knn", help="CSLS neighbourhood size K. Default 10.")] = 10,
+    mem: Annotated[Optional[str], typer.Option("--mem", help="Tile memory budget, e.g. 256M. Default 128M.")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per method. Default 2.")] = 2,
+    backend: Annotated[Optional[list[str]], typer.Option(
+        "--backend", help="Only these xlfast backends (repeatable). Default: every available one.")] = None,
+    no_peers: Annotated[bool, typer.Option("--no-peers", help="Skip faiss and MUSE-style. Default: run them.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Top-k cosine/CSLS retrieval: every backend beside faiss and a MUSE-style baseline."""
+    setup_logging()
+    res = run_bench(n, m, dim, k, knn, mem, repeats, backend, peers=not no_peers)
+    print_report(res)
+    if json_path:
+        write_json(json_path, res)
