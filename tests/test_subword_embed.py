@@ -1,0 +1,147 @@
+"""The fused subword-average lookup: every CPU backend against the torch reference and a plain loop."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xlfast.errors import BackendUnavailable, XlfastError
+from xlfast.kernels.subword_embed import PieceLayout, reference_subword_embed, registry, subword_embed
+
+CPU_BACKENDS = [name for name in registry.names() if "cpu" in registry.backends[name].devices]
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-12, rtol=1e-12)}
+
+
+def loop_embed(E, Z, pieces_per_word, ids):
+    """The definition, one word at a time: E[w] + true mean of its piece vectors (repeats count)."""
+    return torch.stack([E[w] + torch.stack([Z[p] for p in pieces_per_word[w]]).mean(0) for w in ids])
+
+
+def random_words(V, P, max_len, gen):
+    words = []
+    for w in range(V):
+        n = int(torch.randint(1, max_len + 1, (1,), generator=gen))
+        words.append(torch.randint(0, P, (n,), generator=gen).tolist())
+    return words
+
+
+def first_mismatch(a, b, **tol):
+    bad = ~torch.isclose(a, b, **tol)
+    return None if not bad.any() else [tuple(i.tolist()) for i in torch.nonzero(bad)[:5]]
+
+
+def available(name):
+    if not registry.backends[name].available():
+        pytest.skip(f"backend {name} not available here")
+
+
+# Words with one piece, many pieces, a piece repeated inside a word, and a piece shared by many words.
+SPECIAL_WORDS = [[3], [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2], [5, 5], [5, 5, 5], [7], [2, 7, 2], [0]]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [1, 5, 123])
+def test_values_and_grads_match_reference(backend, dtype, d):
+    available(backend)
+    gen = torch.Generator().manual_seed(d)
+    words = SPECIAL_WORDS + random_words(57, 9, 6, gen)
+    layout = PieceLayout.from_lists(words, num_pieces=9)
+    V, P = len(words), 9
+    E0 = torch.randn(V, d, dtype=dtype, generator=gen)
+    Z0 = torch.randn(P, d, dtype=dtype, generator=gen)
+    for ids in (None, torch.tensor([4, 1, 1, 0, 63, 4, 2, 2, 2])):
+        rows = list(range(V)) if ids is None else ids.tolist()
+        g = torch.randn(len(rows), d, dtype=dtype, generator=gen)
+        results = []
+        for how in (backend, "reference"):
+            E, Z = E0.clone().requires_grad_(), Z0.clone().requires_grad_()
+            if how == "reference":
+                out = reference_subword_embed(E, Z, layout, ids)
+            else:
+                out = subword_embed(E, Z, layout, ids, backend=backend)
+            out.backward(g)
+            results.append((out.detach().clone(), E.grad, Z.grad))
+        (out, gE, gZ), (ref, ref_gE, ref_gZ) = results
+        assert out.shape == (len(rows), d)
+        assert first_mismatch(ref, loop_embed(E0, Z0, words, rows), **TOL[dtype]) is None
+        assert first_mismatch(out, ref, **TOL[dtype]) is None, first_mismatch(out, ref, **TOL[dtype])
+        assert first_mismatch(gE, ref_gE, **TOL[dtype]) is None
+        assert first_mismatch(gZ, ref_gZ, **TOL[dtype]) is None
+
+
+def test_piece_gradient_known_answer():
+    # word 0 = [1, 1, 2] -> Z[1] gets 2/3 of its gradient, Z[2] 1/3; word 1 = [2] -> Z[2] gets all of it.
+    layout = PieceLayout.from_lists([[1, 1, 2], [2]], num_pieces=4)
+    for backend in CPU_BACKENDS:
+        if not registry.backends[backend].available():
+            continue
+        E = torch.zeros(2, 2, requires_grad=True)
+        Z = torch.tensor([[0.0, 0], [3, 6], [6, 3], [9, 9]], requires_grad=True)
+        out = subword_embed(E, Z, layout, backend=backend)
+        torch.testing.assert_close(out.detach(), torch.tensor([[4.0, 5], [6, 3]]))
+        out.backward(torch.tensor([[3.0, 6], [1, 1]]))
+        expected = torch.tensor([[0.0, 0], [2, 4], [2, 3], [0, 0]])  # row 3 is unused: exactly zero
+        torch.testing.assert_close(Z.grad, expected, msg=backend)
+        torch.testing.assert_close(E.grad, torch.tensor([[3.0, 6], [1, 1]]), msg=backend)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cpp", "torch"])
+def test_gradcheck_float64(backend):
+    available(backend)
+    gen = torch.Generator().manual_seed(1)
+    words = [[0], [1, 2, 1], [3, 0, 0, 2]]
+    layout = PieceLayout.from_lists(words, num_pieces=4)
+    E = torch.randn(3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    Z = torch.randn(4, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    ids = torch.tensor([2, 0, 2])
+    # gradcheck keeps every output it gets, so the pooled buffer is never handed out twice by mistake.
+    assert torch.autograd.gradcheck(lambda e, z: subword_embed(e, z, layout, backend=backend), (E, Z))
+    assert torch.autograd.gradcheck(lambda e, z: subword_embed(e, z, layout, ids, backend=backend), (E, Z))
+
+
+@pytest.mark.parametrize("backend", ["numba", "cpp"])
+def test_large_outputs_reuse_buffers_only_when_free(backend):
+    available(backend)
+    V, d = 3000, 128  # 1.5 MB outputs: above the pool threshold
+    layout = PieceLayout(torch.arange(0, 2 * V + 1, 2), torch.arange(2 * V) % 50, 50)
+    E, Z = torch.randn(V, d), torch.randn(50, d)
+    a = subword_embed(E, Z, layout, backend=backend)
+    a_copy = a.clone()
+    b = subword_embed(E * 2, Z, layout, backend=backend)
+    assert a.data_ptr() != b.data_ptr()  # `a` is alive: its buffer must not be written again
+    torch.testing.assert_close(a, a_copy)
+    ptr = b.data_ptr()
+    del b
+    c = subword_embed(E, Z, layout, backend=backend)
+    assert c.data_ptr() == ptr  # released, so reused
+    torch.testing.assert_close(c, a_copy)
+
+
+def test_layout_padded_and_checks():
+    layout = PieceLayout.from_lists([[4], [1, 2, 3], [2, 2]], num_pieces=5)
+    ids, mask = layout.padded()
+    assert ids.tolist() == [[4, 0, 0], [1, 2, 3], [2, 2, 0]]
+    assert mask.tolist() == [[True, False, False], [True, True, True], [True, True, False]]
+    assert layout.counts.tolist() == [1, 3, 2]
+    off, pcs = layout.gather(torch.tensor([2, 0, 2]))
+    assert off.tolist() == [0, 2, 3, 5] and pcs.tolist() == [2, 2, 4, 2, 2]
+    with pytest.raises(XlfastError, match="word 1 has no pieces"):
+        PieceLayout.from_lists([[1], [], [2]], num_pieces=3)
+    with pytest.raises(XlfastError, match="piece ids"):
+        PieceLayout.from_lists([[1], [3]], num_pieces=3)
+
+
+def test_bad_calls_fail_loudly():
+    layout = PieceLayout.from_lists([[0], [1]], num_pieces=2)
+    E, Z = torch.randn(2, 3), torch.randn(2, 3)
+    with pytest.raises(BackendUnavailable, match="unknown"):
+        subword_embed(E, Z, layout, backend="nonsense")
+    with pytest.raises(BackendUnavailable, match="does not run on cpu"):
+        subword_embed(E, Z, layout, backend="triton")
+    with pytest.raises(XlfastError, match="word ids"):
+        subword_embed(E, Z, layout, torch.tensor([0, 2]))
+    with pytest.raises(XlfastError, match="rows but the layout"):
+        subword_embed(torch.randn(3, 3), Z, layout)
+    with pytest.raises(XlfastError, match="dtype"):
+        subword_embed(E, Z.double(), layout)

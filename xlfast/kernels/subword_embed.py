@@ -1,0 +1,273 @@
+"""Subword-aware embeddings, fused: `out[w] = E[w] + mean_{p in pieces(w)} Z[p]` (SWave, METHOD.md §1, §8.6).
+
+Weight tying means every training step needs this for the whole target vocabulary, forward and backward,
+so it is a hot path. The pieces of each word are a CSR (`PieceLayout`, built once per vocabulary); the
+mean is a *true* mean over the word's pieces (the authors' code divides a padded sum, a bug).
+
+Backends (ranked by measurement, see `xlfast bench embed`): Numba CPU (parallel forward; backward
+partitions the piece table between threads, so no atomics and no private copies), a C++/OpenMP one
+when built (streaming stores), Triton and CUDA on GPUs, and the plain-torch reference
+(`embedding_bag(mode="mean")` + add), which every other backend is tested against.
+
+Memory: the kernel is memory-bound, and a fresh 100 MB output costs more than the kernel itself (page
+faults), so outputs and piece gradients come from a small pool that hands a buffer out again only once
+nobody else holds it. With `ids=None` the gradient for `E` *is* the incoming gradient: no copy at all.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from xlfast.errors import XlfastError
+from xlfast.kernels.dispatch import KernelRegistry
+
+__all__ = ["PieceLayout", "subword_embed", "reference_subword_embed", "registry"]
+
+
+class PieceLayout:
+    """The SentencePiece pieces of every word as a CSR: word `w` uses `pieces[offsets[w]:offsets[w+1]]`.
+
+    A word may repeat a piece (it then counts twice in the mean); every word has at least one piece.
+    """
+
+    def __init__(self, offsets: torch.Tensor, pieces: torch.Tensor, num_pieces: int, *, check: bool = True):
+        self.offsets = torch.as_tensor(offsets, dtype=torch.int64).contiguous()
+        self.pieces = torch.as_tensor(pieces, dtype=torch.int64, device=self.offsets.device).contiguous()
+        self.num_pieces = int(num_pieces)
+        if check:
+            self._check()
+        self._padded: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _check(self) -> None:
+        off, pcs = self.offsets, self.pieces
+        if off.dim() != 1 or off.numel() < 1 or int(off[0]) != 0 or int(off[-1]) != pcs.numel():
+            raise XlfastError("piece layout: offsets must start at 0 and end at the number of pieces")
+        if off.numel() > 1 and bool((off[1:] - off[:-1] <= 0).any()):
+            bad = int(torch.nonzero(off[1:] - off[:-1] <= 0)[0])
+            raise XlfastError(f"piece layout: word {bad} has no pieces (every word needs at least one)")
+        if pcs.numel() and (int(pcs.min()) < 0 or int(pcs.max()) >= self.num_pieces):
+            raise XlfastError(f"piece layout: piece ids must lie in [0, {self.num_pieces})")
+
+    @classmethod
+    def from_lists(cls, pieces_per_word: list[list[int]], num_pieces: int) -> "PieceLayout":
+        counts = [len(p) for p in pieces_per_word]
+        offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
+        if counts:
+            offsets[1:] = torch.cumsum(torch.tensor(counts, dtype=torch.int64), 0)
+        flat = [p for word in pieces_per_word for p in word]
+        return cls(offsets, torch.tensor(flat, dtype=torch.int64), num_pieces)
+
+    @property
+    def num_words(self) -> int:
+        return self.offsets.numel() - 1
+
+    @property
+    def counts(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.offsets.device
+
+    def to(self, device) -> "PieceLayout":
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        return PieceLayout(self.offsets.to(device), self.pieces.to(device), self.num_pieces, check=False)
+
+    def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`[V, Lmax]` piece ids (padding 0) and the bool mask of real slots, for the SWcnn torch path."""
+        if self._padded is None:
+            counts = self.counts
+            width = int(counts.max()) if counts.numel() else 0
+            slot = torch.arange(width, device=self.device)
+            mask = slot[None, :] < counts[:, None]
+            ids = torch.zeros(self.num_words, width, dtype=torch.int64, device=self.device)
+            ids[mask] = self.pieces
+            self._padded = (ids, mask)
+        return self._padded
+
+    def all_rows(self) -> torch.Tensor:
+        """`arange(V)`, kept: kernels take an explicit row list, and ids=None means every word."""
+        if getattr(self, "_all_rows", None) is None or self._all_rows.device != self.device:
+            self._all_rows = torch.arange(self.num_words, device=self.device)
+        return self._all_rows
+
+    def gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CSR (offsets, pieces) of the rows `ids` (repeats allowed), in that order."""
+        starts = self.offsets[ids]
+        counts = self.offsets[ids + 1] - starts
+        new_offsets = torch.zeros(ids.numel() + 1, dtype=torch.int64, device=self.device)
+        torch.cumsum(counts, 0, out=new_offsets[1:])
+        nnz = int(new_offsets[-1])
+        within = torch.arange(nnz, device=self.device) - torch.repeat_interleave(new_offsets[:-1], counts)
+        return new_offsets, self.pieces[torch.repeat_interleave(starts, counts) + within]
+
+
+def reference_subword_embed(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout,
+                            ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The plain-torch definition every backend is tested against (autograd does the backward)."""
+    if ids is None:
+        offsets, pieces, rows = layout.offsets, layout.pieces, E
+    else:
+        offsets, pieces = layout.gather(ids)
+        rows = E.index_select(0, ids)
+    return rows + F.embedding_bag(pieces, Z, offsets, mode="mean", include_last_offset=True)
+
+
+class BufferPool:
+    """Reuses large buffers whose previous user has let go (a fresh 100 MB tensor costs ~29 ms here).
+
+    A handed-out tensor is a new view of a pooled storage; the storage's use count tells whether any
+    earlier output (or a graph that saved it) is still alive, in which case a fresh buffer is made.
+    """
+
+    def __init__(self, min_bytes: int = 1 << 20):
+        self.min_bytes = min_bytes
+        self._buffers: dict[tuple, tuple[torch.Tensor, int]] = {}
+
+    @staticmethod
+    def _uses(t: torch.Tensor) -> int:
+        return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        numel = 1
+        for s in shape:
+            numel *= s
+        if numel * torch.empty((), dtype=dtype).element_size() < self.min_bytes:
+            return torch.empty(shape, dtype=dtype, device=device)
+        key = (tuple(shape), dtype, torch.device(device))
+        held = self._buffers.get(key)
+        if held is None or self._uses(held[0]) != held[1]:
+            buf = torch.empty(shape, dtype=dtype, device=device)
+            held = (buf, self._uses(buf))
+            self._buffers[key] = held
+        buf = held[0]
+        return torch.empty(0, dtype=dtype, device=device).set_(buf.untyped_storage(), 0, buf.shape, buf.stride())
+
+    def clear(self) -> None:
+        self._buffers.clear()
+
+
+_pool = BufferPool()
+
+
+class FusedBackend:
+    """A backend that writes the forward into a given buffer and the piece gradient into another.
+
+    Subclasses implement `forward_into(E, Z, layout, ids, out)` and `grad_pieces_into(g, layout, ids,
+    grad_Z)` (every row of grad_Z written); inputs are contiguous and on the backend's device.
+    """
+
+    name = "fused"
+
+    def forward_into(self, E, Z, layout, ids, out):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def grad_pieces_into(self, g, layout, ids, grad_Z):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, E, Z, layout, ids):
+        return _SubwordEmbed.apply(E, Z, layout, ids, self)
+
+
+class _SubwordEmbed(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, E, Z, layout, ids, impl):
+        rows = E.shape[0] if ids is None else ids.numel()
+        out = _pool.empty((rows, E.shape[1]), E.dtype, E.device)
+        impl.forward_into(E.contiguous(), Z.contiguous(), layout, ids, out)
+        ctx.layout, ctx.ids, ctx.impl = layout, ids, impl
+        ctx.shapes = (E.shape, Z.shape, E.dtype)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        g = g.contiguous()
+        e_shape, z_shape, dtype = ctx.shapes
+        grad_E = grad_Z = None
+        if ctx.needs_input_grad[0]:
+            if ctx.ids is None:
+                grad_E = g  # d out / d E is the identity: the incoming gradient is the answer
+            else:
+                grad_E = torch.zeros(e_shape, dtype=dtype, device=g.device).index_add_(0, ctx.ids, g)
+        if ctx.needs_input_grad[1]:
+            grad_Z = _pool.empty(tuple(z_shape), dtype, g.device)
+            ctx.impl.grad_pieces_into(g, ctx.layout, ctx.ids, grad_Z)
+        return grad_E, grad_Z, None, None, None
+
+
+class _Reference:
+    name = "torch"
+
+    def __call__(self, E, Z, layout, ids):
+        return reference_subword_embed(E, Z, layout, ids)
+
+
+registry = KernelRegistry("subword_embed")
+
+
+def _load_numba():
+    from xlfast.kernels.subword_embed_numba import NumbaSubwordEmbed
+
+    return NumbaSubwordEmbed()
+
+
+def _load_cpp():
+    from xlfast.kernels.subword_embed_cpp import CppSubwordEmbed
+
+    return CppSubwordEmbed()
+
+
+def _load_triton():
+    from xlfast.kernels.triton.subword_embed import TritonSubwordEmbed
+
+    return TritonSubwordEmbed()
+
+
+# Ranks follow `xlfast bench embed` on the 2-core CPU this was built on (see the module docstring).
+registry.register("cpp", _load_cpp, devices=("cpu",), rank=10)
+registry.register("numba", _load_numba, devices=("cpu",), rank=20)
+registry.register("triton", _load_triton, devices=("cuda",), rank=10)
+registry.register("torch", _Reference, devices=("cpu", "cuda"), rank=90)
+
+
+def subword_embed(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: torch.Tensor | None = None,
+                  *, backend: str | None = None) -> torch.Tensor:
+    """`E[w] + mean(Z[pieces(w)])` for every word (`ids=None`, shape [V, d]) or for `ids` ([len(ids), d]).
+
+    Differentiable in `E` and `Z`. `backend` forces one ('torch', 'numba', 'cpp', 'triton'); a forced
+    backend that cannot run raises instead of falling back.
+    """
+    _check_inputs(E, Z, layout, ids)
+    if ids is not None:
+        ids = ids.reshape(-1).to(device=E.device, dtype=torch.int64)
+    if layout.device != E.device:
+        layout = layout.to(E.device)
+    _, impl = registry.choose(E.device.type, backend)
+    return impl(E, Z, layout, ids)
+
+
+def _check_inputs(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: torch.Tensor | None) -> None:
+    if E.dim() != 2 or Z.dim() != 2 or E.shape[1] != Z.shape[1]:
+        raise XlfastError(f"subword_embed: E {tuple(E.shape)} and Z {tuple(Z.shape)} must be [V, d] and [P, d]")
+    if E.dtype != Z.dtype or E.device != Z.device:
+        raise XlfastError(f"subword_embed: E and Z differ in dtype or device ({E.dtype}/{Z.dtype}, "
+                          f"{E.device}/{Z.device})")
+    if E.shape[0] != layout.num_words:
+        raise XlfastError(f"subword_embed: E has {E.shape[0]} rows but the layout {layout.num_words} words")
+    if Z.shape[0] < layout.num_pieces:
+        raise XlfastError(f"subword_embed: Z has {Z.shape[0]} rows but the layout uses {layout.num_pieces} pieces")
+    if ids is not None and ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= layout.num_words:
+            raise XlfastError(f"subword_embed: word ids must lie in [0, {layout.num_words}), got [{lo}, {hi}]")
+
+
+def describe_backends(device: str = "cpu") -> dict[str, Any]:
+    """Which backends run here, for `xlfast bench embed` and `xlfast show`."""
+    return {name: registry.backends[name].available() for name in registry.names()
+            if device in registry.backends[name].devices}

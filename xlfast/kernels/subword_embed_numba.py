@@ -1,0 +1,90 @@
+"""Numba CPU backend for the fused subword-average lookup (float32 and float64).
+
+Forward: one word per loop iteration, threads over words; the piece rows are summed into the output
+row while it is in L1, then `E[w] + sum / count` is written once.
+
+Backward (grad_Z only; grad_E is handled by the autograd Function): the piece table is split into one
+contiguous range of rows per thread, and every thread walks all words in order, adding `g[w] / count`
+into the pieces of its own range. No atomics, no private copies to reduce, deterministic, and each
+gradient row is read sequentially by at most (threads) workers — a transposed CSR instead reads every
+gradient row once per piece use, in random order (measured slower here: `xlfast bench embed`).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+
+
+
+@njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _forward(E, Z, offsets, pieces, rows, out):
+    n, d = out.shape
+    for i in prange(n):
+        w = rows[i]
+        start = offsets[w]
+        stop = offsets[w + 1]
+        p = pieces[start]
+        for j in range(d):
+            out[i, j] = Z[p, j]
+        for k in range(start + 1, stop):
+            p = pieces[k]
+            for j in range(d):
+                out[i, j] += Z[p, j]
+        inv = 1.0 / (stop - start)
+        for j in range(d):
+            out[i, j] = E[w, j] + out[i, j] * inv
+
+
+@njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _grad_pieces(g, offsets, pieces, rows, grad_Z, parts):
+    P, d = grad_Z.shape
+    n = g.shape[0]
+    for t in prange(parts):
+        lo = P * t // parts
+        hi = P * (t + 1) // parts
+        for p in range(lo, hi):
+            for j in range(d):
+                grad_Z[p, j] = 0
+        for i in range(n):
+            w = rows[i]
+            start = offsets[w]
+            stop = offsets[w + 1]
+            inv = 1.0 / (stop - start)
+            for k in range(start, stop):
+                p = pieces[k]
+                if p >= lo and p < hi:
+                    for j in range(d):
+                        grad_Z[p, j] += g[i, j] * inv
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+class NumbaSubwordEmbed:
+    name = "numba"
+
+    def __init__(self):
+        # Compile (or load from cache) now, so that a broken Numba shows up as "backend unavailable".
+        E = np.zeros((2, 3), np.float32)
+        offsets = np.array([0, 1, 3], np.int64)
+        pieces = np.array([0, 1, 1], np.int64)
+        rows = np.arange(2, dtype=np.int64)
+        _forward(E, E, offsets, pieces, rows, np.empty_like(E))
+        _grad_pieces(E, offsets, pieces, rows, np.empty_like(E), 1)
+
+    def __call__(self, E, Z, layout, ids):
+        from xlfast.kernels.subword_embed import _SubwordEmbed
+
+        return _SubwordEmbed.apply(E, Z, layout, ids, self)
+
+    def forward_into(self, E, Z, layout, ids, out):
+        rows = _np(layout.all_rows() if ids is None else ids)
+        _forward(_np(E), _np(Z), _np(layout.offsets), _np(layout.pieces), rows, _np(out))
+
+    def grad_pieces_into(self, g, layout, ids, grad_Z):
+        rows = _np(layout.all_rows() if ids is None else ids)
+        parts = min(numba.get_num_threads(), grad_Z.shape[0]) or 1
+        _grad_pieces(_np(g), _np(layout.offsets), _np(layout.pieces), rows, _np(grad_Z), parts)
