@@ -1,8 +1,6 @@
 """AER and BLI on hand-made cases with known answers."""
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 
 import pytest
@@ -26,34 +24,6 @@ def _reference_csls(X, Y, knn):
     r_t = sim.topk(min(knn, sim.shape[1]), dim=1).values.mean(1, keepdim=True)
     r_s = sim.topk(min(knn, sim.shape[0]), dim=0).values.mean(0, keepdim=True)
     return 2 * sim - r_t - r_s, sim
-
-
-@pytest.fixture(autouse=True, scope="module")
-def csls_module():
-    """Use the project's CSLS kernel; until it lands, a small stand-in with the same signature."""
-    try:
-        import xlfast.kernels.csls  # noqa: F401
-
-        yield
-        return
-    except ImportError:
-        pass
-    TopK = types.SimpleNamespace
-
-    def topk(X, Y, k, metric="cos", knn=10, both=False):
-        scores = _reference_csls(X, Y, knn)[0] if metric == "csls" else _reference_csls(X, Y, knn)[1]
-        v, i = scores.topk(k, dim=1)
-        return TopK(scores=v, indices=i, rev_scores=None, rev_indices=None)
-
-    stub = types.ModuleType("xlfast.kernels.csls")
-    stub.topk = topk
-    sys.modules["xlfast.kernels.csls"] = stub
-    import xlfast.kernels
-
-    xlfast.kernels.csls = stub
-    yield
-    del sys.modules["xlfast.kernels.csls"]
-    del xlfast.kernels.csls
 
 
 # ---------------------------------------------------------------- AER

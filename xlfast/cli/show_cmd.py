@@ -55,7 +55,7 @@ def show(
     matrix = (csls if score == "csls" else cos)[0].numpy()
 
     n, m = len(src_tokens), len(tgt_tokens)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * m, 1.0 + 0.45 * n), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(4.5, 2.5 + 0.5 * m), max(3.5, 1.5 + 0.5 * n)), dpi=120)
     image = ax.imshow(matrix, cmap="viridis", aspect="equal")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=score)
     ax.set_xticks(range(m), tgt_tokens, rotation=60, ha="right")
