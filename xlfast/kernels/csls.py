@@ -248,7 +248,7 @@ def topk(X, Y, k, *, metric="cos", knn=10, both=False, normalized=False, backend
         r_T, r_S = _neighbourhood_means_np(impl, Xn, Yn, knn, mem, exclude_self)
     kr, kc = clip_k(k, m, exclude_self), clip_k(k, n, exclude_self) if both else 0
     if hasattr(impl, "topk"):
-        return impl.topk(Xn, Yn, kr, kc, MODE[metric], r_T, r_S, mem, exclude_self)
+        return impl.topk(Xn, Yn, kr, kc, MODE[metric], r_T, r_S, mem, exclude_self, both)
     rows, cols = _stream(impl, Xn, Yn, k_rows=kr, k_cols=kc, mode=MODE[metric], r_T=r_T, r_S=r_S,
                          mem=mem, exclude_self=exclude_self)
     out = TopK(torch.from_numpy(rows.vals), torch.from_numpy(rows.idx))

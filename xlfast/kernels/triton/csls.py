@@ -1,0 +1,128 @@
+"""Triton backend of `xlfast.kernels.csls`: a fused tile product + running top-k kernel.
+
+Each program owns BLOCK_M rows of X and streams Y in BLOCK_N-row tiles: the tile of X·Yᵀ is built
+with tl.dot over BLOCK_D slices (fp32, "ieee" precision: no TF32 rounding), transformed to the metric's
+score, and merged into a [BLOCK_M, KP] register buffer by K rounds of "take the larger of the tile's
+and the buffer's maximum" (ties go to the buffer, i.e. the earlier index, like the CPU kernels). Nothing
+of size N×M is ever written. Column statistics (r_S, reverse top-k) run the same kernel with X and Y
+swapped — two launches instead of the CPU backends' single fused pass.
+
+Runs on CUDA, or on the CPU under TRITON_INTERPRET=1 (tests only: the interpreter is slow).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+MARGIN_EPS = 1e-6
+
+
+@triton.jit
+def _topk_rows_kernel(
+    X, Y, out_v, out_i, rterm, cterm, N, M, D,
+    K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < N
+    slots = tl.arange(0, KP)
+    tile_cols = tl.arange(0, BLOCK_N)
+    best_v = tl.full([BLOCK_M, KP], float("-inf"), tl.float32)
+    best_i = tl.full([BLOCK_M, KP], -1, tl.int64)
+    a = tl.load(rterm + rows, mask=row_ok, other=0.0)
+    for j0 in range(0, M, BLOCK_N):
+        cols = j0 + tile_cols
+        col_ok = cols < M
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            dd = d0 + tl.arange(0, BLOCK_D)
+            d_ok = dd < D
+            x = tl.load(X + rows[:, None] * D + dd[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+            y = tl.load(Y + cols[:, None] * D + dd[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)
+            acc += tl.dot(x, tl.trans(y), input_precision="ieee")
+        if MODE == 1:
+            b = tl.load(cterm + cols, mask=col_ok, other=0.0)
+            acc = 2.0 * acc - a[:, None] - b[None, :]
+        elif MODE == 2:
+            b = tl.load(cterm + cols, mask=col_ok, other=0.0)
+            acc = 2.0 * acc / tl.maximum(a[:, None] + b[None, :], MARGIN_EPS)
+        keep = row_ok[:, None] & col_ok[None, :]
+        if EXCLUDE_SELF:
+            keep = keep & (rows[:, None] != cols[None, :])
+        s = tl.where(keep, acc, float("-inf"))
+        new_v = tl.full([BLOCK_M, KP], float("-inf"), tl.float32)
+        new_i = tl.full([BLOCK_M, KP], -1, tl.int64)
+        for r in tl.static_range(K):
+            top_s = tl.max(s, 1)
+            top_b = tl.max(best_v, 1)
+            arg_s = tl.argmax(s, 1)
+            arg_b = tl.argmax(best_v, 1)
+            from_tile = top_s > top_b
+            idx_b = tl.sum(tl.where(slots[None, :] == arg_b[:, None], best_i, 0), 1)
+            idx = tl.where(from_tile, (j0 + arg_s).to(tl.int64), idx_b)
+            new_v = tl.where(slots[None, :] == r, tl.where(from_tile, top_s, top_b)[:, None], new_v)
+            new_i = tl.where(slots[None, :] == r, idx[:, None], new_i)
+            s = tl.where(from_tile[:, None] & (tile_cols[None, :] == arg_s[:, None]), float("-inf"), s)
+            best_v = tl.where((~from_tile)[:, None] & (slots[None, :] == arg_b[:, None]), float("-inf"), best_v)
+        best_v = new_v
+        best_i = new_i
+    out_mask = row_ok[:, None] & (slots[None, :] < K)
+    tl.store(out_v + rows[:, None] * K + slots[None, :], best_v, mask=out_mask)
+    tl.store(out_i + rows[:, None] * K + slots[None, :], best_i, mask=out_mask)
+
+
+class TritonBackend:
+    name = "triton"
+
+    def __init__(self, device: str):
+        self.device = device
+        interpret = os.environ.get("TRITON_INTERPRET") == "1"
+        # the interpreter runs every program in Python: small blocks keep tests quick
+        self.blocks = (16, 32, 32) if interpret else (64, 64, 32)
+
+    def _rows(self, A: np.ndarray, B: np.ndarray, k: int, mode: int, rterm, cterm, exclude_self: bool):
+        n, m, d = A.shape[0], B.shape[0], A.shape[1]
+        vals = torch.full((n, k), float("-inf"), dtype=torch.float32, device=self.device)
+        idx = torch.full((n, k), -1, dtype=torch.int64, device=self.device)
+        if n == 0 or m == 0 or k == 0:
+            return vals.cpu(), idx.cpu()
+        At = torch.from_numpy(A).to(self.device)
+        Bt = torch.from_numpy(B).to(self.device)
+        rt = torch.from_numpy(rterm if rterm is not None else np.zeros(n, np.float32)).to(self.device)
+        ct = torch.from_numpy(cterm if cterm is not None else np.zeros(m, np.float32)).to(self.device)
+        bm, bn, bd = self.blocks
+        kp = max(2, triton.next_power_of_2(k))
+        _topk_rows_kernel[(triton.cdiv(n, bm),)](
+            At, Bt, vals, idx, rt, ct, n, m, d,
+            K=k, KP=kp, MODE=mode, EXCLUDE_SELF=bool(exclude_self), BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
+        )
+        return vals.cpu(), idx.cpu()
+
+    def neighbourhood_means(self, Xn, Yn, k_rows, k_cols, mem, exclude_self):
+        rv, _ = self._rows(Xn, Yn, k_rows, 0, None, None, exclude_self)
+        cv, _ = self._rows(Yn, Xn, k_cols, 0, None, None, exclude_self)
+        r_T = rv.double().mean(1).float().numpy() if k_rows else np.zeros(Xn.shape[0], np.float32)
+        r_S = cv.double().mean(1).float().numpy() if k_cols else np.zeros(Yn.shape[0], np.float32)
+        return r_T, r_S
+
+    def topk(self, Xn, Yn, k_rows, k_cols, mode, r_T, r_S, mem, exclude_self, both):
+        from xlfast.kernels.csls import TopK
+
+        v, i = self._rows(Xn, Yn, k_rows, mode, r_T, r_S, exclude_self)
+        if not both:
+            return TopK(v, i)
+        rv, ri = self._rows(Yn, Xn, k_cols, mode, r_S, r_T, exclude_self)
+        return TopK(v, i, rv, ri)
+
+
+def load() -> TritonBackend:
+    if torch.cuda.is_available():
+        return TritonBackend("cuda")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return TritonBackend("cpu")
+    raise RuntimeError("triton needs a CUDA GPU (or TRITON_INTERPRET=1 for testing on the CPU)")
