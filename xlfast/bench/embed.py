@@ -1,9 +1,175 @@
-"""`xlfast bench embed`."""
+"""`xlfast bench embed`: the fused subword-average lookup, forward and backward, every backend beside the
+torch reference, alternated in one run, with the bytes each pass must move and the GB/s it reaches
+against a plain copy measured in the same run (the kernel is memory-bound: that ratio says how close to
+the limit it is)."""
 from __future__ import annotations
 
-from xlfast.cli.common import not_built
+import statistics
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+
+from xlfast.cli.common import console, setup_logging, table, write_json
+from xlfast.errors import XlfastError
+from xlfast.kernels.subword_embed import PieceLayout, reference_subword_embed, registry, subword_embed
 
 
-def cli() -> None:
-    """Not built yet."""
-    not_built("xlfast bench embed", 6)
+def random_layout(V: int, P: int, per_word: int, gen: torch.Generator) -> PieceLayout:
+    offsets = torch.arange(0, per_word * V + 1, per_word, dtype=torch.int64)
+    return PieceLayout(offsets, torch.randint(0, P, (per_word * V,), generator=gen), P)
+
+
+def pass_bytes(V: int, P: int, d: int, nnz: int, elem: int) -> dict[str, int]:
+    """The least each pass must move: every row read or written once, the piece table once, the CSR."""
+    index = (V + 1) * 8 + nnz * 8 + V * 8
+    return {"fwd": 2 * V * d * elem + P * d * elem + index,  # read E, write out, read Z
+            "bwd": V * d * elem + P * d * elem + index}      # read g, write grad_Z (grad_E is g itself)
+
+
+def _one(fn, inner: int = 1) -> float:
+    """Seconds per call, `inner` calls back to back (small sizes would otherwise time the scheduler)."""
+    start = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - start) / inner
+
+
+def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: int = 3, repeats: int = 5,
+              backends: list[str] | None = None, progress=None) -> dict:
+    from xlfast.bench.csls import cpu_state_probe
+
+    names = backends or [n for n in registry.available("cpu") if n != "torch"]
+    for n in names:
+        registry.choose("cpu", n)  # a backend asked for by name that cannot run fails here, loudly
+    names = ["torch"] + [n for n in names if n != "torch"]
+    state = cpu_state_probe()
+    gen = torch.Generator().manual_seed(0)
+    results = []
+    for V, d in sizes:
+        layout = random_layout(V, num_pieces, per_word, gen)
+        E = torch.randn(V, d, generator=gen).requires_grad_()
+        Z = torch.randn(num_pieces, d, generator=gen).requires_grad_()
+        g = torch.randn(V, d, generator=gen)
+        copy_dst = torch.empty(V, d)
+
+        def call(name):
+            return reference_subword_embed(E, Z, layout) if name == "torch" else subword_embed(E, Z, layout,
+                                                                                               backend=name)
+
+        # Correctness before timing: every backend against the reference on this very size.
+        ref = call("torch")
+        ref_grads = torch.autograd.grad(ref, (E, Z), g)
+        errors = {}
+        for name in names[1:]:
+            out = call(name)
+            grads = torch.autograd.grad(out, (E, Z), g)
+            errors[name] = max(float((out - ref).detach().abs().max()),
+                               *(float((a - b).abs().max()) for a, b in zip(grads, ref_grads)))
+            del out, grads
+        del ref, ref_grads
+        # Enough back-to-back calls per sample that one sample lasts ~20 ms even at V=1k.
+        inner = max(1, min(200, int(0.02 / max(_one(lambda: call("torch")), 1e-6))))
+        times = {n: {"fwd": [], "bwd": []} for n in names}
+        times["copy"] = {"fwd": [], "bwd": []}
+        for _ in range(repeats):  # A B A B: every backend once per round, the copy too
+            times["copy"]["fwd"].append(_one(lambda: copy_dst.copy_(E.detach()), inner))
+            for name in names:
+                outs = []
+                times[name]["fwd"].append(_one(lambda: outs.append(call(name)) if not outs else call(name), inner))
+                times[name]["bwd"].append(_one(lambda: torch.autograd.grad(outs[0], (E, Z), g,
+                                                                           retain_graph=True), inner))
+                outs.clear()
+            if progress:
+                progress()
+        elem = E.element_size()
+        moved = pass_bytes(V, num_pieces, d, layout.pieces.numel(), elem)
+        copy_s = statistics.median(times["copy"]["fwd"])
+        copy_gbs = 2 * V * d * elem / copy_s / 1e9
+        ref_total = statistics.median(times["torch"]["fwd"]) + statistics.median(times["torch"]["bwd"])
+        for name in names:
+            fwd, bwd = statistics.median(times[name]["fwd"]), statistics.median(times[name]["bwd"])
+            fwd_gbs, bwd_gbs = moved["fwd"] / fwd / 1e9, moved["bwd"] / bwd / 1e9
+            results.append({
+                "vocab": V, "dim": d, "backend": name, "fwd_ms": fwd * 1e3, "bwd_ms": bwd * 1e3,
+                "total_ms": (fwd + bwd) * 1e3, "speedup": ref_total / (fwd + bwd),
+                "fwd_q20_ms": _quantile(times[name]["fwd"], 0.2) * 1e3,
+                "fwd_q80_ms": _quantile(times[name]["fwd"], 0.8) * 1e3,
+                "fwd_gbs": fwd_gbs, "bwd_gbs": bwd_gbs, "copy_gbs": copy_gbs,
+                "fwd_of_copy": fwd_gbs / copy_gbs, "bwd_of_copy": bwd_gbs / copy_gbs,
+                "max_abs_err": errors.get(name, 0.0), "fwd_mb": moved["fwd"] / 1e6, "bwd_mb": moved["bwd"] / 1e6,
+            })
+        del E, Z, g, copy_dst, layout
+    return {"num_pieces": num_pieces, "pieces_per_word": per_word, "repeats": repeats, "cpu_state": state,
+            "threads": torch.get_num_threads(), "results": results}
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def print_report(res: dict) -> None:
+    s = res["cpu_state"]
+    console.print(f"CPU state: {s['state']} (GEMM 2-thread/1-thread ×{s['speedup']:.2f}); P={res['num_pieces']} "
+                  f"pieces, {res['pieces_per_word']} per word, median of {res['repeats']} alternated rounds",
+                  highlight=False)
+    rows = [[f"{r['vocab']}×{r['dim']}", r["backend"], r["fwd_ms"], r["bwd_ms"], r["speedup"],
+             f"{r['fwd_gbs']:.1f} ({100 * r['fwd_of_copy']:.0f}%)", f"{r['bwd_gbs']:.1f} ({100 * r['bwd_of_copy']:.0f}%)",
+             r["copy_gbs"], f"{r['max_abs_err']:.1e}"] for r in res["results"]]
+    console.print(table("subword-average lookup, fp32", ["V×d", "backend", "fwd ms", "bwd ms", "×torch",
+                                                         "fwd GB/s (of copy)", "bwd GB/s (of copy)", "copy GB/s",
+                                                         "max|err|"], rows))
+    console.print("×torch: reference fwd+bwd time ÷ this one. GB/s: the least bytes the pass must move (rows "
+                  "read/written once, piece table once) per second; copy GB/s: a copy of E into a reused "
+                  "buffer (read+write) in the same rounds.", highlight=False)
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise XlfastError(f"--{what}: expected comma-separated integers, got '{text}'") from None
+    if not values or min(values) < 1:
+        raise XlfastError(f"--{what}: expected positive integers, got '{text}'")
+    return values
+
+
+def cli(
+    vocab: Annotated[str, typer.Option("--vocab", help="Vocabulary sizes, comma-separated. "
+                                       "Default 1000,50000,200000.")] = "1000,50000,200000",
+    dim: Annotated[str, typer.Option("--dim", help="Embedding sizes, paired with --vocab in order (one value "
+                                     "applies to all). Default 256,500,768.")] = "256,500,768",
+    grid: Annotated[bool, typer.Option("--grid", help="Every vocab × every dim instead of pairs. Default off.")]
+    = False,
+    pieces: Annotated[int, typer.Option("--pieces", help="Pieces per word. Default 3.")] = 3,
+    num_pieces: Annotated[int, typer.Option("--num-pieces", help="Rows of the piece table. Default 8000.")] = 8000,
+    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per size. Default 5.")] = 5,
+    backend: Annotated[Optional[list[str]], typer.Option(
+        "--backend", help="Only these backends beside the reference (repeatable). Default: all that run.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Fused subword-average lookup, forward+backward, against the torch reference."""
+    from rich.progress import Progress
+
+    setup_logging()
+    vs, ds = _ints(vocab, "vocab"), _ints(dim, "dim")
+    if grid:
+        sizes = [(v, d) for v in vs for d in ds]
+    elif len(ds) == 1 or len(vs) == 1:
+        sizes = [(v, d) for v in vs for d in ds]
+    elif len(vs) == len(ds):
+        sizes = list(zip(vs, ds))
+    else:
+        raise XlfastError("--vocab and --dim need the same number of values (or one of them a single value), "
+                          "or --grid")
+    if pieces < 1 or num_pieces < 1 or repeats < 1:
+        raise XlfastError("--pieces, --num-pieces and --repeats must be positive")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("embed bench", total=len(sizes) * repeats)
+        res = run_bench(sizes, num_pieces, pieces, repeats, backend, progress=lambda: bar.advance(task))
+    print_report(res)
+    if json_path:
+        write_json(json_path, res)

@@ -1,0 +1,23 @@
+"""C++/OpenMP backend (csrc/cpu/subword_embed.cpp, built as xlfast._subword_embed_cpu when a compiler is there).
+
+Same algorithm as the Numba backend; the forward writes its output with streaming stores.
+"""
+from __future__ import annotations
+
+from xlfast import _subword_embed_cpu as _ext  # ImportError when not built: the backend is unavailable
+from xlfast.kernels.subword_embed import FusedBackend
+
+
+class CppSubwordEmbed(FusedBackend):
+    name = "cpp"
+
+    def forward_into(self, E, Z, layout, ids, out):
+        rows = layout.all_rows() if ids is None else ids
+        _ext.forward(E.detach().numpy(), Z.detach().numpy(), layout.offsets.numpy(), layout.pieces.numpy(),
+                     rows.numpy(), out.numpy())
+
+    def grad_pieces_into(self, g, layout, ids, grad_Z):
+        rows = layout.all_rows() if ids is None else ids
+        _ext.grad_pieces(g.numpy(), layout.offsets.numpy(), layout.pieces.numpy(), rows.numpy(), grad_Z.numpy())
+
+
