@@ -131,6 +131,28 @@ def test_search_best_is_the_kernel_result():
         np.testing.assert_allclose(best.fwd_scores, ref.scores.numpy()[:, 0], atol=1e-5)
 
 
+@pytest.mark.parametrize("metric", ["cos", "csls", "margin"])
+def test_source_streamed_in_blocks_equals_one_block(metric, tmp_path):
+    """The source side read from a float16 memmap in blocks of 7 rows (r_S merged over blocks) gives the
+    same answer as one kernel call over everything."""
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(6, 12))
+    X = (centres[rng.integers(0, 6, 45)] + 0.6 * rng.normal(size=(45, 12))).astype(np.float16)
+    Y = (centres[rng.integers(0, 6, 31)] + 0.6 * rng.normal(size=(31, 12))).astype(np.float32)
+    stored = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16, shape=X.shape)
+    stored[:] = X
+    w = np.linalg.qr(rng.normal(size=(12, 12)))[0].astype(np.float32)
+    rows = np.array([40, 3, 5, 9, 11, 12, 20, 21, 22, 30, 31, 32, 33, 34, 35, 44, 0])
+    for source, dense in [(mine.Rows(stored), X.astype(np.float32)),
+                          (mine.Rows(stored, rows, w), X[rows].astype(np.float32) @ w.T)]:
+        want = mine.search_best(dense, Y, metric, knn=5)
+        got = mine.search_best(source, Y, metric, knn=5, block_rows=7)
+        np.testing.assert_array_equal(got.fwd_indices, want.fwd_indices)
+        np.testing.assert_array_equal(got.bwd_indices, want.bwd_indices)
+        np.testing.assert_allclose(got.fwd_scores, want.fwd_scores, atol=1e-6)
+        np.testing.assert_allclose(got.bwd_scores, want.bwd_scores, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------- mining loop
 def test_word_mining_recovers_known_pairs_and_iterations_do_not_hurt(rotated):
     enc, src, tgt = rotated

@@ -137,20 +137,78 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
 
-def search_best(src: np.ndarray, tgt: np.ndarray, metric: str = "csls", knn: int = 10,
-                mem: int | None = None) -> BestMatches:
-    """Best match both ways in one process, straight through the kernel API."""
+class Rows:
+    """Rows of a matrix (e.g. a float16 token memmap), optionally a subset and a linear map, read block by
+    block as unit float32 rows — so the source side of a search never has to sit in memory at once."""
+
+    def __init__(self, vectors, rows: np.ndarray | None = None, w: np.ndarray | None = None):
+        self.vectors, self.rows, self.w = vectors, rows, w
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.vectors)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        v = self.vectors[self.rows[lo:hi]] if self.rows is not None else self.vectors[lo:hi]
+        v = _unit(v)
+        return v if self.w is None else _unit(v @ self.w.T)
+
+    def all(self) -> np.ndarray:
+        return self.block(0, len(self))
+
+
+def _as_rows(x) -> Rows:
+    return x if isinstance(x, Rows) else Rows(x)
+
+
+SOURCE_BLOCK_BYTES = 256 << 20  # float32 source rows held at once by the one-process search
+
+
+def search_best(src, tgt, metric: str = "csls", knn: int = 10, mem: int | None = None,
+                block_rows: int | None = None) -> BestMatches:
+    """Best match both ways in one process through the kernel API. The target side is held in memory;
+    the source side streams in blocks of `block_rows` (default: 256 MiB of float32 rows). With several
+    blocks, CSLS/margin take r_S(y) from the merged per-block top-K cosines (a first pass) and every
+    block's r_T is complete on its own; the backward best is the max over blocks (ties: earlier block)."""
     from xlfast.kernels.csls import topk
 
-    res = topk(torch.from_numpy(_unit(src)), torch.from_numpy(_unit(tgt)), 1, metric=metric,
-               knn=_knn(knn, src, tgt), both=True, normalized=True, mem=mem)
-    return BestMatches(_np(res.scores).reshape(-1).astype(np.float32), _np(res.indices).reshape(-1).astype(np.int64),
-                       _np(res.rev_scores).reshape(-1).astype(np.float32),
-                       _np(res.rev_indices).reshape(-1).astype(np.int64))
+    src, tgt_rows = _as_rows(src), _as_rows(tgt)
+    tgt_t = torch.from_numpy(tgt_rows.all())
+    n, m = len(src), len(tgt_rows)
+    knn = _knn(knn, n, m)
+    block = block_rows or max(1, SOURCE_BLOCK_BYTES // (4 * src.dim))
+    bounds = [(lo, min(lo + block, n)) for lo in range(0, n, block)] or [(0, 0)]
+    means = [None] * len(bounds)
+    if metric != "cos" and len(bounds) > 1:
+        top_rev = np.zeros((m, 0), np.float32)
+        r_src = []
+        for lo, hi in bounds:
+            res = topk(torch.from_numpy(src.block(lo, hi)), tgt_t, knn, metric="cos", both=True, normalized=True,
+                       mem=mem)
+            r_src.append(_np(res.scores).mean(axis=1, dtype=np.float64).astype(np.float32))
+            top_rev = -np.sort(-np.concatenate([top_rev, _np(res.rev_scores)], axis=1), axis=1)[:, :knn]
+        r_tgt = top_rev.mean(axis=1, dtype=np.float64).astype(np.float32)
+        means = [(r, r_tgt) for r in r_src]
+    fwd_s, fwd_i = np.zeros(n, np.float32), np.zeros(n, np.int64)
+    bwd_s, bwd_i = np.full(m, -np.inf, np.float32), np.zeros(m, np.int64)
+    for (lo, hi), mean in zip(bounds, means):
+        extra = {"means": mean} if mean is not None else {}
+        res = topk(torch.from_numpy(src.block(lo, hi)), tgt_t, 1, metric=metric, knn=knn, both=True,
+                   normalized=True, mem=mem, **extra)
+        fwd_s[lo:hi] = _np(res.scores).reshape(-1)
+        fwd_i[lo:hi] = _np(res.indices).reshape(-1)
+        if hi > lo:
+            rs, ri = _np(res.rev_scores).reshape(-1), _np(res.rev_indices).reshape(-1) + lo
+            better = rs > bwd_s
+            bwd_s[better], bwd_i[better] = rs[better], ri[better]
+    return BestMatches(fwd_s, fwd_i, bwd_s, bwd_i)
 
 
-def _knn(knn: int, src, tgt) -> int:
-    return max(1, min(knn, len(src), len(tgt)))
+def _knn(knn: int, n: int, m: int) -> int:
+    return max(1, min(knn, n, m))
 
 
 def shard_bounds(n: int, world: int) -> list[tuple[int, int]]:
@@ -177,7 +235,7 @@ def _shard_search(rank: int, world: int, src_u: np.ndarray, tgt_u: np.ndarray, m
     lo, hi = shard_bounds(len(tgt_u), world)[rank]
     shard = torch.from_numpy(np.array(tgt_u[lo:hi], dtype=np.float32))  # a private copy, even from a memmap
     src_t = torch.from_numpy(src_u)
-    knn = _knn(knn, src_u, tgt_u)
+    knn = _knn(knn, len(src_u), len(tgt_u))
     k_local = min(knn, hi - lo)
     means = None
     if metric != "cos":
@@ -258,8 +316,8 @@ def search_best_distributed(src: np.ndarray, tgt: np.ndarray, metric: str = "csl
     import torch.multiprocessing as mp
 
     with _scratch(work_dir) as work:
-        np.save(work / "search.src.npy", _unit(src))
-        np.save(work / "search.tgt.npy", _unit(tgt))
+        np.save(work / "search.src.npy", _as_rows(src).all())
+        np.save(work / "search.tgt.npy", _as_rows(tgt).all())
         threads = max(1, (os.cpu_count() or 1) // nproc)
         mp.start_processes(_worker, args=(nproc, _free_port(), str(work), metric, knn, mem, threads),
                            nprocs=nproc, join=True, start_method="spawn")
@@ -386,11 +444,6 @@ def fit_maps(src_vecs: np.ndarray, tgt_vecs: np.ndarray, maps: tuple[np.ndarray,
     raise XlfastError(f"unknown map update '{method}' (choose procrustes or adam)")
 
 
-def _mapped(corpus: EncodedCorpus, rows: np.ndarray | None, w: np.ndarray | None) -> np.ndarray:
-    v = _unit(corpus.vectors if rows is None else corpus.vectors[rows])
-    return v if w is None else v @ w.T
-
-
 def mine_words(src: EncodedCorpus, tgt: EncodedCorpus, metric: str = "csls", threshold: float = 0.2,
                knn: int = 10, iterations: int = 0, sample: int = 10000, map_update: str = "procrustes",
                map_steps: int = 20, min_count: int = 1, nproc: int = 1, seed: int = 0, mem=None, work_dir=None,
@@ -404,8 +457,8 @@ def mine_words(src: EncodedCorpus, tgt: EncodedCorpus, metric: str = "csls", thr
 
     def mine_rows(rows_s, rows_t):
         t0 = time.perf_counter()
-        xs = _mapped(src, rows_s, maps[0] if maps else None)
-        xt = _mapped(tgt, rows_t, maps[1] if maps else None)
+        xs = Rows(src.vectors, rows_s, maps[0] if maps else None)
+        xt = Rows(tgt.vectors, rows_t, maps[1] if maps else None)
         best = search(xs, xt, metric, knn, nproc, mem, work_dir)
         seconds["search"] += time.perf_counter() - t0
         t0 = time.perf_counter()
