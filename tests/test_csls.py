@@ -178,3 +178,15 @@ def test_csls_dense_masks_and_clipping():
     torch.testing.assert_close(out2.double(), _dense_reference(sim[3].double(), 3), atol=1e-6, rtol=0)
     out2.sum().backward()
     assert s.grad is not None and torch.isfinite(s.grad).all()
+
+
+def test_bench_runs_and_every_method_agrees():
+    from xlfast.bench.csls import run_bench
+
+    res = run_bench(n=400, m=300, dim=16, k=5, knn=5, repeats=1, progress=False)
+    methods = {(r["method"], r["metric"]) for r in res["results"]}
+    assert ("muse", "csls") in methods and all((b, "csls") in methods for b in CPU_BACKENDS if b != "torch")
+    for r in res["results"]:  # faiss, MUSE-style and every backend find the same nearest neighbour
+        assert r["top1_agree"] == 1.0, r
+        assert r["seconds"] > 0 and r["gflops"] > 0
+    assert res["cpu_state"]["state"] in {"full", "degraded", "single-thread"}
