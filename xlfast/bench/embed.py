@@ -9,12 +9,66 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numba
 import torch
 import typer
 
 from xlfast.cli.common import console, setup_logging, table, write_json
 from xlfast.errors import XlfastError
-from xlfast.kernels.subword_embed import PieceLayout, reference_subword_embed, registry, subword_embed
+from xlfast.kernels.subword_embed import (FusedBackend, PieceLayout, reference_subword_embed, registry,
+                                          subword_embed)
+
+
+@numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _simple_forward(E, Z, offsets, pieces, out):
+    V, d = out.shape
+    for w in numba.prange(V):
+        start, stop = offsets[w], offsets[w + 1]
+        for j in range(d):
+            out[w, j] = 0.0
+        for k in range(start, stop):
+            p = pieces[k]
+            for j in range(d):
+                out[w, j] += Z[p, j]
+        inv = 1.0 / (stop - start)
+        for j in range(d):
+            out[w, j] = E[w, j] + out[w, j] * inv
+
+
+@numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _simple_grad_pieces(g, t_offsets, t_words, t_weights, grad_Z):
+    P, d = grad_Z.shape
+    for p in numba.prange(P):
+        for j in range(d):
+            grad_Z[p, j] = 0.0
+        for k in range(t_offsets[p], t_offsets[p + 1]):
+            w, a = t_words[k], t_weights[k]
+            for j in range(d):
+                grad_Z[p, j] += g[w, j] * a
+
+
+class SimpleNumba(FusedBackend):
+    """The issue's baseline ("a simple parallel Numba forward+backward"): a row sum then a finishing pass,
+    and a backward over a transposed CSR (for each piece, the words that use it). Whole vocabulary only."""
+
+    name = "numba-simple"
+
+    def __init__(self, layout: PieceLayout):
+        pieces = layout.pieces
+        order = torch.argsort(pieces, stable=True)
+        words = torch.repeat_interleave(torch.arange(layout.num_words), layout.counts)
+        self.t_words = words[order].numpy()
+        self.t_weights = (1.0 / layout.counts.double())[words[order]].float().numpy()
+        self.t_offsets = torch.zeros(layout.num_pieces + 1, dtype=torch.int64)
+        torch.cumsum(torch.bincount(pieces, minlength=layout.num_pieces), 0, out=self.t_offsets[1:])
+        self.t_offsets = self.t_offsets.numpy()
+
+    def forward_into(self, E, Z, layout, ids, out):
+        _simple_forward(E.detach().numpy(), Z.detach().numpy(), layout.offsets.numpy(), layout.pieces.numpy(),
+                        out.numpy())
+
+    def grad_pieces_into(self, g, layout, ids, grad_Z):
+        _simple_grad_pieces(g.numpy(), self.t_offsets, self.t_words, self.t_weights, grad_Z.numpy())
 
 
 def random_layout(V: int, P: int, per_word: int, gen: torch.Generator) -> PieceLayout:
@@ -38,13 +92,13 @@ def _one(fn, inner: int = 1) -> float:
 
 
 def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: int = 3, repeats: int = 5,
-              backends: list[str] | None = None, progress=None) -> dict:
+              backends: list[str] | None = None, simple: bool = True, progress=None) -> dict:
     from xlfast.bench.csls import cpu_state_probe
 
     names = backends or [n for n in registry.available("cpu") if n != "torch"]
     for n in names:
         registry.choose("cpu", n)  # a backend asked for by name that cannot run fails here, loudly
-    names = ["torch"] + [n for n in names if n != "torch"]
+    names = ["torch"] + [n for n in names if n != "torch"] + (["numba-simple"] if simple else [])
     state = cpu_state_probe()
     gen = torch.Generator().manual_seed(0)
     results = []
@@ -54,10 +108,14 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
         Z = torch.randn(num_pieces, d, generator=gen).requires_grad_()
         g = torch.randn(V, d, generator=gen)
         copy_dst = torch.empty(V, d)
+        baseline = SimpleNumba(layout) if simple else None
 
         def call(name):
-            return reference_subword_embed(E, Z, layout) if name == "torch" else subword_embed(E, Z, layout,
-                                                                                               backend=name)
+            if name == "torch":
+                return reference_subword_embed(E, Z, layout)
+            if name == "numba-simple":
+                return baseline(E, Z, layout, None)
+            return subword_embed(E, Z, layout, backend=name)
 
         # Correctness before timing: every backend against the reference on this very size.
         ref = call("torch")
@@ -101,7 +159,7 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
                 "fwd_of_copy": fwd_gbs / copy_gbs, "bwd_of_copy": bwd_gbs / copy_gbs,
                 "max_abs_err": errors.get(name, 0.0), "fwd_mb": moved["fwd"] / 1e6, "bwd_mb": moved["bwd"] / 1e6,
             })
-        del E, Z, g, copy_dst, layout
+        del E, Z, g, copy_dst, layout, baseline
     return {"num_pieces": num_pieces, "pieces_per_word": per_word, "repeats": repeats, "cpu_state": state,
             "threads": torch.get_num_threads(), "results": results}
 
@@ -122,7 +180,8 @@ def print_report(res: dict) -> None:
     console.print(table("subword-average lookup, fp32", ["V×d", "backend", "fwd ms", "bwd ms", "×torch",
                                                          "fwd GB/s (of copy)", "bwd GB/s (of copy)", "copy GB/s",
                                                          "max|err|"], rows))
-    console.print("×torch: reference fwd+bwd time ÷ this one. GB/s: the least bytes the pass must move (rows "
+    console.print("numba-simple: the issue's baseline (row sum + finishing pass; transposed-CSR backward). "
+                  "×torch: reference fwd+bwd time ÷ this one. GB/s: the least bytes the pass must move (rows "
                   "read/written once, piece table once) per second; copy GB/s: a copy of E into a reused "
                   "buffer (read+write) in the same rounds.", highlight=False)
 
@@ -146,9 +205,11 @@ def cli(
     = False,
     pieces: Annotated[int, typer.Option("--pieces", help="Pieces per word. Default 3.")] = 3,
     num_pieces: Annotated[int, typer.Option("--num-pieces", help="Rows of the piece table. Default 8000.")] = 8000,
-    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per size. Default 5.")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per size. Default 3.")] = 3,
     backend: Annotated[Optional[list[str]], typer.Option(
         "--backend", help="Only these backends beside the reference (repeatable). Default: all that run.")] = None,
+    no_simple: Annotated[bool, typer.Option("--no-simple", help="Skip the simple-Numba baseline. Default: run it.")]
+    = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
 ) -> None:
     """Fused subword-average lookup, forward+backward, against the torch reference."""
@@ -169,7 +230,8 @@ def cli(
         raise XlfastError("--pieces, --num-pieces and --repeats must be positive")
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("embed bench", total=len(sizes) * repeats)
-        res = run_bench(sizes, num_pieces, pieces, repeats, backend, progress=lambda: bar.advance(task))
+        res = run_bench(sizes, num_pieces, pieces, repeats, backend, not no_simple,
+                        progress=lambda: bar.advance(task))
     print_report(res)
     if json_path:
         write_json(json_path, res)

@@ -4,10 +4,10 @@ Weight tying means every training step needs this for the whole target vocabular
 so it is a hot path. The pieces of each word are a CSR (`PieceLayout`, built once per vocabulary); the
 mean is a *true* mean over the word's pieces (the authors' code divides a padded sum, a bug).
 
-Backends (ranked by measurement, see `xlfast bench embed`): Numba CPU (parallel forward; backward
-partitions the piece table between threads, so no atomics and no private copies), a C++/OpenMP one
-when built (streaming stores), Triton and CUDA on GPUs, and the plain-torch reference
-(`embedding_bag(mode="mean")` + add), which every other backend is tested against.
+Backends (ranked by measurement, see `xlfast bench embed`): C++/OpenMP when built (column sums blocked
+in registers), Numba CPU (always there), Triton on GPUs (CUDA source in csrc/cuda), and the plain-torch
+reference (`embedding_bag(mode="mean")` + add), which every other backend is tested against. The CPU
+backward partitions the piece table between threads: no atomics, no private copies, deterministic.
 
 Memory: the kernel is memory-bound, and a fresh 100 MB output costs more than the kernel itself (page
 faults), so outputs and piece gradients come from a small pool that hands a buffer out again only once
@@ -228,7 +228,8 @@ def _load_triton():
     return TritonSubwordEmbed()
 
 
-# Ranks follow `xlfast bench embed` on the 2-core CPU this was built on (see the module docstring).
+# Ranks follow `xlfast bench embed` on the 2-core CPU this was built on: C++ fwd+bwd 71 ms, Numba 83 ms,
+# torch 671 ms at V=50k, d=500, P=8k, 3 pieces/word (one loaded run; the C++ edge is in the backward).
 registry.register("cpp", _load_cpp, devices=("cpu",), rank=10)
 registry.register("numba", _load_numba, devices=("cpu",), rank=20)
 registry.register("triton", _load_triton, devices=("cuda",), rank=10)

@@ -1,6 +1,6 @@
 """C++/OpenMP backend (csrc/cpu/subword_embed.cpp, built as xlfast._subword_embed_cpu when a compiler is there).
 
-Same algorithm as the Numba backend; the forward writes its output with streaming stores.
+Same algorithm as the Numba backend, with the column sums blocked in registers and `omp simd` scatters.
 """
 from __future__ import annotations
 
