@@ -145,3 +145,54 @@ def test_bad_calls_fail_loudly():
         subword_embed(torch.randn(3, 3), Z, layout)
     with pytest.raises(XlfastError, match="dtype"):
         subword_embed(E, Z.double(), layout)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_piece_dropout_statistics_and_agreement(backend):
+    available(backend)
+    V, P, d, p = 300, 200, 64, 0.3
+    gen = torch.Generator().manual_seed(3)
+    layout = PieceLayout(torch.arange(V + 1), torch.arange(V) % P, P)  # word w is piece w % P alone
+    E = torch.zeros(V, d)
+    Z = torch.ones(P, d)
+    out = subword_embed(E, Z, layout, backend=backend, piece_dropout=p, generator=torch.Generator().manual_seed(1))
+    table = out[:P]  # rows 0..P-1 are exactly the dropped-out piece table
+    kept = table[table != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - p)))
+    dropped = float((table == 0).float().mean())
+    assert abs(dropped - p) < 4 * (p * (1 - p) / table.numel()) ** 0.5  # within 4 sigma of the rate
+    torch.testing.assert_close(out[P:], out[: V - P])  # one mask per call: a piece drops alike everywhere
+    again = subword_embed(E, Z, layout, backend=backend, piece_dropout=p, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(again, out)  # same generator state, same mask
+    other = subword_embed(E, Z, layout, backend=backend, piece_dropout=p, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(other, out)
+    # Against the reference under the same seeds, values and gradients, with real data.
+    E0, Z0 = torch.randn(V, d, generator=gen), torch.randn(P, d, generator=gen)
+    g = torch.randn(V, d, generator=gen)
+    grads = []
+    for how in (backend, "torch"):
+        E1, Z1 = E0.clone().requires_grad_(), Z0.clone().requires_grad_()
+        o = subword_embed(E1, Z1, layout, backend=how, piece_dropout=p, generator=torch.Generator().manual_seed(9))
+        grads.append((o.detach().clone(), *torch.autograd.grad(o, (E1, Z1), g)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # A dropped element gets no gradient; a kept one gets it scaled by 1/(1-p).
+    mask = subword_embed(E, Z, layout, backend=backend, piece_dropout=p, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(grads[0][2] == 0, mask[:P] == 0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cpp", "torch"])
+def test_piece_dropout_gradcheck(backend):
+    available(backend)
+    layout = PieceLayout.from_lists([[0], [1, 2, 1], [3, 0, 0, 2]], num_pieces=4)
+    gen = torch.Generator().manual_seed(4)
+    E = torch.randn(3, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    Z = torch.randn(4, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+
+    def fn(e, z):  # a fixed seed per call: the same mask every time gradcheck evaluates
+        return subword_embed(e, z, layout, backend=backend, piece_dropout=0.5,
+                             generator=torch.Generator().manual_seed(11))
+
+    assert torch.autograd.gradcheck(fn, (E, Z))
+    with pytest.raises(XlfastError, match="piece_dropout"):
+        subword_embed(E, Z, layout, backend=backend, piece_dropout=1.0)

@@ -117,6 +117,38 @@ def reference_subword_embed(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayou
     return rows + F.embedding_bag(pieces, Z, offsets, mode="mean", include_last_offset=True)
 
 
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    m = 0xFFFFFFFF
+    h = h ^ (h >> 16)
+    h = (h * 0x7FEB352D) & m
+    h = h ^ (h >> 15)
+    h = (h * 0x846CA68B) & m  # may wrap past 2**63: the low 32 bits stay right
+    return h ^ (h >> 16)
+
+
+def dropout_keep(shape: tuple[int, int], drop: tuple[int, int, int, float], device=None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The piece-dropout mask as floats (`scale` where kept, 0 where dropped) for seeds `drop`.
+
+    Element (p, j) is kept iff hash(p*d + j) >= threshold: a counter-based hash, so every backend (and the
+    backward) recomputes the same mask without storing it, and one mask covers the table for one call.
+    """
+    seed_lo, seed_hi, threshold, scale = drop
+    rows, d = shape
+    x = torch.arange(rows * d, dtype=torch.int64, device=device).view(rows, d) & 0xFFFFFFFF
+    h = _mix32(_mix32(x ^ seed_lo) ^ seed_hi)
+    return (h >= threshold).to(dtype) * scale
+
+
+def _drop_spec(p: float, generator: torch.Generator | None) -> tuple[int, int, int, float] | None:
+    if p == 0.0:
+        return None
+    if not 0.0 <= p < 1.0:
+        raise XlfastError(f"piece_dropout must lie in [0, 1), got {p}")
+    seed_lo, seed_hi = (int(v) for v in torch.randint(0, 2**32, (2,), generator=generator, dtype=torch.int64))
+    return seed_lo, seed_hi, min(int(round(p * 2**32)), 2**32 - 1), 1.0 / (1.0 - p)
+
+
 class BufferPool:
     """Reuses large buffers whose previous user has let go (a fresh 100 MB tensor costs ~29 ms here).
 
@@ -159,9 +191,14 @@ class FusedBackend:
 
     Subclasses implement `forward_into(E, Z, layout, ids, out)` and `grad_pieces_into(g, layout, ids,
     grad_Z)` (every row of grad_Z written); inputs are contiguous and on the backend's device.
+    `dropout_into(X, drop, out)` applies the piece-dropout mask (`dropout_keep`); this default runs in
+    torch, backends override it with a kernel.
     """
 
     name = "fused"
+
+    def dropout_into(self, X, drop, out):
+        torch.mul(X, dropout_keep(tuple(X.shape), drop, X.device, X.dtype), out=out)
 
     def forward_into(self, E, Z, layout, ids, out):  # pragma: no cover - interface
         raise NotImplementedError
@@ -169,17 +206,23 @@ class FusedBackend:
     def grad_pieces_into(self, g, layout, ids, grad_Z):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def __call__(self, E, Z, layout, ids):
-        return _SubwordEmbed.apply(E, Z, layout, ids, self)
+    def __call__(self, E, Z, layout, ids, drop=None):
+        return _SubwordEmbed.apply(E, Z, layout, ids, self, drop)
 
 
 class _SubwordEmbed(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, E, Z, layout, ids, impl):
+    def forward(ctx, E, Z, layout, ids, impl, drop):
         rows = E.shape[0] if ids is None else ids.numel()
         out = _pool.empty((rows, E.shape[1]), E.dtype, E.device)
-        impl.forward_into(E.contiguous(), Z.contiguous(), layout, ids, out)
-        ctx.layout, ctx.ids, ctx.impl = layout, ids, impl
+        Z = Z.contiguous()
+        if drop is not None:
+            # The dropped-out table is only needed during this forward; the backward recomputes the mask.
+            dropped = _pool.empty(tuple(Z.shape), Z.dtype, Z.device)
+            impl.dropout_into(Z, drop, dropped)
+            Z = dropped
+        impl.forward_into(E.contiguous(), Z, layout, ids, out)
+        ctx.layout, ctx.ids, ctx.impl, ctx.drop = layout, ids, impl, drop
         ctx.shapes = (E.shape, Z.shape, E.dtype)
         return out
 
@@ -197,13 +240,17 @@ class _SubwordEmbed(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_Z = _pool.empty(tuple(z_shape), dtype, g.device)
             ctx.impl.grad_pieces_into(g, ctx.layout, ctx.ids, grad_Z)
-        return grad_E, grad_Z, None, None, None
+            if ctx.drop is not None:
+                ctx.impl.dropout_into(grad_Z, ctx.drop, grad_Z)
+        return grad_E, grad_Z, None, None, None, None
 
 
 class _Reference:
     name = "torch"
 
-    def __call__(self, E, Z, layout, ids):
+    def __call__(self, E, Z, layout, ids, drop=None):
+        if drop is not None:
+            Z = Z * dropout_keep(tuple(Z.shape), drop, Z.device, Z.dtype)
         return reference_subword_embed(E, Z, layout, ids)
 
 
@@ -237,19 +284,23 @@ registry.register("torch", _Reference, devices=("cpu", "cuda"), rank=90)
 
 
 def subword_embed(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: torch.Tensor | None = None,
-                  *, backend: str | None = None) -> torch.Tensor:
+                  *, backend: str | None = None, piece_dropout: float = 0.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """`E[w] + mean(Z[pieces(w)])` for every word (`ids=None`, shape [V, d]) or for `ids` ([len(ids), d]).
 
     Differentiable in `E` and `Z`. `backend` forces one ('torch', 'numba', 'cpp', 'triton'); a forced
-    backend that cannot run raises instead of falling back.
+    backend that cannot run raises instead of falling back. `piece_dropout` > 0 drops elements of the
+    piece table (one mask per call, scaled by 1/(1-p), METHOD.md §8.5) inside the kernel; its seeds come
+    from `generator` (torch's default generator when None). Pass 0 at evaluation time.
     """
     _check_inputs(E, Z, layout, ids)
     if ids is not None:
         ids = ids.reshape(-1).to(device=E.device, dtype=torch.int64)
     if layout.device != E.device:
         layout = layout.to(E.device)
+    drop = _drop_spec(float(piece_dropout), generator)
     _, impl = registry.choose(E.device.type, backend)
-    return impl(E, Z, layout, ids)
+    return impl(E, Z, layout, ids, drop)
 
 
 def _check_inputs(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: torch.Tensor | None) -> None:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from xlfast.kernels.subword_embed import FusedBackend
+
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
@@ -75,11 +77,38 @@ def _grad_pieces(g, offsets, pieces, rows, grad_Z, parts):
                         grad_Z[p, j] += g[i, j] * inv
 
 
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+@njit(inline="always")
+def _mix32(h):
+    # The same 32-bit finaliser as xlfast.kernels.subword_embed.dropout_keep (kept in uint64: Numba
+    # would turn mixed signed/unsigned arithmetic into floats).
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x7FEB352D)) & _M32
+    h ^= h >> np.uint64(15)
+    h = (h * np.uint64(0x846CA68B)) & _M32
+    h ^= h >> np.uint64(16)
+    return h
+
+
+@njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _dropout_scale(X, seed_lo, seed_hi, threshold, scale, out):
+    """out = X * keep * scale with keep a counter-based hash of the element index: no mask is stored,
+    the backward recomputes it. `out` may be `X` (in place)."""
+    P, d = X.shape
+    for p in prange(P):
+        base = np.uint64(p) * np.uint64(d)
+        for j in range(d):
+            h = _mix32(_mix32(((base + np.uint64(j)) & _M32) ^ seed_lo) ^ seed_hi)
+            out[p, j] = X[p, j] * scale if h >= threshold else 0.0
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-class NumbaSubwordEmbed:
+class NumbaSubwordEmbed(FusedBackend):
     name = "numba"
 
     def __init__(self):
@@ -91,10 +120,9 @@ class NumbaSubwordEmbed:
         _forward(E, E, offsets, pieces, rows, np.empty_like(E))
         _grad_pieces(E, offsets, pieces, rows, np.empty_like(E), 1)
 
-    def __call__(self, E, Z, layout, ids):
-        from xlfast.kernels.subword_embed import _SubwordEmbed
-
-        return _SubwordEmbed.apply(E, Z, layout, ids, self)
+    def dropout_into(self, X, drop, out):
+        seed_lo, seed_hi, threshold, scale = drop
+        _dropout_scale(_np(X), np.uint64(seed_lo), np.uint64(seed_hi), np.uint64(threshold), scale, _np(out))
 
     def forward_into(self, E, Z, layout, ids, out):
         rows = _np(layout.all_rows() if ids is None else ids)
