@@ -75,15 +75,24 @@ def test_not_built_exits_2_and_names_the_issue():
 # ---------------------------------------------------------------------------------------------- demo
 def test_demo_generates_and_validates(tmp_path):
     out = tmp_path / "demo"
-    result = invoke("demo", "-o", out, "--sentences", 40, "--seed", 3)
+    result = invoke("demo", "-o", out, "--sentences", 40, "--seed", 3, "--data-only")
     assert result.exit_code == 0, result.output
     assert "written and read back" in result.output and "Traceback" not in result.output
     corpus = io.read_parallel(out / "corpus.tsv")
     assert len(corpus) == 40 and corpus.fmt == "tsv"
     assert len(io.read_alignments(out / "gold.align").sure) == 40
     first = (out / "corpus.tsv").read_text()
-    assert invoke("demo", "-o", out, "--sentences", 40, "--seed", 3).exit_code == 0
+    assert invoke("demo", "-o", out, "--sentences", 40, "--seed", 3, "--data-only").exit_code == 0
     assert (out / "corpus.tsv").read_text() == first  # same seed, same data
+
+
+def test_demo_trains_aligns_and_scores(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke("demo", "-o", out, "--sentences", 150, "--epochs", 2, "--dim", 32)
+    assert result.exit_code == 0, result.output
+    assert "1−AER" in result.output and "P@1" in result.output
+    assert (out / "run" / "emb.src.vec").exists() and (out / "run" / "demo.align").exists()
+    assert len((out / "run" / "demo.align").read_text().splitlines()) == 150
 
 
 def test_demo_bad_arguments(write):

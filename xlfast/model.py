@@ -99,11 +99,12 @@ class SubwordEmbedding(nn.Module):
         E = self.E[lang]
         if self.subword == "none":
             return E
-        Z = F.dropout(self.Z, piece_dropout, self.training) if piece_dropout else self.Z
-        lay = self.layout(lang)
-        if self.subword == "ave":
-            return subword_embed(E, Z, lay, backend=backend)
-        return self._cnn_table(E, Z, lay, backend)
+        with torch.profiler.record_function("subword_embed"):
+            Z = F.dropout(self.Z, piece_dropout, self.training) if piece_dropout else self.Z
+            lay = self.layout(lang)
+            if self.subword == "ave":
+                return subword_embed(E, Z, lay, backend=backend)
+            return self._cnn_table(E, Z, lay, backend)
 
     def _cnn_table(self, E, Z, lay: PieceLayout, backend) -> torch.Tensor:
         # The mean over positions of a width-3 convolution is linear in the pieces, so the whole

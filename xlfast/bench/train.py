@@ -1,9 +1,138 @@
-"""`xlfast bench train`."""
+"""`xlfast bench train`: full training steps on real corpora, per subword-lookup backend, alternated
+in one run (A B A B), with the share of step time spent in the lookup (from the torch profiler).
+
+Seconds per epoch are projected from the median step time × the steps of one epoch, and compared with
+the authors' code as measured on this machine (METHOD.md §8.11, grk-it, 1 thread).
+"""
 from __future__ import annotations
 
-from xlfast.cli.common import not_built
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+
+from xlfast.cli.common import console, table, write_json
+
+# Seconds per epoch of the authors' code on grk-it, this machine (METHOD.md §8.11; midpoints of the ranges).
+AUTHORS_GRK_IT = {"none": 12.0, "ave": 22.0, "cnn": 81.0}
 
 
-def cli() -> None:
-    """Not built yet."""
-    not_built("xlfast bench train", 6)
+def corpora(names: list[str]):
+    from xlfast.paths import data_file
+    from xlfast.train import CorpusSpec
+
+    out = {}
+    for name in names:
+        if name == "grk-it":
+            src, tgt = data_file("grk-it", "align.gr"), data_file("grk-it", "align.it")
+            langs = ("grk", "it")
+        elif name == "shp-es":
+            src, tgt = data_file("shp-es", "train.tok.shp"), data_file("shp-es", "train.tok.es")
+            langs = ("shp", "es")
+        else:
+            raise typer.BadParameter(f"unknown corpus {name!r} (grk-it, shp-es)")
+        if src.exists() and tgt.exists():
+            out[name] = CorpusSpec(str(src), str(tgt), langs)
+        else:
+            console.print(f"[yellow]{name}: data not found under {src.parent}; skipped[/]")
+    return out
+
+
+def lookup_share(trainer, steps: int = 3) -> float:
+    """Share of a step's CPU time inside the subword lookup, forward and backward (profiled)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    plan = _plan(trainer)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for k in range(steps):
+            with record_function("xlfast_step"):
+                _step(trainer, plan[k % len(plan)])
+    events = prof.key_averages()
+    total = sum(e.cpu_time_total for e in events if e.key == "xlfast_step")
+    # Forward: the model's "subword_embed" range; backward: the fused Function's node, or the reference's
+    # embedding_bag backward.
+    inside = sum(e.cpu_time_total for e in events
+                 if e.key == "subword_embed" or "SubwordEmbedBackward" in e.key or "EmbeddingBagBackward" in e.key)
+    return inside / total if total else float("nan")
+
+
+def _plan(trainer):
+    import random
+
+    from xlfast.train import epoch_plan
+
+    return epoch_plan(trainer.prep.pairs, trainer.sizes["batch_size"], random.Random(0))
+
+
+def _step(trainer, item) -> None:
+    k, idx = item
+    batch = trainer._batch(trainer.prep.pairs[k], idx)
+    loss, _ = trainer.model.loss(batch, backend=trainer.cfg.backend)
+    trainer.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.clip)
+    trainer.opt.step()
+
+
+def run_bench(names: list[str], subwords: list[str], backends: list[str], steps: int, rounds: int,
+              threads: int | None, dim: int | None) -> list[dict]:
+    from xlfast.tokenize import TokenizerSpec
+    from xlfast.train import TrainConfig, Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    rows = []
+    for name, spec in corpora(names).items():
+        for sub in subwords:
+            trainers = {}
+            for be in (backends if sub != "none" else ["-"]):
+                tmp = tempfile.mkdtemp(prefix="xlfast-bench-")
+                cfg = TrainConfig(corpora=[spec], out=tmp, subword=sub, tokenizer=TokenizerSpec("none"), dim=dim,
+                                  backend=None if be in ("-", "auto") else be)
+                trainers[be] = Trainer(cfg, log=lambda m: None)
+            plan = _plan(next(iter(trainers.values())))
+            times = {be: [] for be in trainers}
+            for r in range(rounds):  # alternate A B A B: the CPU's speed drifts
+                for be, tr in trainers.items():
+                    _step(tr, plan[0])  # warm-up (JIT, allocator)
+                    t0 = time.perf_counter()
+                    for s in range(steps):
+                        _step(tr, plan[(r * steps + s) % len(plan)])
+                    times[be].append((time.perf_counter() - t0) / steps)
+            for be, tr in trainers.items():
+                step_s = statistics.median(times[be])
+                epoch_s = step_s * len(plan)
+                row = dict(corpus=name, subword=sub, backend=be, step_ms=step_s * 1000, epoch_s=epoch_s,
+                           steps_per_epoch=len(plan), lookup_share=lookup_share(tr) if sub != "none" else 0.0)
+                if name == "grk-it":
+                    row["vs_authors"] = AUTHORS_GRK_IT[sub] / epoch_s
+                rows.append(row)
+    return rows
+
+
+def cli(
+    corpus: Annotated[Optional[list[str]], typer.Option(help="Corpora: grk-it, shp-es (repeatable).")] = None,
+    subword: Annotated[Optional[list[str]], typer.Option(help="Subword modes: none, ave, cnn (repeatable).")] = None,
+    backend: Annotated[Optional[list[str]], typer.Option(help="Lookup backends to compare (default: torch and the automatic choice).")] = None,
+    steps: Annotated[int, typer.Option(help="Timed steps per round.")] = 5,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds.")] = 3,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads.")] = None,
+    dim: Annotated[Optional[int], typer.Option(help="Model size (default: the low preset, 500).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write rows as JSON ('-' for stdout).")] = None,
+) -> None:
+    """One full training step on real corpora, per lookup backend, with the lookup's share of step time."""
+    rows = run_bench(corpus or ["grk-it"], subword or ["none", "ave", "cnn"], backend or ["torch", "auto"], steps,
+                     rounds, threads, dim)
+    cols = ["corpus", "subword", "backend", "ms/step", "s/epoch", "lookup share", "× faster than authors"]
+    console.print(table(
+        f"xlfast bench train (threads {torch.get_num_threads()}, median of {rounds} alternated rounds)",
+        cols,
+        [[r["corpus"], r["subword"], r["backend"], r["step_ms"], r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
+          r.get("vs_authors", "–")] for r in rows],
+    ))
+    if json_out:
+        write_json(json_out, rows)
