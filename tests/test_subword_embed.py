@@ -196,3 +196,34 @@ def test_piece_dropout_gradcheck(backend):
     assert torch.autograd.gradcheck(fn, (E, Z))
     with pytest.raises(XlfastError, match="piece_dropout"):
         subword_embed(E, Z, layout, backend=backend, piece_dropout=1.0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_word_dropout_matches_reference_and_gradcheck(backend):
+    available(backend)
+    gen = torch.Generator().manual_seed(6)
+    words = SPECIAL_WORDS + random_words(40, 9, 4, gen)
+    layout = PieceLayout.from_lists(words, num_pieces=9)
+    E0, Z0 = torch.randn(len(words), 33, generator=gen), torch.randn(9, 33, generator=gen)
+    for ids in (None, torch.tensor([5, 5, 0, 30])):
+        g = torch.randn(len(words) if ids is None else 4, 33, generator=gen)
+        results = []
+        for how in (backend, "torch"):
+            E, Z = E0.clone().requires_grad_(), Z0.clone().requires_grad_()
+            o = subword_embed(E, Z, layout, ids, backend=how, word_dropout=0.4, piece_dropout=0.2,
+                              generator=torch.Generator().manual_seed(3))
+            results.append((o.detach().clone(), *torch.autograd.grad(o, (E, Z), g)))
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # Statistics: with Z = 0 the output is the dropped-out word table itself.
+    one_piece = PieceLayout(torch.arange(2001), torch.arange(2000) % 9, 9)
+    out = subword_embed(torch.ones(2000, 50), torch.zeros(9, 50), one_piece, backend=backend, word_dropout=0.5,
+                        generator=torch.Generator().manual_seed(0))
+    assert set(torch.unique(out).tolist()) == {0.0, 2.0}
+    assert abs(float((out == 0).float().mean()) - 0.5) < 4 * (0.25 / out.numel()) ** 0.5
+    E = torch.randn(4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    Z = torch.randn(3, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    small = PieceLayout.from_lists([[0], [1, 2], [2, 2, 0], [1]], num_pieces=3)
+    assert torch.autograd.gradcheck(
+        lambda e, z: subword_embed(e, z, small, backend=backend, word_dropout=0.5, piece_dropout=0.3,
+                                   generator=torch.Generator().manual_seed(1)), (E, Z))
