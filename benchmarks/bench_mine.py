@@ -104,15 +104,39 @@ def evaluate_ne_en(run_dir: str, thresholds=(1.0, 1.02, 1.05, 1.1, 1.15, 1.2), k
                                       mine.encode_corpus(encoder, "tgt", en_shuffled, work)))
     print(f"ne-en devtest: {len(ne)} x {len(en)} sentences, {src.n_tokens:,} x {tgt.n_tokens:,} tokens; "
           f"encode {t_enc:.1f}s")
-    for thr in thresholds:
-        pairs = mine.mine_sentences(src, tgt, threshold=thr, knn=knn)
-        prf = mine.pair_prf(list(zip(pairs.src.tolist(), pairs.tgt.tolist())), gold)
-        print(f"  margin > {thr:.2f}: mined {prf['mined']:5d}  P {prf['precision']:.3f}  R {prf['recall']:.3f}  "
-              f"F1 {prf['f1']:.3f}  (search {pairs.seconds['search']:.2f}s)")
-    # Top-1 accuracy of the search itself (every ne sentence's best English candidate), for reference.
-    best = mine.search_best(src.sentence_vectors, tgt.sentence_vectors, "margin", knn)
-    acc = float(np.mean(order[best.fwd_indices] == np.arange(len(ne))))
-    print(f"  best-candidate accuracy ne->en (no threshold): {acc:.3f}")
+    for center in (False, True):
+        print(f" sentence level, {'centred' if center else 'raw'} mean vectors, K={knn}:")
+        for thr in thresholds:
+            pairs = mine.mine_sentences(src, tgt, threshold=thr, knn=knn, center=center)
+            prf = mine.pair_prf(list(zip(pairs.src.tolist(), pairs.tgt.tolist())), gold)
+            print(f"  margin > {thr:.2f}: mined {prf['mined']:5d}  P {prf['precision']:.3f}  R {prf['recall']:.3f}  "
+                  f"F1 {prf['f1']:.3f}  (search {pairs.seconds['search']:.2f}s)")
+        # Top-1 accuracy of the search itself (every ne sentence's best English candidate), for reference.
+        xs, xt = src.sentence_vectors, tgt.sentence_vectors
+        if center:
+            xs, xt = xs - xs.mean(0), xt - xt.mean(0)
+        best = mine.search_best(xs, xt, "margin", knn)
+        acc = float(np.mean(order[best.fwd_indices] == np.arange(len(ne))))
+        print(f"  best-candidate accuracy ne->en (no threshold): {acc:.3f}")
+
+    # Word level: precision of mined word pairs against a lexicon read off `xlfast align` on the TRUE pairs
+    # (every gdfa link of the run's contextual alignment of devtest ne-en counts as a translation pair).
+    from xlfast.align import align_sentences
+
+    ne_tok = [encoder.tokenize("src", s) for s in ne]
+    en_tok = [encoder.tokenize("tgt", s) for s in en]
+    links = align_sentences(encoder.run, ne_tok, en_tok, "ne", "en", emb="contextual")
+    lexicon = {(ne_tok[k][i], en_tok[k][j]) for k, a in enumerate(links) for i, j in a.links}
+    print(f" word level: alignment lexicon of {len(lexicon):,} (ne, en) pairs from xlfast align on the true pairs")
+    for metric, iterations, fit_on in (("cos", 0, "-"), ("cos", 2, "mutual"), ("cos", 2, "all"), ("csls", 0, "-")):
+        res = mine.mine_words(src, tgt, metric=metric, threshold=0.2, iterations=iterations, sample=1000,
+                              fit_on=fit_on if iterations else "mutual")
+        hits = np.array([(s, t) in lexicon for s, t in zip(res.pairs.src, res.pairs.tgt)])
+        top = {n: float(hits[:n].mean()) for n in (100, 1000) if len(hits) >= n}
+        identical = float(np.mean([s == t for s, t in zip(res.pairs.src, res.pairs.tgt)])) if len(hits) else 0.0
+        print(f"  {metric} iterations {iterations} (maps fit on {fit_on}): {len(hits):,} word pairs, precision {hits.mean() if len(hits) else 0:.3f}"
+              f" (top-100 {top.get(100, float('nan')):.3f}, top-1000 {top.get(1000, float('nan')):.3f});"
+              f" identical strings {identical:.3f}; search {res.seconds['search']:.1f}s")
 
 
 def main() -> None:

@@ -159,6 +159,11 @@ class Rows:
     def all(self) -> np.ndarray:
         return self.block(0, len(self))
 
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        rows = positions if self.rows is None else self.rows[positions]
+        v = _unit(self.vectors[np.sort(rows)])[np.argsort(np.argsort(rows))]  # memmaps read fastest in order
+        return v if self.w is None else _unit(v @ self.w.T)
+
 
 def _as_rows(x) -> Rows:
     return x if isinstance(x, Rows) else Rows(x)
@@ -339,9 +344,30 @@ def _scratch(work_dir):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def launched_group() -> tuple[int, int] | None:
+    """(rank, world size) when this process runs under torchrun (or already joined a process group)."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return None
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ and "MASTER_ADDR" in os.environ:
+        dist.init_process_group("gloo", init_method="env://")
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
 def search(src, tgt, metric="csls", knn=10, nproc=1, mem=None, work_dir=None) -> BestMatches:
+    """Best matches both ways: one process, `nproc` spawned local processes, or the ranks of a torchrun
+    launch (every rank runs the same command; each searches its target shard, all get the merged result)."""
     if metric not in ("cos", "csls", "margin"):
         raise XlfastError(f"unknown metric '{metric}' (choose cos, csls or margin)")
+    group = launched_group()
+    if group is not None and group[1] > 1:
+        rank, world = group
+        return _shard_search(rank, world, _as_rows(src).all(), _as_rows(tgt).all(), metric, knn, mem,
+                             _gloo_all_gather)
     if nproc > 1:
         return search_best_distributed(src, tgt, metric, knn, nproc, mem, work_dir)
     return search_best(src, tgt, metric, knn, mem)
@@ -408,7 +434,9 @@ def aggregate_word_pairs(src_words: np.ndarray, tgt_words: np.ndarray, scores: n
     means = np.bincount(inverse, weights=scores.astype(np.float64), minlength=len(uniq)) / np.maximum(counts, 1)
     keep = counts >= min_count
     uniq, counts, means = uniq[keep], counts[keep], means[keep]
-    order = np.lexsort((uniq, -counts, -means))
+    # Sorted by the score as printed (4 decimals): ulp-level differences between runs (thread counts,
+    # split searches) must not reorder pairs whose printed scores are equal.
+    order = np.lexsort((uniq, -counts, -np.round(means, 4)))
     s_ids, t_ids = uniq[order] // len(tgt_vocab), uniq[order] % len(tgt_vocab)
     return WordPairs([src_vocab[i] for i in s_ids], [tgt_vocab[j] for j in t_ids], counts[order],
                      means[order].astype(np.float32))
@@ -444,12 +472,14 @@ def fit_maps(src_vecs: np.ndarray, tgt_vecs: np.ndarray, maps: tuple[np.ndarray,
     raise XlfastError(f"unknown map update '{method}' (choose procrustes or adam)")
 
 
-def mine_words(src: EncodedCorpus, tgt: EncodedCorpus, metric: str = "csls", threshold: float = 0.2,
+def mine_words(src: EncodedCorpus, tgt: EncodedCorpus, metric: str = "cos", threshold: float = 0.2,
                knn: int = 10, iterations: int = 0, sample: int = 10000, map_update: str = "procrustes",
-               map_steps: int = 20, min_count: int = 1, nproc: int = 1, seed: int = 0, mem=None, work_dir=None,
-               progress: Progress = _no_progress,
+               map_steps: int = 20, fit_on: str = "mutual", min_count: int = 1, nproc: int = 1, seed: int = 0,
+               mem=None, work_dir=None, progress: Progress = _no_progress,
                on_iteration: Callable[[IterationStats, WordPairs], None] | None = None) -> WordMiningResult:
-    """Word-type translation pairs mined from token-level nearest neighbours (module docstring)."""
+    """Word-type translation pairs mined from token-level nearest neighbours (module docstring).
+    Maps are fit on the mutual best token pairs of an iteration (`fit_on="mutual"`), or on every kept
+    pair (`"all"`): on a weak encoder most one-way matches are wrong and a fit on them rotates away."""
     rng = np.random.default_rng(seed)
     seconds = {"search": 0.0, "aggregate": 0.0, "maps": 0.0}
     maps = initial_maps(src.vectors.shape[1], seed) if iterations > 0 else None
@@ -463,11 +493,17 @@ def mine_words(src: EncodedCorpus, tgt: EncodedCorpus, metric: str = "csls", thr
         seconds["search"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         i, j, s = token_pairs_above(best, threshold)
+        if metric == "cos":
+            # Rescore in float64 from the stored rows: a tile's float32 GEMM rounds differently for other
+            # shapes (shards, blocks), and the output must not depend on how the search was split.
+            s = np.einsum("ij,ij->i", xs.take(i).astype(np.float64), xt.take(j).astype(np.float64))
+        # Mutual best matches (each is the other's nearest) are the confident subset the maps are fit on.
+        mutual = (best.bwd_indices[j] == i) & (best.fwd_indices[i] == j)
         gi = i if rows_s is None else rows_s[i]
         gj = j if rows_t is None else rows_t[j]
         pairs = aggregate_word_pairs(src.token_word[gi], tgt.token_word[gj], s, src.words, tgt.words, min_count)
         seconds["aggregate"] += time.perf_counter() - t0
-        return gi, gj, pairs
+        return gi, gj, pairs, mutual
 
     total = iterations + 1
     for it in range(iterations):
@@ -475,9 +511,11 @@ def mine_words(src: EncodedCorpus, tgt: EncodedCorpus, metric: str = "csls", thr
         n_s, n_t = len(src.lines), len(tgt.lines)
         rows_s = src.rows_of(np.sort(rng.choice(n_s, min(sample, n_s), replace=False)))
         rows_t = tgt.rows_of(np.sort(rng.choice(n_t, min(sample, n_t), replace=False)))
-        gi, gj, pairs = mine_rows(rows_s, rows_t)
+        gi, gj, pairs, mutual = mine_rows(rows_s, rows_t)
         t0 = time.perf_counter()
         previous = maps[0]
+        if fit_on == "mutual" and mutual.sum() >= 2:
+            gi, gj = gi[mutual], gj[mutual]
         if len(gi) >= 2:
             maps = fit_maps(_unit(src.vectors[gi]), _unit(tgt.vectors[gj]), maps, map_update, map_steps)
         seconds["maps"] += time.perf_counter() - t0
@@ -486,7 +524,7 @@ def mine_words(src: EncodedCorpus, tgt: EncodedCorpus, metric: str = "csls", thr
             on_iteration(stats, pairs)
         history.append(stats)
     progress("mine", iterations, total)
-    gi, _, pairs = mine_rows(None, None)
+    gi, _, pairs, _ = mine_rows(None, None)
     progress("mine", total, total)
     return WordMiningResult(pairs, len(gi), maps, history, seconds)
 
@@ -513,14 +551,19 @@ class SentencePairs:
 
 
 def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float = 1.05, knn: int = 4,
-                   metric: str = "margin", nproc: int = 1, mem=None, work_dir=None) -> SentencePairs:
+                   metric: str = "margin", nproc: int = 1, mem=None, work_dir=None,
+                   center: bool = False) -> SentencePairs:
     """Parallel sentences by ratio margin (cos / mean of both kNN neighbourhoods, LASER/BUCC style):
-    every source's and every target's best candidate, highest score first, each sentence used once."""
+    every source's and every target's best candidate, highest score first, each sentence used once.
+    `center` subtracts each corpus's mean sentence vector first (removes a shared per-language offset)."""
     seconds = {"search": 0.0, "aggregate": 0.0}
     keep_s = np.flatnonzero(np.diff(src.sentence_offsets) > 0)  # empty sentences have no vector
     keep_t = np.flatnonzero(np.diff(tgt.sentence_offsets) > 0)
+    xs, xt = src.sentence_vectors[keep_s], tgt.sentence_vectors[keep_t]
+    if center:
+        xs, xt = xs - xs.mean(axis=0), xt - xt.mean(axis=0)
     t0 = time.perf_counter()
-    best = search(src.sentence_vectors[keep_s], tgt.sentence_vectors[keep_t], metric, knn, nproc, mem, work_dir)
+    best = search(xs, xt, metric, knn, nproc, mem, work_dir)
     seconds["search"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cand_s = np.concatenate([np.arange(len(keep_s)), best.bwd_indices])

@@ -31,7 +31,9 @@ class MapUpdate(str, Enum):
     adam = "adam"
 
 
-DEFAULT_THRESHOLD = {"word": 0.2, "sentence": 1.05}
+# Token-level CSLS sits near 0 for frequent words (their K nearest tokens are copies of the same word),
+# so the paper's cosine threshold 0.2 would keep almost nothing under csls.
+DEFAULT_THRESHOLD = {"cos": 0.2, "csls": 0.0, "margin": 1.05}
 DEFAULT_METRIC = {"word": "cos", "sentence": "margin"}
 DEFAULT_KNN = {"word": 10, "sentence": 4}
 
@@ -47,7 +49,7 @@ def mine(
     metric: Annotated[Optional[Metric], typer.Option(
         help="Similarity: word level cos or csls (default cos), sentence level margin (ratio margin, default).")] = None,
     threshold: Annotated[Optional[float], typer.Option(
-        help="Keep pairs scoring above this. Default: 0.2 (word), 1.05 (sentence margin).")] = None,
+        help="Keep pairs scoring above this. Default: 0.2 (cos), 0.0 (csls), 1.05 (sentence margin).")] = None,
     knn: Annotated[Optional[int], typer.Option(
         help="Neighbourhood size K of CSLS / margin. Default: 10 (word), 4 (sentence).")] = None,
     iterations: Annotated[int, typer.Option(
@@ -68,6 +70,8 @@ def mine(
     work_dir: Annotated[Optional[Path], typer.Option(
         help="Where token vectors are streamed (float16 memmaps). Default: a temporary directory, removed after.")
     ] = None,
+    center: Annotated[bool, typer.Option(
+        "--center/--no-center", help="Sentence level: subtract each corpus's mean sentence vector first.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the map initialisation.")] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write a JSON summary here ('-' = stdout).")
     ] = None,
@@ -82,7 +86,7 @@ def mine(
         raise XlfastError("--metric margin is for --level sentence; word level uses cos or csls")
     if nproc < 1:
         raise XlfastError("--nproc must be at least 1")
-    thr = DEFAULT_THRESHOLD[lvl] if threshold is None else threshold
+    thr = DEFAULT_THRESHOLD[metric_name] if threshold is None else threshold
     k = DEFAULT_KNN[lvl] if knn is None else knn
     if (model is None) == (hf_model is None):
         raise XlfastError("give exactly one encoder: --model RUN_DIR or --hf-model PATH")
@@ -114,14 +118,15 @@ def mine(
                 shown = [[s, t, c, v] for s, t, c, v in res.pairs.rows()[:15]]
                 columns = ["source", "target", "count", "score"]
             else:
-                res = mining.mine_sentences(src_c, tgt_c, thr, k, metric_name, nproc, mem, scratch)
+                res = mining.mine_sentences(src_c, tgt_c, thr, k, metric_name, nproc, mem, scratch, center=center)
                 seconds.update(res.seconds)
                 text = mining.sentence_pairs_tsv(res, src_c, tgt_c)
                 summary.update(pairs=len(res))
                 shown = [[float(v), _short(src_c.lines[i]), _short(tgt_c.lines[j])]
                          for i, j, v in list(zip(res.src, res.tgt, res.score))[:10]]
                 columns = ["score", "source", "target"]
-        atomic_write_text(output, text)
+        if _rank() == 0:  # under torchrun every rank mines; one writes
+            atomic_write_text(output, text)
     finally:
         if work_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -129,12 +134,20 @@ def mine(
     summary.update(src_sentences=len(src_c.lines), tgt_sentences=len(tgt_c.lines), src_tokens=src_c.n_tokens,
                    tgt_tokens=tgt_c.n_tokens, seconds=seconds, output=str(output),
                    tokens_per_second=tokens / max(sum(seconds.values()), 1e-9))
+    if _rank() != 0:
+        return
     console.print(table(f"mined {summary['pairs']} {lvl} pairs → {output}", columns, shown))
     console.print(table("stages", ["stage", "seconds", "share"],
                         [[name, s, f"{100 * s / max(sum(seconds.values()), 1e-9):.0f}%"] for name, s in seconds.items()]
                         + [["tokens/s", summary["tokens_per_second"], ""]]))
     if json_path is not None:
         write_json(json_path, summary)
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
 
 
 def _short(text: str, width: int = 50) -> str:
