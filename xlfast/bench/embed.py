@@ -92,12 +92,16 @@ def _one(fn, inner: int = 1) -> float:
 
 
 def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: int = 3, repeats: int = 5,
-              backends: list[str] | None = None, simple: bool = True, progress=None) -> dict:
+              backends: list[str] | None = None, simple: bool = True, dropout: float = 0.0,
+              progress=None) -> dict:
+    """Median fwd/bwd ms per backend and size. With `dropout` > 0 the reference is the model's torch path
+    (`F.dropout` on E and on Z, then the lookup) and the fused backends drop inside the kernel."""
     from xlfast.bench.csls import cpu_state_probe
 
     names = backends or [n for n in registry.available("cpu") if n != "torch"]
     for n in names:
         registry.choose("cpu", n)  # a backend asked for by name that cannot run fails here, loudly
+    simple = simple and dropout == 0.0
     names = ["torch"] + [n for n in names if n != "torch"] + (["numba-simple"] if simple else [])
     state = cpu_state_probe()
     gen = torch.Generator().manual_seed(0)
@@ -110,19 +114,27 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
         copy_dst = torch.empty(V, d)
         baseline = SimpleNumba(layout) if simple else None
 
-        def call(name):
+        def call(name, seed=None):
+            if dropout and seed is not None:  # the same hash masks as `name`, for the correctness check
+                return subword_embed(E, Z, layout, backend=name, piece_dropout=dropout, word_dropout=dropout,
+                                     generator=torch.Generator().manual_seed(seed))
             if name == "torch":
+                if dropout:
+                    return reference_subword_embed(torch.nn.functional.dropout(E, dropout),
+                                                   torch.nn.functional.dropout(Z, dropout), layout)
                 return reference_subword_embed(E, Z, layout)
             if name == "numba-simple":
                 return baseline(E, Z, layout, None)
+            if dropout:
+                return subword_embed(E, Z, layout, backend=name, piece_dropout=dropout, word_dropout=dropout)
             return subword_embed(E, Z, layout, backend=name)
 
         # Correctness before timing: every backend against the reference on this very size.
-        ref = call("torch")
+        ref = call("torch", seed=0)
         ref_grads = torch.autograd.grad(ref, (E, Z), g)
         errors = {}
         for name in names[1:]:
-            out = call(name)
+            out = call(name, seed=0)
             grads = torch.autograd.grad(out, (E, Z), g)
             errors[name] = max(float((out - ref).detach().abs().max()),
                                *(float((a - b).abs().max()) for a, b in zip(grads, ref_grads)))
@@ -160,7 +172,8 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
                 "max_abs_err": errors.get(name, 0.0), "fwd_mb": moved["fwd"] / 1e6, "bwd_mb": moved["bwd"] / 1e6,
             })
         del E, Z, g, copy_dst, layout, baseline
-    return {"num_pieces": num_pieces, "pieces_per_word": per_word, "repeats": repeats, "cpu_state": state,
+    return {"num_pieces": num_pieces, "pieces_per_word": per_word, "repeats": repeats, "dropout": dropout,
+            "cpu_state": state,
             "threads": torch.get_num_threads(), "results": results}
 
 
@@ -172,7 +185,8 @@ def _quantile(xs: list[float], q: float) -> float:
 def print_report(res: dict) -> None:
     s = res["cpu_state"]
     console.print(f"CPU state: {s['state']} (GEMM 2-thread/1-thread ×{s['speedup']:.2f}); P={res['num_pieces']} "
-                  f"pieces, {res['pieces_per_word']} per word, median of {res['repeats']} alternated rounds",
+                  f"pieces, {res['pieces_per_word']} per word, dropout {res['dropout']}, median of {res['repeats']} "
+                  "alternated rounds",
                   highlight=False)
     rows = [[f"{r['vocab']}×{r['dim']}", r["backend"], r["fwd_ms"], r["bwd_ms"], r["speedup"],
              f"{r['fwd_gbs']:.1f} ({100 * r['fwd_of_copy']:.0f}%)", f"{r['bwd_gbs']:.1f} ({100 * r['bwd_of_copy']:.0f}%)",
@@ -208,6 +222,8 @@ def cli(
     repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per size. Default 3.")] = 3,
     backend: Annotated[Optional[list[str]], typer.Option(
         "--backend", help="Only these backends beside the reference (repeatable). Default: all that run.")] = None,
+    dropout: Annotated[float, typer.Option("--dropout", help="Dropout on E and Z: torch's F.dropout for the "
+                                           "reference, fused for the others. Default 0.")] = 0.0,
     no_simple: Annotated[bool, typer.Option("--no-simple", help="Skip the simple-Numba baseline. Default: run it.")]
     = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
@@ -226,11 +242,13 @@ def cli(
     else:
         raise XlfastError("--vocab and --dim need the same number of values (or one of them a single value), "
                           "or --grid")
+    if not 0.0 <= dropout < 1.0:
+        raise XlfastError(f"--dropout must lie in [0, 1), got {dropout}")
     if pieces < 1 or num_pieces < 1 or repeats < 1:
         raise XlfastError("--pieces, --num-pieces and --repeats must be positive")
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("embed bench", total=len(sizes) * repeats)
-        res = run_bench(sizes, num_pieces, pieces, repeats, backend, not no_simple,
+        res = run_bench(sizes, num_pieces, pieces, repeats, backend, not no_simple, dropout,
                         progress=lambda: bar.advance(task))
     print_report(res)
     if json_path:

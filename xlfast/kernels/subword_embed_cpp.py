@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from xlfast import _subword_embed_cpu as _ext  # ImportError when not built: the backend is unavailable
 from xlfast.kernels.subword_embed import FusedBackend
+from xlfast.kernels.subword_embed_numba import NumbaSubwordEmbed
 
 
 class CppSubwordEmbed(FusedBackend):
     name = "cpp"
+    # Dropout masks come from the Numba hash kernel (Numba is always installed; same mask bit for bit).
+    dropout_into = NumbaSubwordEmbed.dropout_into
 
     def forward_into(self, E, Z, layout, ids, out):
         rows = layout.all_rows() if ids is None else ids
