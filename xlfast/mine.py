@@ -6,18 +6,22 @@ Stages, each timed and shown as a progress stage:
    token vectors stream into float16 `np.memmap` files in a work directory (so corpora larger than
    memory work), with each token's sentence and word-type id; sentence vectors (mean of the contextual
    token vectors, float32) are kept beside them.
-2. **search** – one call of the project's kernel `xlfast.kernels.csls.topk` (no other CSLS/margin code
-   exists): the best target per source row and the best source per target row. With `nproc > 1` the
-   target side is sharded over `torch.distributed` processes (gloo) and the per-shard top-k merged;
-   for CSLS/margin the neighbourhood mean r_T(x) of a source needs its top-K over *all* shards, so the
-   per-shard top-K cosines are all-gathered and merged first (r_S of a target is local to its shard).
+2. **search** – the project's kernel `xlfast.kernels.csls.topk` (no other CSLS/margin code exists): the
+   best target per source row and the best source per target row. The target side is held in memory
+   (float32); the source side streams from the memmap in blocks (r_S merged over blocks). With
+   `nproc > 1` (spawned, gloo on 127.0.0.1) or under torchrun the target side is sharded over processes
+   and the per-shard top-1 merged; for CSLS/margin the neighbourhood mean r_T(x) of a source needs its
+   top-K over *all* shards, so the per-shard top-K cosines are all-gathered and merged first (r_S of a
+   target is local to its shard) and passed to the kernel as `means=`. Tests: equal to one process.
 3. **aggregate** – word level: token pairs above the threshold (both directions, a pair found both ways
    counts once) become word-type pairs with counts and mean score. Sentence level: forward and
    backward best candidates, highest margin first, one-to-one, above the threshold.
 
 `iterations > 0` runs the mine→update loop: per iteration a sample of sentences from each side is
 mined and language-specific linear maps are refit on the mined token pairs with the encoder frozen;
-the last mining over the whole corpora uses the final maps. Map update (`map_update`):
+the last mining over the whole corpora uses the final maps. The maps are fit on the iteration's
+*mutual* best token pairs (measured on ne-en: a fit on all one-way matches of a weak encoder lowered
+precision). Map update (`map_update`):
 
 * ``procrustes`` (default): W_t = I and W_s the orthogonal Procrustes solution over the mined pairs.
   Orthogonality removes the trivial W = 0 minimum of Σ||W_s e_s − W_t e_t||² by construction and keeps
@@ -27,7 +31,6 @@ the last mining over the whole corpora uses the final maps. Map update (`map_upd
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import socket
@@ -36,7 +39,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
