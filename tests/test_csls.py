@@ -190,3 +190,15 @@ def test_bench_runs_and_every_method_agrees():
         assert r["top1_agree"] == 1.0, r
         assert r["seconds"] > 0 and r["gflops"] > 0
     assert res["cpu_state"]["state"] in {"full", "degraded", "single-thread"}
+
+
+def test_rows_ranks_only_the_queries_with_full_neighbourhoods():
+    """rows= must give exactly the full retrieval's rows: r_S still sees every source word."""
+    g = torch.Generator().manual_seed(7)
+    X, Y = torch.randn(300, 24, generator=g), torch.randn(200, 24, generator=g)
+    rows = [5, 0, 299, 17, 17]
+    for metric in ("cos", "csls", "margin"):
+        full = C.topk(X, Y, 4, metric=metric, knn=10)
+        part = C.topk(X, Y, 4, metric=metric, knn=10, rows=rows)
+        assert torch.equal(part.indices, full.indices[rows]), metric
+        assert torch.allclose(part.scores, full.scores[rows], atol=1e-6), metric

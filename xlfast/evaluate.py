@@ -124,10 +124,9 @@ def bli(
     k_max = min(max(ks), len(tgt_words))
     query_rows = torch.tensor([src_index[w] for w in order], dtype=torch.long)
     if method == "csls":
-        # CSLS needs r_S(y) over the whole source vocabulary, so every source row takes part; only the
-        # query rows' top-k are kept.
-        top = csls.topk(src_vecs, tgt_vecs, k_max, metric="csls", knn=knn)
-        top_idx = top.indices[query_rows]
+        # CSLS needs r_S(y) over the whole source vocabulary; `rows` ranks only the queries.
+        top = csls.topk(src_vecs, tgt_vecs, k_max, metric="csls", knn=knn, rows=query_rows)
+        top_idx = top.indices
     else:
         top = csls.topk(src_vecs[query_rows], tgt_vecs, k_max, metric="cos")
         top_idx = top.indices

@@ -251,10 +251,12 @@ def pseudo_dict_score(model: CrossLingualModel, pairs: list[PairData]) -> float 
         gold: dict[int, set[int]] = {}
         for a, b in p.dice:
             gold.setdefault(a, set()).add(b)
-        # Candidates: the whole target vocabulary except the specials.
-        tgt = tables[p.langs[1]][len(SPECIALS) :]
-        res = topk(tables[p.langs[0]][src_ids], tgt, 1, metric="csls", knn=10)
-        hits = [(int(j) + len(SPECIALS)) in gold[a] for a, j in zip(src_ids, res.indices[:, 0].tolist())]
+        # Candidates: the whole target vocabulary except the specials; r_S over every source word.
+        n_sp = len(SPECIALS)
+        tgt = tables[p.langs[1]][n_sp:]
+        rows = [a - n_sp for a in src_ids]
+        res = topk(tables[p.langs[0]][n_sp:], tgt, 1, metric="csls", knn=10, rows=rows)
+        hits = [(int(j) + n_sp) in gold[a] for a, j in zip(src_ids, res.indices[:, 0].tolist())]
         scores.append(float(np.mean(hits)))
     return float(np.mean(scores)) if scores else None
 
