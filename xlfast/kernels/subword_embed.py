@@ -4,10 +4,14 @@ Weight tying means every training step needs this for the whole target vocabular
 so it is a hot path. The pieces of each word are a CSR (`PieceLayout`, built once per vocabulary); the
 mean is a *true* mean over the word's pieces (the authors' code divides a padded sum, a bug).
 
-Backends (ranked by measurement, see `xlfast bench embed`): C++/OpenMP when built (column sums blocked
-in registers), Numba CPU (always there), Triton on GPUs (CUDA source in csrc/cuda), and the plain-torch
+Backends (ranked by measurement, see `xlfast bench embed`): Numba CPU (always there), C++/OpenMP when
+built (column sums blocked in registers; on par with Numba here), Triton on GPUs (CUDA source in csrc/cuda), and the plain-torch
 reference (`embedding_bag(mode="mean")` + add), which every other backend is tested against. The CPU
 backward partitions the piece table between threads: no atomics, no private copies, deterministic.
+
+Dropout (METHOD.md §8.5, one mask per table per call) is fused: `piece_dropout` / `word_dropout` masks
+are a counter-based hash of the element index, recomputed in the backward, never a stored Bernoulli draw
+(torch's `F.dropout` on a 50k x 500 table alone took ~525 ms here).
 
 Memory: the kernel is memory-bound, and a fresh 100 MB output costs more than the kernel itself (page
 faults), so outputs and piece gradients come from a small pool that hands a buffer out again only once
@@ -95,6 +99,13 @@ class PieceLayout:
             self._all_rows = torch.arange(self.num_words, device=self.device)
         return self._all_rows
 
+    def inv_counts(self, dtype: torch.dtype) -> torch.Tensor:
+        """1 / pieces per word, in the tables' dtype (kernels multiply by it without promoting)."""
+        cache = self.__dict__.setdefault("_inv_counts", {})
+        if dtype not in cache:
+            cache[dtype] = (1.0 / self.counts.to(torch.float64)).to(dtype)
+        return cache[dtype]
+
     def gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The CSR (offsets, pieces) of the rows `ids` (repeats allowed), in that order."""
         starts = self.offsets[ids]
@@ -126,39 +137,42 @@ def _mix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
-def dropout_keep(shape: tuple[int, int], drop: tuple[int, int, int, float], device=None,
+def dropout_keep(shape: tuple[int, int], drop: tuple[int, int, float], device=None,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The piece-dropout mask as floats (`scale` where kept, 0 where dropped) for seeds `drop`.
+    """The dropout mask as numbers (`scale` where kept, 0 where dropped) for `drop = (key, threshold, scale)`.
 
-    Element (p, j) is kept iff hash(p*d + j) >= threshold: a counter-based hash, so every backend (and the
-    backward) recomputes the same mask without storing it, and one mask covers the table for one call.
+    Element (r, j) of a [rows, d] table is kept iff mix32((r*d + j) ^ key) >= threshold: a counter-based
+    hash, so every backend (and the backward) recomputes the same mask without storing it, and one mask
+    covers the whole table for one call. Over calls, the random 32-bit key makes each element's fate
+    uniform; one mixing round suffices for that and is half the cost of two.
     """
-    seed_lo, seed_hi, threshold, scale = drop
+    key, threshold, scale = drop
     rows, d = shape
     x = torch.arange(rows * d, dtype=torch.int64, device=device).view(rows, d) & 0xFFFFFFFF
-    h = _mix32(_mix32(x ^ seed_lo) ^ seed_hi)
-    return (h >= threshold).to(dtype) * scale
+    return (_mix32(x ^ key) >= threshold).to(dtype) * scale
 
 
-def _drop_spec(p: float, generator: torch.Generator | None, what: str) -> tuple[int, int, int, float] | None:
+def _drop_spec(p: float, generator: torch.Generator | None, what: str) -> tuple[int, int, float] | None:
     if p == 0.0:
         return None
     if not 0.0 <= p < 1.0:
         raise XlfastError(f"{what} must lie in [0, 1), got {p}")
-    seed_lo, seed_hi = (int(v) for v in torch.randint(0, 2**32, (2,), generator=generator, dtype=torch.int64))
-    return seed_lo, seed_hi, min(int(round(p * 2**32)), 2**32 - 1), 1.0 / (1.0 - p)
+    key = int(torch.randint(0, 2**32, (1,), generator=generator, dtype=torch.int64))
+    return key, min(int(round(p * 2**32)), 2**32 - 1), 1.0 / (1.0 - p)
 
 
 class BufferPool:
     """Reuses large buffers whose previous user has let go (a fresh 100 MB tensor costs ~29 ms here).
 
     A handed-out tensor is a new view of a pooled storage; the storage's use count tells whether any
-    earlier output (or a graph that saved it) is still alive, in which case a fresh buffer is made.
+    earlier output (or a graph that saved it) is still alive, in which case another buffer is used. A
+    few buffers per shape: the forward output is still alive while the backward wants grad_E.
     """
 
-    def __init__(self, min_bytes: int = 1 << 20):
+    def __init__(self, min_bytes: int = 1 << 20, per_shape: int = 4):
         self.min_bytes = min_bytes
-        self._buffers: dict[tuple, tuple[torch.Tensor, int]] = {}
+        self.per_shape = per_shape
+        self._buffers: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
 
     @staticmethod
     def _uses(t: torch.Tensor) -> int:
@@ -170,13 +184,13 @@ class BufferPool:
             numel *= s
         if numel * torch.empty((), dtype=dtype).element_size() < self.min_bytes:
             return torch.empty(shape, dtype=dtype, device=device)
-        key = (tuple(shape), dtype, torch.device(device))
-        held = self._buffers.get(key)
-        if held is None or self._uses(held[0]) != held[1]:
+        held = self._buffers.setdefault((tuple(shape), dtype, torch.device(device)), [])
+        buf = next((b for b, idle in held if self._uses(b) == idle), None)
+        if buf is None:
             buf = torch.empty(shape, dtype=dtype, device=device)
-            held = (buf, self._uses(buf))
-            self._buffers[key] = held
-        buf = held[0]
+            held.append((buf, self._uses(buf)))
+            if len(held) > self.per_shape:
+                held.pop(0)  # still in use by someone: let them keep it, stop tracking it
         return torch.empty(0, dtype=dtype, device=device).set_(buf.untyped_storage(), 0, buf.shape, buf.stride())
 
     def clear(self) -> None:
@@ -221,11 +235,14 @@ class _SubwordEmbed(torch.autograd.Function):
             dropped = _pool.empty(tuple(Z.shape), Z.dtype, Z.device)
             impl.dropout_into(Z, drop, dropped)
             Z = dropped
-        if drop_words is not None:
-            dropped_words = _pool.empty(tuple(E.shape), E.dtype, E.device)
-            impl.dropout_into(E, drop_words, dropped_words)
-            E = dropped_words
-        impl.forward_into(E, Z, layout, ids, out)
+        if drop_words is not None and hasattr(impl, "forward_word_dropout_into"):
+            impl.forward_word_dropout_into(E, Z, layout, ids, out, drop_words)  # mask fused in the kernel
+        else:
+            if drop_words is not None:
+                dropped_words = _pool.empty(tuple(E.shape), E.dtype, E.device)
+                impl.dropout_into(E, drop_words, dropped_words)
+                E = dropped_words
+            impl.forward_into(E, Z, layout, ids, out)
         ctx.layout, ctx.ids, ctx.impl, ctx.drop, ctx.drop_words = layout, ids, impl, drop, drop_words
         ctx.shapes = (E.shape, Z.shape, E.dtype)
         return out
@@ -286,10 +303,11 @@ def _load_triton():
     return TritonSubwordEmbed()
 
 
-# Ranks follow `xlfast bench embed` on the 2-core CPU this was built on: C++ fwd+bwd 71 ms, Numba 83 ms,
-# torch 671 ms at V=50k, d=500, P=8k, 3 pieces/word (one loaded run; the C++ edge is in the backward).
-registry.register("cpp", _load_cpp, devices=("cpu",), rank=10)
-registry.register("numba", _load_numba, devices=("cpu",), rank=20)
+# Ranks follow `xlfast bench embed` on the 2-core CPU this was built on (V=50k, d=500, P=8k, 3 pieces/word,
+# fwd+bwd): Numba 60 ms, C++ 63 ms, torch 664 ms; with dropout 0.5 Numba 153 ms, C++ 156 ms, torch 1382 ms.
+# C++ is not faster overall (faster backward, slower forward), so Numba, always installed, goes first.
+registry.register("numba", _load_numba, devices=("cpu",), rank=10)
+registry.register("cpp", _load_cpp, devices=("cpu",), rank=20)
 registry.register("triton", _load_triton, devices=("cuda",), rank=10)
 registry.register("torch", _Reference, devices=("cpu", "cuda"), rank=90)
 

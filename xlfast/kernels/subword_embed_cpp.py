@@ -11,8 +11,11 @@ from xlfast.kernels.subword_embed_numba import NumbaSubwordEmbed
 
 class CppSubwordEmbed(FusedBackend):
     name = "cpp"
-    # Dropout masks come from the Numba hash kernel (Numba is always installed; same mask bit for bit).
+    # Dropout comes from the Numba kernels (Numba is always installed; the same masks bit for bit): the
+    # hash mask, and the forward with the word dropout fused in (measured 78 ms against 136 ms for a
+    # separate masking pass plus the C++ forward, V=50k, d=500, one loaded run).
     dropout_into = NumbaSubwordEmbed.dropout_into
+    forward_word_dropout_into = NumbaSubwordEmbed.forward_word_dropout_into
 
     def forward_into(self, E, Z, layout, ids, out):
         rows = layout.all_rows() if ids is None else ids

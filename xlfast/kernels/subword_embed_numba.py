@@ -21,14 +21,14 @@ from xlfast.kernels.subword_embed import FusedBackend
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _forward(E, Z, offsets, pieces, rows, out):
+def _forward(E, Z, offsets, pieces, rows, inv_counts, out):
     n, d = out.shape
     for i in prange(n):
         w = rows[i]
         start = offsets[w]
         stop = offsets[w + 1]
         count = stop - start
-        inv = 1.0 / count
+        inv = inv_counts[w]
         # Words of 1-3 pieces (nearly all of them) in one fused pass: a sum kept in the output row
         # and finished in a second pass was 2x slower here.
         if count == 1:
@@ -56,7 +56,7 @@ def _forward(E, Z, offsets, pieces, rows, out):
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _grad_pieces(g, offsets, pieces, rows, grad_Z, parts):
+def _grad_pieces(g, offsets, pieces, rows, inv_counts, grad_Z, parts):
     P, d = grad_Z.shape
     n = g.shape[0]
     for t in prange(parts):
@@ -69,7 +69,7 @@ def _grad_pieces(g, offsets, pieces, rows, grad_Z, parts):
             w = rows[i]
             start = offsets[w]
             stop = offsets[w + 1]
-            inv = 1.0 / (stop - start)
+            inv = inv_counts[w]
             for k in range(start, stop):
                 p = pieces[k]
                 if p >= lo and p < hi:
@@ -93,15 +93,39 @@ def _mix32(h):
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _dropout_scale(X, seed_lo, seed_hi, threshold, scale, out):
+def _dropout_scale(X, key, threshold, scale, out):
     """out = X * keep * scale with keep a counter-based hash of the element index: no mask is stored,
     the backward recomputes it. `out` may be `X` (in place)."""
     P, d = X.shape
     for p in prange(P):
         base = np.uint64(p) * np.uint64(d)
         for j in range(d):
-            h = _mix32(_mix32(((base + np.uint64(j)) & _M32) ^ seed_lo) ^ seed_hi)
+            h = _mix32(((base + np.uint64(j)) & _M32) ^ key)
             out[p, j] = X[p, j] * scale if h >= threshold else 0.0
+
+
+@njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _forward_word_dropout(E, Z, offsets, pieces, rows, inv_counts, out, key, threshold, scale):
+    """The forward with the word-table dropout fused in (the mask bit of E[w, j] is the hash of w*d + j,
+    exactly as `_dropout_scale` would give): saves writing and re-reading a dropped-out copy of E."""
+    n, d = out.shape
+    for i in prange(n):
+        w = rows[i]
+        start = offsets[w]
+        stop = offsets[w + 1]
+        inv = inv_counts[w]
+        p = pieces[start]
+        for j in range(d):
+            out[i, j] = Z[p, j]
+        for k in range(start + 1, stop):
+            p = pieces[k]
+            for j in range(d):
+                out[i, j] += Z[p, j]
+        base = np.uint64(w) * np.uint64(d)
+        for j in range(d):
+            h = _mix32(((base + np.uint64(j)) & _M32) ^ key)
+            e = E[w, j] * scale if h >= threshold else 0.0
+            out[i, j] = e + out[i, j] * inv
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -117,18 +141,29 @@ class NumbaSubwordEmbed(FusedBackend):
         offsets = np.array([0, 1, 3], np.int64)
         pieces = np.array([0, 1, 1], np.int64)
         rows = np.arange(2, dtype=np.int64)
-        _forward(E, E, offsets, pieces, rows, np.empty_like(E))
-        _grad_pieces(E, offsets, pieces, rows, np.empty_like(E), 1)
+        inv = np.array([1.0, 0.5], np.float32)
+        _forward(E, E, offsets, pieces, rows, inv, np.empty_like(E))
+        _grad_pieces(E, offsets, pieces, rows, inv, np.empty_like(E), 1)
 
     def dropout_into(self, X, drop, out):
-        seed_lo, seed_hi, threshold, scale = drop
-        _dropout_scale(_np(X), np.uint64(seed_lo), np.uint64(seed_hi), np.uint64(threshold), scale, _np(out))
+        key, threshold, scale = drop
+        X = _np(X)
+        _dropout_scale(X, np.uint64(key), np.uint64(threshold), X.dtype.type(scale), _np(out))
+
+    def forward_word_dropout_into(self, E, Z, layout, ids, out, drop):
+        rows = _np(layout.all_rows() if ids is None else ids)
+        key, threshold, scale = drop
+        inv = _np(layout.inv_counts(E.dtype))
+        _forward_word_dropout(_np(E), _np(Z), _np(layout.offsets), _np(layout.pieces), rows, inv, _np(out),
+                              np.uint64(key), np.uint64(threshold), inv.dtype.type(scale))
 
     def forward_into(self, E, Z, layout, ids, out):
         rows = _np(layout.all_rows() if ids is None else ids)
-        _forward(_np(E), _np(Z), _np(layout.offsets), _np(layout.pieces), rows, _np(out))
+        inv = _np(layout.inv_counts(E.dtype))
+        _forward(_np(E), _np(Z), _np(layout.offsets), _np(layout.pieces), rows, inv, _np(out))
 
     def grad_pieces_into(self, g, layout, ids, grad_Z):
         rows = _np(layout.all_rows() if ids is None else ids)
         parts = min(numba.get_num_threads(), grad_Z.shape[0]) or 1
-        _grad_pieces(_np(g), _np(layout.offsets), _np(layout.pieces), rows, _np(grad_Z), parts)
+        inv = _np(layout.inv_counts(g.dtype))
+        _grad_pieces(_np(g), _np(layout.offsets), _np(layout.pieces), rows, inv, _np(grad_Z), parts)
