@@ -227,3 +227,29 @@ def test_word_dropout_matches_reference_and_gradcheck(backend):
     assert torch.autograd.gradcheck(
         lambda e, z: subword_embed(e, z, small, backend=backend, word_dropout=0.5, piece_dropout=0.3,
                                    generator=torch.Generator().manual_seed(1)), (E, Z))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_output_dropout_matches_reference(backend):
+    available(backend)
+    gen = torch.Generator().manual_seed(8)
+    words = SPECIAL_WORDS + random_words(30, 9, 4, gen)
+    layout = PieceLayout.from_lists(words, num_pieces=9)
+    E0, Z0 = torch.randn(len(words), 21, generator=gen), torch.randn(9, 21, generator=gen)
+    g = torch.randn(len(words), 21, generator=gen)
+    results = []
+    for how in (backend, "torch"):
+        E, Z = E0.clone().requires_grad_(), Z0.clone().requires_grad_()
+        o = subword_embed(E, Z, layout, backend=how, output_dropout=0.5, piece_dropout=0.5,
+                          generator=torch.Generator().manual_seed(2))
+        results.append((o.detach().clone(), *torch.autograd.grad(o, (E, Z), g)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    out, grad_E = results[0][0], results[0][1]
+    plain = subword_embed(E0, Z0, layout, backend=backend, piece_dropout=0.5, generator=torch.Generator().manual_seed(2))
+    kept = out != 0
+    assert 0.35 < float(kept.float().mean()) < 0.65
+    torch.testing.assert_close(out[kept], 2 * plain[kept])  # survivors scaled by 1/(1-p)
+    torch.testing.assert_close(grad_E, torch.where(kept, 2 * g, torch.zeros_like(g)))
+    with pytest.raises(XlfastError, match="output_dropout needs ids=None"):
+        subword_embed(E0, Z0, layout, torch.tensor([1]), backend=backend, output_dropout=0.5)

@@ -220,13 +220,13 @@ class FusedBackend:
     def grad_pieces_into(self, g, layout, ids, grad_Z):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def __call__(self, E, Z, layout, ids, drop=None, drop_words=None):
-        return _SubwordEmbed.apply(E, Z, layout, ids, self, drop, drop_words)
+    def __call__(self, E, Z, layout, ids, drop=None, drop_words=None, drop_out=None):
+        return _SubwordEmbed.apply(E, Z, layout, ids, self, drop, drop_words, drop_out)
 
 
 class _SubwordEmbed(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, E, Z, layout, ids, impl, drop, drop_words):
+    def forward(ctx, E, Z, layout, ids, impl, drop, drop_words, drop_out):
         rows = E.shape[0] if ids is None else ids.numel()
         out = _pool.empty((rows, E.shape[1]), E.dtype, E.device)
         Z, E = Z.contiguous(), E.contiguous()
@@ -243,7 +243,10 @@ class _SubwordEmbed(torch.autograd.Function):
                 impl.dropout_into(E, drop_words, dropped_words)
                 E = dropped_words
             impl.forward_into(E, Z, layout, ids, out)
+        if drop_out is not None:
+            impl.dropout_into(out, drop_out, out)
         ctx.layout, ctx.ids, ctx.impl, ctx.drop, ctx.drop_words = layout, ids, impl, drop, drop_words
+        ctx.drop_out = drop_out
         ctx.shapes = (E.shape, Z.shape, E.dtype)
         return out
 
@@ -252,6 +255,10 @@ class _SubwordEmbed(torch.autograd.Function):
     def backward(ctx, g):
         g = g.contiguous()
         e_shape, z_shape, dtype = ctx.shapes
+        if ctx.drop_out is not None:
+            masked = _pool.empty(tuple(g.shape), g.dtype, g.device)
+            ctx.impl.dropout_into(g, ctx.drop_out, masked)
+            g = masked
         grad_E = grad_Z = None
         if ctx.needs_input_grad[0]:
             if ctx.ids is None and ctx.drop_words is None:
@@ -268,18 +275,21 @@ class _SubwordEmbed(torch.autograd.Function):
             ctx.impl.grad_pieces_into(g, ctx.layout, ctx.ids, grad_Z)
             if ctx.drop is not None:
                 ctx.impl.dropout_into(grad_Z, ctx.drop, grad_Z)
-        return grad_E, grad_Z, None, None, None, None, None
+        return grad_E, grad_Z, None, None, None, None, None, None
 
 
 class _Reference:
     name = "torch"
 
-    def __call__(self, E, Z, layout, ids, drop=None, drop_words=None):
+    def __call__(self, E, Z, layout, ids, drop=None, drop_words=None, drop_out=None):
         if drop is not None:
             Z = Z * dropout_keep(tuple(Z.shape), drop, Z.device, Z.dtype)
         if drop_words is not None:
             E = E * dropout_keep(tuple(E.shape), drop_words, E.device, E.dtype)
-        return reference_subword_embed(E, Z, layout, ids)
+        out = reference_subword_embed(E, Z, layout, ids)
+        if drop_out is not None:
+            out = out * dropout_keep(tuple(out.shape), drop_out, out.device, out.dtype)
+        return out
 
 
 registry = KernelRegistry("subword_embed")
@@ -314,7 +324,7 @@ registry.register("torch", _Reference, devices=("cpu", "cuda"), rank=90)
 
 def subword_embed(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: torch.Tensor | None = None,
                   *, backend: str | None = None, piece_dropout: float = 0.0, word_dropout: float = 0.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  output_dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """`E[w] + mean(Z[pieces(w)])` for every word (`ids=None`, shape [V, d]) or for `ids` ([len(ids), d]).
 
     Differentiable in `E` and `Z`. `backend` forces one ('torch', 'numba', 'cpp', 'triton'); a forced
@@ -322,7 +332,9 @@ def subword_embed(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: to
     piece table (one mask per call, scaled by 1/(1-p), METHOD.md §8.5) inside the kernel; its seeds come
     from `generator` (torch's default generator when None). `word_dropout` does the same for the word
     table `E` (the whole matrix, once per call), ~14x faster here than `F.dropout(E)` (36 vs 525 ms at
-    50k x 500) because the mask is a hash, not a stored Bernoulli draw. Pass 0 at evaluation time.
+    50k x 500) because the mask is a hash, not a stored Bernoulli draw. `output_dropout` drops elements
+    of the result table instead (a drop-in for `F.dropout(subword_embed(...), p)`; needs `ids=None`, as
+    the mask belongs to the word type). Pass 0 at evaluation time.
     """
     _check_inputs(E, Z, layout, ids)
     if ids is not None:
@@ -331,8 +343,12 @@ def subword_embed(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: to
         layout = layout.to(E.device)
     drop = _drop_spec(float(piece_dropout), generator, "piece_dropout")
     drop_words = _drop_spec(float(word_dropout), generator, "word_dropout")
+    drop_out = _drop_spec(float(output_dropout), generator, "output_dropout")
+    if drop_out is not None and ids is not None:
+        raise XlfastError("subword_embed: output_dropout needs ids=None (one mask per word type); index the "
+                          "full table, or use word_dropout/piece_dropout")
     _, impl = registry.choose(E.device.type, backend)
-    return impl(E, Z, layout, ids, drop, drop_words)
+    return impl(E, Z, layout, ids, drop, drop_words, drop_out)
 
 
 def _check_inputs(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: torch.Tensor | None) -> None:
