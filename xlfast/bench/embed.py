@@ -95,7 +95,7 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
               backends: list[str] | None = None, simple: bool = True, dropout: float = 0.0,
               progress=None) -> dict:
     """Median fwd/bwd ms per backend and size. With `dropout` > 0 the reference is the model's torch path
-    (`F.dropout` on E and on Z, then the lookup) and the fused backends drop inside the kernel."""
+    (`F.dropout` on Z, the lookup, `F.dropout` on the table) and the fused backends drop inside."""
     from xlfast.bench.csls import cpu_state_probe
 
     names = backends or [n for n in registry.available("cpu") if n != "torch"]
@@ -115,18 +115,20 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
         baseline = SimpleNumba(layout) if simple else None
 
         def call(name, seed=None):
+            # With dropout, the model's torch path (xlfast/model.py): F.dropout on Z before the lookup
+            # and on the result table after it; the fused backends do both inside (hash masks).
             if dropout and seed is not None:  # the same hash masks as `name`, for the correctness check
-                return subword_embed(E, Z, layout, backend=name, piece_dropout=dropout, word_dropout=dropout,
+                return subword_embed(E, Z, layout, backend=name, piece_dropout=dropout, output_dropout=dropout,
                                      generator=torch.Generator().manual_seed(seed))
             if name == "torch":
                 if dropout:
-                    return reference_subword_embed(torch.nn.functional.dropout(E, dropout),
-                                                   torch.nn.functional.dropout(Z, dropout), layout)
+                    drop = torch.nn.functional.dropout
+                    return drop(reference_subword_embed(E, drop(Z, dropout), layout), dropout)
                 return reference_subword_embed(E, Z, layout)
             if name == "numba-simple":
                 return baseline(E, Z, layout, None)
             if dropout:
-                return subword_embed(E, Z, layout, backend=name, piece_dropout=dropout, word_dropout=dropout)
+                return subword_embed(E, Z, layout, backend=name, piece_dropout=dropout, output_dropout=dropout)
             return subword_embed(E, Z, layout, backend=name)
 
         # Correctness before timing: every backend against the reference on this very size.
@@ -226,8 +228,8 @@ def cli(
     repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per size. Default 3.")] = 3,
     backend: Annotated[Optional[list[str]], typer.Option(
         "--backend", help="Only these backends beside the reference (repeatable). Default: all that run.")] = None,
-    dropout: Annotated[float, typer.Option("--dropout", help="Dropout on E and Z: torch's F.dropout for the "
-                                           "reference, fused for the others. Default 0.")] = 0.0,
+    dropout: Annotated[float, typer.Option("--dropout", help="Dropout on Z and on the table, as the model does: "
+                                           "F.dropout for the reference, fused for the others. Default 0.")] = 0.0,
     no_simple: Annotated[bool, typer.Option("--no-simple", help="Skip the simple-Numba baseline. Default: run it.")]
     = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
