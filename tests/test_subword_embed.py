@@ -253,3 +253,22 @@ def test_output_dropout_matches_reference(backend):
     torch.testing.assert_close(grad_E, torch.where(kept, 2 * g, torch.zeros_like(g)))
     with pytest.raises(XlfastError, match="output_dropout needs ids=None"):
         subword_embed(E0, Z0, layout, torch.tensor([1]), backend=backend, output_dropout=0.5)
+
+
+def test_bench_embed_cli_runs_small_and_rejects_bad_input(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from xlfast.cli.main import app
+
+    out = tmp_path / "embed.json"
+    res = CliRunner().invoke(app, ["bench", "embed", "--vocab", "300", "--dim", "16", "--num-pieces", "40",
+                                   "--repeats", "1", "--dropout", "0.5", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    rows = {r["backend"]: r for r in data["results"]}
+    assert "torch" in rows and "numba" in rows and rows["torch"]["speedup"] == 1.0
+    assert all(r["max_abs_err"] < 1e-4 for r in rows.values())  # checked against the reference first
+    bad = CliRunner().invoke(app, ["bench", "embed", "--vocab", "10,20", "--dim", "8,9,10"])
+    assert bad.exit_code == 1 and "same number of values" in bad.output
