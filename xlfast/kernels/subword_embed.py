@@ -161,6 +161,10 @@ def _drop_spec(p: float, generator: torch.Generator | None, what: str) -> tuple[
     return key, min(int(round(p * 2**32)), 2**32 - 1), 1.0 / (1.0 - p)
 
 
+# The storage use count is a private torch API (present in 2.1-2.13); without it, no pooling.
+_CAN_POOL = hasattr(torch._C, "_storage_Use_Count")
+
+
 class BufferPool:
     """Reuses large buffers whose previous user has let go (a fresh 100 MB tensor costs ~29 ms here).
 
@@ -182,7 +186,7 @@ class BufferPool:
         numel = 1
         for s in shape:
             numel *= s
-        if numel * torch.empty((), dtype=dtype).element_size() < self.min_bytes:
+        if numel * torch.empty((), dtype=dtype).element_size() < self.min_bytes or not _CAN_POOL:
             return torch.empty(shape, dtype=dtype, device=device)
         held = self._buffers.setdefault((tuple(shape), dtype, torch.device(device)), [])
         buf = next((b for b, idle in held if self._uses(b) == idle), None)
