@@ -106,7 +106,7 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option(help="Sentence pairs per batch (overrides the preset).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = 60,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better pseudo-dictionary P@1.")] = 15,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
     dropout: Annotated[float, typer.Option(help="Dropout on embeddings, pieces and the attention output.")] = 0.5,
     min_count: Annotated[int, typer.Option(help="Keep words seen at least this often.")] = 1,
     spm_vocab: Annotated[int, typer.Option(help="SentencePiece pieces per language (shrunk for tiny corpora).")] = 1000,
