@@ -497,9 +497,10 @@ def mine_words(src: EncodedCorpus, tgt: EncodedCorpus, metric: str = "cos", thre
         t0 = time.perf_counter()
         i, j, s = token_pairs_above(best, threshold)
         if metric == "cos":
-            # Rescore in float64 from the stored rows: a tile's float32 GEMM rounds differently for other
+            # Rescore each kept pair from its two stored rows: a tile's GEMM rounds differently for other
             # shapes (shards, blocks), and the output must not depend on how the search was split.
-            s = np.einsum("ij,ij->i", xs.take(i).astype(np.float64), xt.take(j).astype(np.float64))
+            s = np.concatenate([np.einsum("ij,ij->i", xs.take(i[lo:lo + 65536]), xt.take(j[lo:lo + 65536]))
+                                for lo in range(0, len(i), 65536)] or [np.zeros(0, np.float32)])
         # Mutual best matches (each is the other's nearest) are the confident subset the maps are fit on.
         mutual = (best.bwd_indices[j] == i) & (best.fwd_indices[i] == j)
         gi = i if rows_s is None else rows_s[i]
