@@ -20,8 +20,8 @@ Stages, each timed and shown as a progress stage:
 `iterations > 0` runs the mine→update loop: per iteration a sample of sentences from each side is
 mined and language-specific linear maps are refit on the mined token pairs with the encoder frozen;
 the last mining over the whole corpora uses the final maps. The maps are fit on the iteration's
-*mutual* best token pairs (measured on ne-en: a fit on all one-way matches of a weak encoder lowered
-precision). Map update (`map_update`):
+*mutual* best token pairs (`fit_on`; the confident subset, as MUSE/vecmap induce dictionaries).
+Map update (`map_update`):
 
 * ``procrustes`` (default): W_t = I and W_s the orthogonal Procrustes solution over the mined pairs.
   Orthogonality removes the trivial W = 0 minimum of Σ||W_s e_s − W_t e_t||² by construction and keeps
@@ -556,10 +556,11 @@ class SentencePairs:
 
 def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float = 1.05, knn: int = 4,
                    metric: str = "margin", nproc: int = 1, mem=None, work_dir=None,
-                   center: bool = False) -> SentencePairs:
+                   center: bool = True) -> SentencePairs:
     """Parallel sentences by ratio margin (cos / mean of both kNN neighbourhoods, LASER/BUCC style):
     every source's and every target's best candidate, highest score first, each sentence used once.
-    `center` subtracts each corpus's mean sentence vector first (removes a shared per-language offset)."""
+    `center` subtracts each corpus's mean sentence vector first (removes a per-language offset; on ne-en
+    devtest it doubled the best-candidate accuracy of a 6-epoch run, 2.3% -> 4.4%)."""
     seconds = {"search": 0.0, "aggregate": 0.0}
     keep_s = np.flatnonzero(np.diff(src.sentence_offsets) > 0)  # empty sentences have no vector
     keep_t = np.flatnonzero(np.diff(tgt.sentence_offsets) > 0)

@@ -71,7 +71,7 @@ def mine(
         help="Where token vectors are streamed (float16 memmaps). Default: a temporary directory, removed after.")
     ] = None,
     center: Annotated[bool, typer.Option(
-        "--center/--no-center", help="Sentence level: subtract each corpus's mean sentence vector first.")] = False,
+        "--center/--no-center", help="Sentence level: subtract each corpus's mean sentence vector first.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the map initialisation.")] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write a JSON summary here ('-' = stdout).")
     ] = None,
