@@ -28,6 +28,11 @@ Map update (`map_update`):
   cosine geometry inside each language, so an iteration cannot collapse the space.
 * ``adam``: the paper's recipe – W_s, W_t initialised to identity + U(−0.01, 0.01), no bias, a few Adam
   steps on the mean squared distance; only the init and the small step count keep it from drifting to 0.
+
+Measured: on a synthetic pair (rotation + noise) the loop lifts word-pair precision to 1.0 (tests); on
+ne-en devtest with a 6-epoch xlfast run (one shared encoder, so identity is already a good map and only
+~7% of the mined pairs are right) both updates *lowered* precision (cos 0.2: 0.067 -> 0.049 Procrustes,
+0.055 Adam, 2 iterations). Iterations are therefore off by default (`iterations=0`).
 """
 from __future__ import annotations
 
