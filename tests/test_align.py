@@ -250,3 +250,15 @@ def test_align_sentences_with_a_run_in_input_order(emb):
     assert out[1].links == [(0, 0), (1, 1)]
     # "the" appears twice in the target; every other word has one exact match.
     assert {(0, 4), (1, 2), (3, 1)} <= set(out[2].links)
+
+
+def test_mixed_vectors_average_the_two_cosines():
+    from xlfast.align import mix_vectors
+
+    g = torch.Generator().manual_seed(0)
+    c1, c2, s1, s2 = (torch.randn(4, 6, generator=g) for _ in range(4))
+    for w in (0.0, 0.3, 1.0):
+        m1, m2 = mix_vectors([c1], [s1], w)[0], mix_vectors([c2], [s2], w)[0]
+        cos = lambda a, b: torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
+        assert torch.allclose(m1 @ m2.T, (1 - w) * cos(c1, c2) + w * cos(s1, s2), atol=1e-6)
+        assert torch.allclose(m1.norm(dim=-1), torch.ones(4), atol=1e-6)

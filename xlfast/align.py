@@ -1,6 +1,7 @@
 """Word alignment from embeddings: in-pair CSLS, both directions, symmetrisation, NULL heuristic.
 
-For a sentence pair with source vectors x_1..x_n and target vectors y_1..y_m (static or contextual),
+For a sentence pair with source vectors x_1..x_n and target vectors y_1..y_m (static, contextual, or
+both mixed — `mix_vectors`, the default),
 cos(x_i, y_j) is turned into CSLS with K=3 where the neighbourhood of a word is the *other sentence*
 (METHOD.md §4, computed by `xlfast.kernels.csls.csls_dense` — the project's only CSLS). Every source
 word links to its best target (forward), every target word to its best source (backward); the two are
@@ -229,6 +230,19 @@ def piece_to_word_index(pieces_per_word: Sequence[int]) -> list[int]:
 # ----------------------------------------------------------------------------- with a trained run
 
 
+EMBEDDINGS = ("mix", "contextual", "static")
+
+
+def mix_vectors(contextual: Sequence[torch.Tensor], static: Sequence[torch.Tensor], static_weight: float = 0.5):
+    """Unit contextual and unit static vectors side by side, scaled so that the cosine of two mixed
+    vectors is (1−w)·cos_contextual + w·cos_static. The static half tells apart words the encoder blurs
+    with their neighbours; on grk-it it added about +0.8 1−AER over contextual vectors alone (w = 0.5)."""
+    if not 0.0 <= static_weight <= 1.0:
+        raise XlfastError(f"the static weight must lie in [0, 1], got {static_weight}")
+    a, b = (1.0 - static_weight) ** 0.5, static_weight ** 0.5
+    return [torch.cat([_unit(c) * a, _unit(s) * b], dim=-1) for c, s in zip(contextual, static)]
+
+
 def _static_for(run, lang: str, sentences: Sequence[Sequence[str]]) -> list[torch.Tensor]:
     """Static vectors for each sentence, embedding each distinct word once."""
     vocab = sorted({w for s in sentences for w in s})
@@ -245,15 +259,16 @@ def align_sentences(
     tgt_sents: Sequence[Sequence[str]],
     src_lang: str,
     tgt_lang: str,
-    emb: str = "static",
+    emb: str = "mix",
     sym: str = "grow-diag-final-and",
     null: str = "none",
     batch_size: int = 256,
     on_batch: Callable[[int], None] | None = None,
+    static_weight: float = 0.5,
 ) -> list[PairAlignment]:
     """Align tokenised sentence pairs with a trained run (xlfast.run.Run); results in input order."""
-    if emb not in ("static", "contextual"):
-        raise XlfastError(f"unknown embedding kind {emb!r}: use 'static' or 'contextual'")
+    if emb not in EMBEDDINGS:
+        raise XlfastError(f"unknown embedding kind {emb!r}: use one of {', '.join(EMBEDDINGS)}")
     if len(src_sents) != len(tgt_sents):
         raise XlfastError(f"{len(src_sents)} source sentences but {len(tgt_sents)} target sentences")
     src_bos = tgt_bos = None
@@ -265,13 +280,16 @@ def align_sentences(
         for batch in length_batches(lengths, batch_size):
             src = [src_sents[k] for k in batch]
             tgt = [tgt_sents[k] for k in batch]
-            static_src = _static_for(run, src_lang, src) if (emb == "static" or null != "none") else None
-            static_tgt = _static_for(run, tgt_lang, tgt) if (emb == "static" or null != "none") else None
+            static_src = _static_for(run, src_lang, src) if (emb != "contextual" or null != "none") else None
+            static_tgt = _static_for(run, tgt_lang, tgt) if (emb != "contextual" or null != "none") else None
             if emb == "static":
                 src_vecs, tgt_vecs = static_src, static_tgt
             else:
                 src_vecs = [v.float() for v in run.embed_sentences(src_lang, src)]
                 tgt_vecs = [v.float() for v in run.embed_sentences(tgt_lang, tgt)]
+                if emb == "mix":
+                    src_vecs = mix_vectors(src_vecs, static_src, static_weight)
+                    tgt_vecs = mix_vectors(tgt_vecs, static_tgt, static_weight)
             out = align_batch(src_vecs, tgt_vecs, sym, null, static_src, static_tgt, src_bos, tgt_bos)
             for k, res in zip(batch, out):
                 results[k] = res

@@ -15,8 +15,9 @@ CHUNK_PAIRS = 4096  # pairs read, embedded and written at a time: memory stays f
 
 
 class Emb(str, Enum):
-    static = "static"
+    mix = "mix"
     contextual = "contextual"
+    static = "static"
 
 
 class Sym(str, Enum):
@@ -74,7 +75,10 @@ def align(
                                                   "source side when TGT_FILE is given.")],
     tgt_file: Annotated[Optional[Path], typer.Argument(help="Target side, line-aligned with PARALLEL.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write Pharaoh `i-j` links (0-based).")] = ...,
-    emb: Annotated[Emb, typer.Option(help="Static (type-level) or contextual (encoder) vectors.")] = Emb.contextual,
+    emb: Annotated[Emb, typer.Option(help="mix: contextual and static cosines averaged (best measured); "
+                                          "contextual (encoder states) or static (type-level) alone.")] = Emb.mix,
+    static_weight: Annotated[float, typer.Option(help="Weight of the static cosine with --emb mix.", min=0.0,
+                                                 max=1.0)] = 0.5,
     sym: Annotated[Sym, typer.Option(help="Symmetrisation of the two directions; `none` = forward only.")] = Sym.gdfa,
     null: Annotated[Null, typer.Option(help="NULL heuristic: drop links closer to <bos> than to each other "
                                             "(min: paper, max: authors' code).")] = Null.none,
@@ -104,7 +108,7 @@ def align(
     def flush(chunk_src, chunk_tgt, out, score_out, progress, task):
         results = align_sentences(
             run, chunk_src, chunk_tgt, src_lang, tgt_lang, emb=emb.value, sym=sym.value, null=null.value,
-            batch_size=batch_size, on_batch=lambda n: progress.advance(task, n),
+            batch_size=batch_size, on_batch=lambda n: progress.advance(task, n), static_weight=static_weight,
         )
         for res in results:
             out.write(format_pharaoh(res.links) + "\n")

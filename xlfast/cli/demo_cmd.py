@@ -78,8 +78,8 @@ def _train_align_score(pair, files, run_dir: Path, epochs: int, dim: int, seed: 
     console.print(f"trained {summary['epochs']} epochs in {summary['seconds']:.1f} s; selected epoch {summary['best_epoch']}")
 
     run = Run.load(run_dir)
-    console.print("\n[bold]2. align[/] (contextual CSLS, grow-diag-final-and)")
-    results = align_sentences(run, pair.src_sents, pair.tgt_sents, "src", "tgt", emb="contextual")
+    console.print("\n[bold]2. align[/] (contextual + static cosines, in-pair CSLS, grow-diag-final-and)")
+    results = align_sentences(run, pair.src_sents, pair.tgt_sents, "src", "tgt", emb="mix")
     write_alignments(run_dir / "demo.align", [r.links for r in results])
     gold = read_alignments(files["gold"], base=0)
     scores = aer([r.links for r in results], gold)
