@@ -17,7 +17,7 @@ from xlfast.synthetic import make_pair
 from xlfast.tokenize import TokenizerSpec
 from xlfast.train import CorpusSpec, TrainConfig, Trainer, bucketed_batches, PairData
 
-SMALL = dict(dim=48, batch_size=16, spm_vocab=200, tokenizer=TokenizerSpec("none"))
+SMALL = dict(dim=64, batch_size=16, spm_vocab=200, tokenizer=TokenizerSpec("none"))
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +46,15 @@ def test_short_training_lowers_the_loss_and_finds_translations(synth, tmp_path):
     trainer.fit()
     p1_start = lexicon_p1(tmp_path / "r", pair.lexicon)
     first_loss = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[0])["loss"]
-    trainer = Trainer(cfg_for(corpus, tmp_path / "r", epochs=8, patience=50), resume=True, log=lambda m: None)
+    trainer = Trainer(cfg_for(corpus, tmp_path / "r", epochs=30, patience=50), resume=True, log=lambda m: None)
     summary = trainer.fit()
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == list(range(1, 9))
-    assert log[-1]["loss"] < 0.8 * first_loss
+    assert [r["epoch"] for r in log] == list(range(1, 31))
+    assert log[-1]["loss"] < 0.6 * first_loss
     p1_end = lexicon_p1(tmp_path / "r", pair.lexicon)
-    assert p1_end > p1_start + 0.2, (p1_start, p1_end)
+    # Measured: P@1 on the known lexicon goes from ~0 to ~0.98 in 30 epochs of this pair.
+    assert p1_end > p1_start + 0.5, (p1_start, p1_end)
+    assert log[-1]["dict_p1"] > log[0]["dict_p1"] + 0.5
     assert summary["best_epoch"] >= 1
     for f in ("config.json", "model.pt", "checkpoint.pt", "emb.src.vec", "emb.tgt.vec", "spm.src.model", "vocab.tgt.txt"):
         assert (tmp_path / "r" / f).exists(), f
@@ -107,8 +109,8 @@ def test_kill_then_resume_from_the_cli(synth, tmp_path):
 
 def test_two_corpora_sharing_a_language_train_one_model(synth, tmp_path):
     pair, _ = synth
-    a = tmp_path / "x-y.tsv"
-    b = tmp_path / "x-z.tsv"
+    a = tmp_path / "xx-yy.tsv"
+    b = tmp_path / "xx-zz.tsv"
     n = len(pair.src_sents)
     a.write_text("".join(f"{' '.join(s)}\t{' '.join(t)}\n" for s, t in zip(pair.src_sents, pair.tgt_sents)), "utf-8")
     # A third "language": the target words reversed, on half as many sentences (oversampled to weigh the same).
@@ -120,9 +122,9 @@ def test_two_corpora_sharing_a_language_train_one_model(synth, tmp_path):
                                  "--spm-vocab", "150", "--tokenize", "none"])
     assert r.exit_code == 0, r.output
     run = Run.load(tmp_path / "m")
-    assert run.langs == ["x", "y", "z"]
-    assert set(run.model.decoders) == {f"{l}_{d}" for l in "xyz" for d in ("fwd", "bwd")}
-    assert len(run.vocab("z")) == len(run.vocab("y"))
+    assert run.langs == ["xx", "yy", "zz"]
+    assert set(run.model.decoders) == {f"{l}_{d}" for l in ("xx", "yy", "zz") for d in ("fwd", "bwd")}
+    assert set(run.vocab("zz")) <= {w[::-1] for w in run.vocab("yy")}
 
 
 def test_oversampling_gives_every_pair_the_same_number_of_batches():
