@@ -272,3 +272,18 @@ def test_bench_embed_cli_runs_small_and_rejects_bad_input(tmp_path):
     assert all(r["max_abs_err"] < 1e-4 for r in rows.values())  # checked against the reference first
     bad = CliRunner().invoke(app, ["bench", "embed", "--vocab", "10,20", "--dim", "8,9,10"])
     assert bad.exit_code == 1 and "same number of values" in bad.output
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_table_dropout_matches_its_mask_and_gradient(backend):
+    from xlfast.kernels.subword_embed import table_dropout
+
+    X = torch.randn(37, 11, requires_grad=True)
+    gen = torch.Generator().manual_seed(5)
+    Y = table_dropout(X, 0.5, backend=backend, generator=gen)
+    kept = Y != 0
+    assert 0.35 < kept.float().mean() < 0.65
+    assert torch.allclose(Y[kept], 2 * X[kept])
+    Y.backward(torch.ones_like(Y))
+    assert torch.allclose(X.grad, kept.float() * 2)
+    assert table_dropout(X, 0.0) is X

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xlfast.kernels.subword_embed import PieceLayout, subword_embed
+from xlfast.kernels.subword_embed import PieceLayout, subword_embed, table_dropout
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -99,15 +99,16 @@ class SubwordEmbedding(nn.Module):
         and one on the resulting matrix, so every token of a word type shares it (METHOD.md §8.5)."""
         E = self.E[lang]
         if self.subword == "none":
-            return F.dropout(E, dropout, True) if dropout else E
-        with torch.profiler.record_function("subword_embed"):
+            return table_dropout(E, dropout, backend=backend) if dropout else E
+        # The tables stay in fp32 under bf16 autocast: the lookup kernels and the tied output read them.
+        with torch.profiler.record_function("subword_embed"), torch.autocast(E.device.type, enabled=False):
             lay = self.layout(lang)
             if self.subword == "ave":
                 # Both masks fused into the kernel: hashed, not stored, ~10x cheaper than F.dropout here.
                 return subword_embed(E, self.Z, lay, backend=backend, piece_dropout=dropout, output_dropout=dropout)
             Z = F.dropout(self.Z, dropout, True) if dropout else self.Z
             out = self._cnn_table(E, Z, lay, backend)
-            return F.dropout(out, dropout, True) if dropout else out
+            return table_dropout(out, dropout, backend=backend) if dropout else out
 
     def _cnn_table(self, E, Z, lay: PieceLayout, backend) -> torch.Tensor:
         # The mean over positions of a width-3 convolution is linear in the pieces, so the whole

@@ -70,16 +70,12 @@ def _plan(trainer):
 
 def _step(trainer, item) -> None:
     k, idx = item
-    batch = trainer._batch(trainer.prep.pairs[k], idx)
-    loss, _ = trainer.model.loss(batch, backend=trainer.cfg.backend)
-    trainer.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.clip)
-    trainer.opt.step()
+    trainer.model.train()
+    trainer.train_step(trainer.prep.pairs[k], idx)
 
 
 def run_bench(names: list[str], subwords: list[str], backends: list[str], steps: int, rounds: int,
-              threads: int | None, dim: int | None) -> list[dict]:
+              threads: int | None, dim: int | None, bf16: bool | None = None) -> list[dict]:
     from xlfast.tokenize import TokenizerSpec
     from xlfast.train import TrainConfig, Trainer
 
@@ -92,7 +88,7 @@ def run_bench(names: list[str], subwords: list[str], backends: list[str], steps:
             for be in (backends if sub != "none" else ["-"]):
                 tmp = tempfile.mkdtemp(prefix="xlfast-bench-")
                 cfg = TrainConfig(corpora=[spec], out=tmp, subword=sub, tokenizer=TokenizerSpec("none"), dim=dim,
-                                  backend=None if be in ("-", "auto") else be)
+                                  backend=None if be in ("-", "auto") else be, bf16=bf16)
                 trainers[be] = Trainer(cfg, log=lambda m: None)
             plan = _plan(next(iter(trainers.values())))
             times = {be: [] for be in trainers}
@@ -106,7 +102,7 @@ def run_bench(names: list[str], subwords: list[str], backends: list[str], steps:
             for be, tr in trainers.items():
                 step_s = statistics.median(times[be])
                 epoch_s = step_s * len(plan)
-                row = dict(corpus=name, subword=sub, backend=be, step_ms=step_s * 1000, epoch_s=epoch_s,
+                row = dict(corpus=name, subword=sub, backend=be, bf16=tr.bf16, step_ms=step_s * 1000, epoch_s=epoch_s,
                            steps_per_epoch=len(plan), lookup_share=lookup_share(tr) if sub != "none" else 0.0)
                 if name == "grk-it":
                     row["vs_authors"] = AUTHORS_GRK_IT[sub] / epoch_s
@@ -122,16 +118,17 @@ def cli(
     rounds: Annotated[int, typer.Option(help="Alternating rounds.")] = 3,
     threads: Annotated[Optional[int], typer.Option(help="torch threads.")] = None,
     dim: Annotated[Optional[int], typer.Option(help="Model size (default: the low preset, 500).")] = None,
+    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: as training).", show_default=False)] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write rows as JSON ('-' for stdout).")] = None,
 ) -> None:
     """One full training step on real corpora, per lookup backend, with the lookup's share of step time."""
     rows = run_bench(corpus or ["grk-it"], subword or ["none", "ave", "cnn"], backend or ["torch", "auto"], steps,
-                     rounds, threads, dim)
-    cols = ["corpus", "subword", "backend", "ms/step", "s/epoch", "lookup share", "× faster than authors"]
+                     rounds, threads, dim, bf16)
+    cols = ["corpus", "subword", "backend", "bf16", "ms/step", "s/epoch", "lookup share", "× faster than authors"]
     console.print(table(
         f"xlfast bench train (threads {torch.get_num_threads()}, median of {rounds} alternated rounds)",
         cols,
-        [[r["corpus"], r["subword"], r["backend"], r["step_ms"], r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
+        [[r["corpus"], r["subword"], r["backend"], r["bf16"], r["step_ms"], r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
           r.get("vs_authors", "–")] for r in rows],
     ))
     if json_out:
