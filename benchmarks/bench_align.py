@@ -79,7 +79,7 @@ def bench_run(name, run_dir, src, tgt, gold, src_lang, tgt_lang, batch_size):
         tgt = [[w.lower() for w in t] for t in tgt]
     label = f"xlfast {Path(run_dir).name}"
     results = []
-    for emb in ("static", "contextual"):
+    for emb in ("mix", "contextual", "static"):
         for null in ("none", "min", "max"):
             start = time.perf_counter()
             out = align_sentences(run, src, tgt, src_lang, tgt_lang, emb=emb, null=null, batch_size=batch_size)
