@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from xlfast.cli.common import err_console
+from xlfast.cli.common import Tokenize, err_console
 from xlfast.errors import XlfastError
 
 CHUNK_PAIRS = 4096  # pairs read, embedded and written at a time: memory stays flat on big corpora
@@ -31,11 +31,6 @@ class Null(str, Enum):
     none = "none"
     min = "min"
     max = "max"
-
-
-class Tokenize(str, Enum):
-    default = "default"
-    none = "none"
 
 
 def resolve_langs(run, src_lang: Optional[str], tgt_lang: Optional[str]) -> tuple[str, str]:

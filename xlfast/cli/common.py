@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from enum import Enum
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,14 @@ from typer.core import TyperGroup
 from xlfast.errors import XlfastError
 
 console = Console()
+
+
+class Tokenize(str, Enum):
+    """`--tokenize`: every command that reads text takes it (a run remembers its choice)."""
+
+    default = "default"
+    none = "none"
+
 err_console = Console(stderr=True)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from xlfast.cli.common import console, err_console, table, write_json
+from xlfast.cli.common import Tokenize, console, err_console, table, write_json
 from xlfast.errors import XlfastError
 
 
@@ -22,11 +22,6 @@ class Preset(str, Enum):
     low = "low"
     medium = "medium"
     high = "high"
-
-
-class Tokenize(str, Enum):
-    default = "default"
-    none = "none"
 
 
 def _looks_parallel(path: Path) -> bool:
