@@ -116,7 +116,7 @@ class Run:
         out: list[torch.Tensor | None] = [None] * len(sentences)
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # little padding
         for k in range(0, len(order), batch_size):
-            chunk = [i for i in order[k : k + batch_size]]
+            chunk = order[k : k + batch_size]
             nonempty = [i for i in chunk if sentences[i]]
             for i in chunk:
                 if not sentences[i]:

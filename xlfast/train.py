@@ -440,8 +440,6 @@ class Trainer:
             self.save_checkpoint()
             if self.progress:
                 self.progress("epoch", rec)
-        if self.epoch >= cfg.epochs and stop_reason != "patience":
-            stop_reason = "epochs"
         if not (self.run_dir / "model.pt").exists():  # no dictionary ever scored: keep the last epoch
             atomic_torch_save({"model": self.model.state_dict(), "epoch": self.epoch}, self.run_dir / "model.pt")
             self.best_epoch = self.epoch
