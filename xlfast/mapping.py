@@ -163,6 +163,7 @@ class InducedDictionary:
     src: np.ndarray  # mutual CSLS nearest neighbours, row indices into the source space
     tgt: np.ndarray
     criterion: float  # mean cosine of each frequent source word to its CSLS-nearest target (MUSE)
+    mutual_csls: float = 0.0  # mean CSLS of the mutual pairs (Wada & Iwata's selection criterion)
 
 
 def induce_dictionary(
@@ -181,7 +182,9 @@ def induce_dictionary(
     src_rows = np.arange(n_src, dtype=np.int64)
     mutual = rev[fwd] == src_rows
     criterion = float(np.einsum("ij,ij->i", src_unit, tgt_unit[fwd], dtype=np.float64).mean()) if n_src else 0.0
-    return InducedDictionary(src_rows[mutual], fwd[mutual], criterion)
+    fwd_scores = _to_numpy(result.scores).reshape(n_src, -1)[:, 0].astype(np.float64)
+    mutual_csls = float(fwd_scores[mutual].mean()) if mutual.any() else 0.0
+    return InducedDictionary(src_rows[mutual], fwd[mutual], criterion, mutual_csls)
 
 
 # ----------------------------------------------------------------------------------------------

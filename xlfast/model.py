@@ -42,6 +42,7 @@ class ModelConfig:
     subword: str = "ave"  # none | ave | cnn
     dropout: float = 0.5
     init_range: float = 0.1
+    kind: str = "parallel"  # parallel: CrossLingualModel; mono: MultilingualLM
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -162,7 +163,66 @@ class BiEncoder(nn.Module):
         return h
 
 
-class CrossLingualModel(nn.Module):
+class _EmbeddingModel(nn.Module):
+    """What both models share: the subword-aware tables, loading, initialisation and inference."""
+
+    embed: SubwordEmbedding
+
+    @classmethod
+    def from_state(cls, cfg: ModelConfig, state: dict) -> "_EmbeddingModel":
+        """Rebuild a saved model; the piece layouts come from the state's own buffers."""
+        pieces_per_word = None
+        if cfg.subword != "none":
+            pieces_per_word = {}
+            for lang in cfg.langs:
+                off = state[f"embed.offsets_{lang}"].tolist()
+                pcs = state[f"embed.pieces_{lang}"].tolist()
+                pieces_per_word[lang] = [pcs[off[i] : off[i + 1]] for i in range(len(off) - 1)]
+        model = cls(cfg, pieces_per_word)
+        model.load_state_dict(state)
+        return model
+
+    def reset_parameters(self) -> None:
+        r = self.cfg.init_range
+        for p in self.parameters():
+            nn.init.uniform_(p, -r, r)
+
+    def tables(self, langs, backend: str | None = None) -> dict[str, torch.Tensor]:
+        """Ẽ per language; while training, matrix dropout once per call (every token of a word type
+        shares the mask) — the same dropped matrix feeds the inputs and the tied output layer."""
+        p = self.cfg.dropout if self.training else 0.0
+        return {lang: self.embed.table(lang, dropout=p, backend=backend) for lang in langs}
+
+    @property
+    def context_dim(self) -> int:
+        """Size of the contextual vectors `encode` returns."""
+        return self.cfg.dim
+
+    def encode(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def static_table(self, lang: str) -> torch.Tensor:
+        was = self.training
+        self.eval()
+        try:
+            return self.embed.table(lang).detach()
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def contextual(self, lang: str, ids: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor | None = None):
+        """Contextual vectors for a padded batch of one language."""
+        was = self.training
+        self.eval()
+        try:
+            table = self.embed.table(lang) if table is None else table
+            return self.encode(F.embedding(ids, table), lengths)
+        finally:
+            self.train(was)
+
+
+class CrossLingualModel(_EmbeddingModel):
     def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None = None):
         super().__init__()
         self.cfg = cfg
@@ -182,33 +242,9 @@ class CrossLingualModel(nn.Module):
         self.W = nn.Linear(d, d, bias=False)
         self.reset_parameters()
 
-    @classmethod
-    def from_state(cls, cfg: ModelConfig, state: dict) -> "CrossLingualModel":
-        """Rebuild a saved model; the piece layouts come from the state's own buffers."""
-        pieces_per_word = None
-        if cfg.subword != "none":
-            pieces_per_word = {}
-            for lang in cfg.langs:
-                off = state[f"embed.offsets_{lang}"].tolist()
-                pcs = state[f"embed.pieces_{lang}"].tolist()
-                pieces_per_word[lang] = [pcs[off[i] : off[i + 1]] for i in range(len(off) - 1)]
-        model = cls(cfg, pieces_per_word)
-        model.load_state_dict(state)
-        return model
-
-    def reset_parameters(self) -> None:
-        r = self.cfg.init_range
-        for p in self.parameters():
-            nn.init.uniform_(p, -r, r)
-
-    # -- pieces used by training and by inference --------------------------------------------------
-    def tables(self, langs, backend: str | None = None) -> dict[str, torch.Tensor]:
-        """Ẽ per language; while training, matrix dropout once per call (every token of a word type
-        shares the mask) — the same dropped matrix feeds the inputs and the tied output layer."""
-        p = self.cfg.dropout if self.training else 0.0
-        return {lang: self.embed.table(lang, dropout=p, backend=backend) for lang in langs}
-
+    # -- training ------------------------------------------------------------------------------------
     def encode(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Top-layer encoder states [B, L, d] of a padded batch of embedded sentences."""
         rev = reverse_index(lengths, emb.shape[1])
         return self.encoder(emb, rev)
 
@@ -251,26 +287,87 @@ class CrossLingualModel(nn.Module):
             total = total + ce
         return total / B, parts
 
-    # -- inference ----------------------------------------------------------------------------------
-    @torch.no_grad()
-    def static_table(self, lang: str) -> torch.Tensor:
-        was = self.training
-        self.eval()
-        try:
-            return self.embed.table(lang).detach()
-        finally:
-            self.train(was)
+
+class MultilingualLM(_EmbeddingModel):
+    """The multilingual neural language model of Wada & Iwata (METHOD.md §2): monolingual text only.
+
+    A forward and a backward LSTM language model shared by every language; per-language input tables
+    (the same subword-aware tables and kernels as CrossLingualModel, pieces shared across languages)
+    and per-language output projections; one <bos> and one <eos> input vector and one <bos>/<eos>
+    output row shared by all languages. Nothing else ties the languages together: the shared LSTMs
+    and boundaries push words that play the same role in their sentences to the same place.
+    """
+
+    def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.embed = SubwordEmbedding(cfg, pieces_per_word)
+        self.lms = nn.ModuleDict({direction: nn.LSTM(d, d, num_layers=cfg.dec_layers, batch_first=True)
+                                  for direction in ("fwd", "bwd")})
+        # Row 0: <bos>, row 1: <eos> — as inputs (the first token of each direction) and as classes.
+        self.boundary_in = nn.Parameter(torch.empty(2, d))
+        self.boundary_out = nn.Parameter(torch.empty(2, d))
+        self.boundary_bias = nn.Parameter(torch.empty(2))
+        self.out = nn.ParameterDict({lang: nn.Parameter(torch.empty(cfg.vocab_sizes[lang], d)) for lang in cfg.langs})
+        self.out_bias = nn.ParameterDict({lang: nn.Parameter(torch.empty(cfg.vocab_sizes[lang])) for lang in cfg.langs})
+        self.reset_parameters()
+
+    @property
+    def context_dim(self) -> int:
+        return 2 * self.cfg.dim
+
+    def _start(self, direction: str) -> torch.Tensor:
+        return self.boundary_in[0 if direction == "fwd" else 1]
+
+    def _run(self, direction: str, emb: torch.Tensor) -> torch.Tensor:
+        """LSTM states over [boundary; emb] (emb: [B, L, d]) → [B, L + 1, d]."""
+        start = self._start(direction).to(emb.dtype).expand(emb.shape[0], 1, -1)
+        h, _ = self.lms[direction](torch.cat([start, emb], 1))
+        return h
+
+    def _classes(self, lang: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output weights and biases in class order (class = word id − 1: <unk>, <bos>, <eos>, words)."""
+        W, b = self.out[lang], self.out_bias[lang]
+        return torch.cat([W[UNK : UNK + 1], self.boundary_out, W[EOS + 1 :]]), torch.cat(
+            [b[UNK : UNK + 1], self.boundary_bias, b[EOS + 1 :]])
+
+    def loss(self, batch: "LMBatch", backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward and backward LM cross-entropy of one batch of one language (summed, / batch size)."""
+        lang = batch.lang
+        table = self.tables((lang,), backend)[lang]
+        hs, targets = [], []
+        for direction in ("fwd", "bwd"):
+            # position 0 is the boundary token: its vector is the shared one, not the language's row
+            emb = F.embedding(batch.dec_in[direction][:, 1:], table)
+            hs.append(self._run(direction, emb))
+            targets.append(batch.dec_out[direction])
+        H = F.dropout(torch.cat(hs, 0), self.cfg.dropout, self.training)
+        W, b = self._classes(lang)
+        logits = F.linear(H, W, b)
+        tgt = torch.cat(targets, 0).reshape(-1) - 1  # pad (0) → -1, ignored
+        ce = F.cross_entropy(logits.reshape(tgt.shape[0], -1), tgt, ignore_index=-1, reduction="sum")
+        return ce / batch.size, {lang: float(ce.detach()) / batch.size}
+
+    def encode(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[forward state after w_t ; backward state after w_t] for every real token: [B, L, 2d]."""
+        L = emb.shape[1]
+        rev = reverse_index(lengths, L)
+        hf = self._run("fwd", emb)[:, 1:]
+        hb = reverse_padded(self._run("bwd", reverse_padded(emb, rev))[:, 1:], rev)
+        return torch.cat([hf, hb], -1)
 
     @torch.no_grad()
-    def contextual(self, lang: str, ids: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor | None = None):
-        """Top-layer encoder states for a padded batch of one language."""
-        was = self.training
-        self.eval()
-        try:
-            table = self.embed.table(lang) if table is None else table
-            return self.encode(F.embedding(ids, table), lengths)
-        finally:
-            self.train(was)
+    def static_table(self, lang: str) -> torch.Tensor:
+        """Ẽ with the shared <bos>/<eos> vectors in their rows (the NULL heuristic reads <bos>)."""
+        table = super().static_table(lang).clone()
+        table[BOS] = self.boundary_in[0].to(table.dtype)
+        table[EOS] = self.boundary_in[1].to(table.dtype)
+        return table
+
+
+def model_class(cfg: ModelConfig) -> type[_EmbeddingModel]:
+    return MultilingualLM if cfg.kind == "mono" else CrossLingualModel
 
 
 @dataclass
@@ -293,26 +390,49 @@ class PairBatch:
             ids = torch.full((B, S), PAD, dtype=torch.long)
             for i, x in enumerate(sents):
                 ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            T = max(len(x) for x in sents) + 1
-            fi = torch.full((B, T), PAD, dtype=torch.long)
-            fo = torch.full((B, T), PAD, dtype=torch.long)
-            bi = torch.full((B, T), PAD, dtype=torch.long)
-            bo = torch.full((B, T), PAD, dtype=torch.long)
-            for i, x in enumerate(sents):
-                n = len(x)
-                xt = torch.tensor(x, dtype=torch.long)
-                # forward: <bos> y → y <eos>; backward: <eos> rev(y) → rev(y) <bos> (METHOD.md §8.3)
-                fi[i, 0] = BOS
-                fi[i, 1 : n + 1] = xt
-                fo[i, :n] = xt
-                fo[i, n] = EOS
-                rx = xt.flip(0)
-                bi[i, 0] = EOS
-                bi[i, 1 : n + 1] = rx
-                bo[i, :n] = rx
-                bo[i, n] = BOS
+            inputs, targets = lm_inputs(sents, device)
             src.append(ids.to(device))
             lens.append(torch.tensor([len(x) for x in sents], dtype=torch.long, device=device))
-            din.append({"fwd": fi.to(device), "bwd": bi.to(device)})
-            dout.append({"fwd": fo.to(device), "bwd": bo.to(device)})
+            din.append(inputs)
+            dout.append(targets)
         return cls(tuple(langs), B, (src[0], src[1]), (lens[0], lens[1]), (din[0], din[1]), (dout[0], dout[1]))
+
+
+def lm_inputs(sents: list[list[int]], device="cpu") -> tuple[dict, dict]:
+    """Inputs and targets of a forward and a backward language model over right-padded sentences:
+    forward <bos> y → y <eos>; backward <eos> rev(y) → rev(y) <bos> (METHOD.md §8.3). Position 0 of
+    every input row is the boundary token, which the multilingual LM replaces by its shared vector."""
+    B = len(sents)
+    T = max(len(x) for x in sents) + 1
+    fi = torch.full((B, T), PAD, dtype=torch.long)
+    fo = torch.full((B, T), PAD, dtype=torch.long)
+    bi = torch.full((B, T), PAD, dtype=torch.long)
+    bo = torch.full((B, T), PAD, dtype=torch.long)
+    for i, x in enumerate(sents):
+        n = len(x)
+        xt = torch.tensor(x, dtype=torch.long)
+        fi[i, 0] = BOS
+        fi[i, 1 : n + 1] = xt
+        fo[i, :n] = xt
+        fo[i, n] = EOS
+        rx = xt.flip(0)
+        bi[i, 0] = EOS
+        bi[i, 1 : n + 1] = rx
+        bo[i, :n] = rx
+        bo[i, n] = BOS
+    return {"fwd": fi.to(device), "bwd": bi.to(device)}, {"fwd": fo.to(device), "bwd": bo.to(device)}
+
+
+@dataclass
+class LMBatch:
+    """A batch of sentences of one language for the multilingual LM."""
+
+    lang: str
+    size: int
+    dec_in: dict  # {"fwd": [B, T], "bwd": [B, T]}
+    dec_out: dict
+
+    @classmethod
+    def build(cls, lang: str, sents: list[list[int]], device="cpu") -> "LMBatch":
+        inputs, targets = lm_inputs(sents, device)
+        return cls(lang, len(sents), inputs, targets)

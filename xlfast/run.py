@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from xlfast.errors import XlfastError
-from xlfast.model import BOS, PAD, SPECIALS, UNK, CrossLingualModel, ModelConfig
+from xlfast.model import BOS, PAD, SPECIALS, UNK, ModelConfig, model_class
 from xlfast.tokenize import TokenizerSpec
 
 
 class Run:
-    def __init__(self, run_dir: Path, model: CrossLingualModel, vocabs: dict[str, list[str]], tokenizer: TokenizerSpec,
+    def __init__(self, run_dir: Path, model, vocabs: dict[str, list[str]], tokenizer: TokenizerSpec,
                  config: dict, device: torch.device):
         self.run_dir = run_dir
         self.model = model.eval()
@@ -45,7 +45,7 @@ class Run:
         mcfg = ModelConfig.from_dict(config["model"])
         dev = torch.device(device)
         state = torch.load(run_dir / checkpoint, map_location=dev, weights_only=False)["model"]
-        model = CrossLingualModel.from_state(mcfg, state).to(dev)
+        model = model_class(mcfg).from_state(mcfg, state).to(dev)
         vocabs = {
             lang: (run_dir / f"vocab.{lang}.txt").read_text(encoding="utf-8").split("\n")[:-1] for lang in mcfg.langs
         }
@@ -106,9 +106,15 @@ class Run:
         index = self._index[lang]
         return [index.get(w, UNK) for w in tokens]
 
+    @property
+    def kind(self) -> str:
+        """'parallel' (encoder-decoder) or 'mono' (multilingual LM)."""
+        return self.model.cfg.kind
+
     @torch.no_grad()
     def embed_sentences(self, lang: str, sentences: list[list[str]], batch_size: int = 64) -> list[torch.Tensor]:
-        """Contextual vectors (top encoder layer), one [n_i, d] tensor per tokenised sentence.
+        """Contextual vectors, one [n_i, d] tensor per tokenised sentence: the top encoder layer of a
+        parallel run; [forward LM state ; backward LM state] after each word ([n_i, 2d]) of a mono run.
 
         Unseen words enter the encoder with their subword-aware vectors, not as a bare <unk>."""
         self._check_lang(lang)
@@ -120,7 +126,7 @@ class Run:
             nonempty = [i for i in chunk if sentences[i]]
             for i in chunk:
                 if not sentences[i]:
-                    out[i] = torch.zeros(0, table.shape[1])
+                    out[i] = torch.zeros(0, self.model.context_dim)
             if not nonempty:
                 continue
             L = max(len(sentences[i]) for i in nonempty)

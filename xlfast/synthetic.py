@@ -230,3 +230,65 @@ def make_pair(n_sentences: int = 600, vocab: int = 120, seed: int = 0) -> Synthe
     pair = SyntheticPair(src_sents, tgt_sents, lexicon, gold, seed)
     pair.validate()
     return pair
+
+
+# ------------------------------------------------------------------------------------------------
+# Two monolingual corpora of one "world" (for `xlfast train --mono`)
+
+
+@dataclass
+class MonoPair:
+    """Two monolingual corpora with no sentence in common, written over the same sequences of concepts
+    with each language's own words: the word-to-word statistics are isomorphic, so a multilingual LM
+    can recover the lexicon from the text alone."""
+
+    src_sents: list[list[str]]
+    tgt_sents: list[list[str]]
+    lexicon: list[tuple[str, str]]  # concept by concept: (source word, target word)
+
+    def write(self, directory) -> dict[str, Path]:
+        """mono.src, mono.tgt (one sentence a line) and lexicon.txt in ``directory``."""
+        from xlfast.io import atomic_write_text
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        files = {"src": d / "mono.src", "tgt": d / "mono.tgt", "lexicon": d / "lexicon.txt"}
+        atomic_write_text(files["src"], "".join(" ".join(s) + "\n" for s in self.src_sents))
+        atomic_write_text(files["tgt"], "".join(" ".join(s) + "\n" for s in self.tgt_sents))
+        atomic_write_text(files["lexicon"], "".join(f"{s} {t}\n" for s, t in self.lexicon))
+        return files
+
+
+def make_mono_pair(concepts: int = 40, n_sentences: int = 2000, successors: int = 3, seed: int = 0) -> MonoPair:
+    """Sentences are walks over a random sparse chain of `concepts` (each concept has `successors`
+    likely next concepts, 10% random jumps, Zipfian first concept); each language samples its own
+    walks, so the corpora are comparable, not parallel."""
+    if concepts < 2 or n_sentences < 1:
+        raise XlfastError("synthetic mono pair: need at least 2 concepts and 1 sentence")
+    rng = random.Random(seed)
+    nxt = [rng.sample(range(concepts), min(successors, concepts)) for _ in range(concepts)]
+    taken: set[str] = set()
+
+    def fresh(sounds) -> str:
+        while True:
+            w = _word(rng, sounds, rng.choice((2, 3)))
+            if w not in taken:
+                taken.add(w)
+                return w
+
+    words = [(fresh(SRC_SOUNDS), fresh(TGT_SOUNDS)) for _ in range(concepts)]
+
+    def walks(r: random.Random) -> list[list[int]]:
+        out = []
+        for _ in range(n_sentences):
+            c = min(int(r.paretovariate(1.0)) - 1, concepts - 1)
+            sent = [c]
+            for _ in range(r.randint(MIN_LEN, 12) - 1):
+                c = r.choice(nxt[c]) if r.random() < 0.9 else r.randrange(concepts)
+                sent.append(c)
+            out.append(sent)
+        return out
+
+    src = [[words[c][0] for c in s] for s in walks(random.Random(rng.random()))]
+    tgt = [[words[c][1] for c in s] for s in walks(random.Random(rng.random()))]
+    return MonoPair(src, tgt, words)

@@ -1,5 +1,10 @@
-"""`xlfast train`: data preparation, length-bucketed batches, the training loop, model selection on the
-Dice pseudo-dictionary, atomic checkpoints and resume (METHOD.md §1, §8).
+"""`xlfast train`: data preparation, length-bucketed batches, the training loop, model selection,
+atomic checkpoints and resume (METHOD.md §1, §2, §8).
+
+Two kinds of run share everything here but the data and the selection criterion:
+- parallel corpora → CrossLingualModel, selected by BLI P@1 on the Dice pseudo-dictionary;
+- monolingual corpora (`--mono`) → MultilingualLM (Wada & Iwata), batches alternating between
+  languages, selected by the mean CSLS of the mutual nearest neighbours among frequent words.
 
 A run directory holds:
   config.json        model + training settings, languages, corpora, tokenizer (reused by align/mine/eval)
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 
 from xlfast.errors import XlfastError
-from xlfast.model import PRESETS, SPECIALS, UNK, CrossLingualModel, ModelConfig, PairBatch
+from xlfast.model import PRESETS, SPECIALS, UNK, LMBatch, ModelConfig, PairBatch, model_class
 from xlfast.tokenize import TokenizerSpec
 
 
@@ -37,6 +42,12 @@ class CorpusSpec:
     tgt_path: str | None
     langs: tuple[str, str]
     fmt: str = "auto"
+
+
+@dataclass
+class MonoSpec:
+    path: str
+    lang: str
 
 
 @dataclass
@@ -65,6 +76,12 @@ class TrainConfig:
     dice_threshold: float = 0.8
     bf16: bool | None = None  # None: on where the hardware computes bf16 natively (measured 2x per step on shp-es, same AER)
     backend: str | None = None  # subword-embedding kernel backend (None = automatic)
+    mono: list[MonoSpec] = field(default_factory=list)  # monolingual corpora: a multilingual LM run
+    select_words: int = 5000  # mono: frequent words per language scored by the selection criterion
+
+    @property
+    def kind(self) -> str:
+        return "mono" if self.mono else "parallel"
 
     def resolved(self) -> dict:
         p = PRESETS[self.preset]
@@ -79,6 +96,7 @@ class TrainConfig:
         d = asdict(self)
         d["tokenizer"] = self.tokenizer.to_dict()
         d["corpora"] = [asdict(c) for c in self.corpora]
+        d["mono"] = [asdict(m) for m in self.mono]
         return d
 
     @classmethod
@@ -86,6 +104,7 @@ class TrainConfig:
         d = dict(d)
         d["tokenizer"] = TokenizerSpec.from_dict(d["tokenizer"])
         d["corpora"] = [CorpusSpec(c["path"], c["tgt_path"], tuple(c["langs"]), c.get("fmt", "auto")) for c in d["corpora"]]
+        d["mono"] = [MonoSpec(m["path"], m["lang"]) for m in d.get("mono", [])]
         return cls(**d)
 
 
@@ -101,6 +120,37 @@ class PairData:
     dice: list[tuple[int, int]]  # pseudo-dictionary as word ids (model selection)
     name: str
 
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def length(self, i: int) -> int:
+        return max(len(self.src[i]), len(self.tgt[i]))
+
+    def tokens(self, idx: list[int]) -> int:
+        return sum(len(self.src[i]) + len(self.tgt[i]) for i in idx)
+
+    def batch(self, idx: list[int], device) -> PairBatch:
+        return PairBatch.build(self.langs, [self.src[i] for i in idx], [self.tgt[i] for i in idx], device)
+
+
+@dataclass
+class MonoData:
+    lang: str
+    sents: list[list[int]]
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.sents)
+
+    def length(self, i: int) -> int:
+        return len(self.sents[i])
+
+    def tokens(self, idx: list[int]) -> int:
+        return sum(len(self.sents[i]) for i in idx)
+
+    def batch(self, idx: list[int], device) -> LMBatch:
+        return LMBatch.build(self.lang, [self.sents[i] for i in idx], device)
+
 
 @dataclass
 class Prepared:
@@ -111,6 +161,12 @@ class Prepared:
     piece_table: list[str]
     segmenters: dict
     dropped: int
+    mono: list[MonoData] = field(default_factory=list)
+
+    @property
+    def datasets(self) -> list:
+        """What the batches are drawn from: corpus pairs, or monolingual corpora."""
+        return self.mono or self.pairs
 
 
 def corpus_tokens(spec: CorpusSpec, tok: TokenizerSpec, skip_bad_lines: bool):
@@ -120,23 +176,11 @@ def corpus_tokens(spec: CorpusSpec, tok: TokenizerSpec, skip_bad_lines: bool):
     return [tok(s) for s in corpus.src], [tok(t) for t in corpus.tgt]
 
 
-def prepare(cfg: TrainConfig, run_dir: Path, reuse: bool, log: Callable[[str], None] = print) -> Prepared:
-    """Tokenise, build vocabularies and subword tables. With `reuse`, the vocabularies and SentencePiece
-    models saved in `run_dir` are loaded instead of rebuilt, so a resumed run sees identical ids."""
-    from xlfast.dice import pseudo_dictionary
+def _vocabularies(cfg: TrainConfig, langs: list[str], counts: dict[str, Counter], run_dir: Path, reuse: bool):
+    """Vocabularies (specials first, then by frequency) and subword tables of every language. With
+    `reuse`, the vocabularies and SentencePiece models saved in `run_dir` are loaded instead of
+    rebuilt, so a resumed run sees identical ids."""
     from xlfast.subwords import Segmenter, build_piece_table, train_sentencepiece
-
-    texts = [corpus_tokens(c, cfg.tokenizer, cfg.skip_bad_lines) for c in cfg.corpora]
-    langs: list[str] = []
-    for c in cfg.corpora:
-        for lang in c.langs:
-            if lang not in langs:
-                langs.append(lang)
-    counts: dict[str, Counter] = {lang: Counter() for lang in langs}
-    for c, (src, tgt) in zip(cfg.corpora, texts):
-        for sents, lang in ((src, c.langs[0]), (tgt, c.langs[1])):
-            for s in sents:
-                counts[lang].update(s)
 
     if reuse:
         vocabs = {lang: (run_dir / f"vocab.{lang}.txt").read_text(encoding="utf-8").split("\n")[:-1] for lang in langs}
@@ -157,6 +201,27 @@ def prepare(cfg: TrainConfig, run_dir: Path, reuse: bool, log: Callable[[str], N
             segmenters[lang] = seg
             per_lang[lang] = [[f"<sp>{w}"] if w in SPECIALS else seg.pieces(w) for w in vocabs[lang]]
         piece_table, pieces_per_word = build_piece_table(per_lang)
+    return vocabs, segmenters, pieces_per_word, piece_table
+
+
+def prepare(cfg: TrainConfig, run_dir: Path, reuse: bool, log: Callable[[str], None] = print) -> Prepared:
+    """Tokenise, build vocabularies and subword tables, and turn the corpora into word ids."""
+    if cfg.mono:
+        return prepare_mono(cfg, run_dir, reuse, log)
+    from xlfast.dice import pseudo_dictionary
+
+    texts = [corpus_tokens(c, cfg.tokenizer, cfg.skip_bad_lines) for c in cfg.corpora]
+    langs: list[str] = []
+    for c in cfg.corpora:
+        for lang in c.langs:
+            if lang not in langs:
+                langs.append(lang)
+    counts: dict[str, Counter] = {lang: Counter() for lang in langs}
+    for c, (src, tgt) in zip(cfg.corpora, texts):
+        for sents, lang in ((src, c.langs[0]), (tgt, c.langs[1])):
+            for s in sents:
+                counts[lang].update(s)
+    vocabs, segmenters, pieces_per_word, piece_table = _vocabularies(cfg, langs, counts, run_dir, reuse)
 
     index = {lang: {w: i for i, w in enumerate(vocabs[lang])} for lang in langs}
     pairs: list[PairData] = []
@@ -184,6 +249,35 @@ def prepare(cfg: TrainConfig, run_dir: Path, reuse: bool, log: Callable[[str], N
     return Prepared(langs, vocabs, pairs, pieces_per_word, piece_table, segmenters, dropped)
 
 
+def prepare_mono(cfg: TrainConfig, run_dir: Path, reuse: bool, log: Callable[[str], None] = print) -> Prepared:
+    """Monolingual corpora (one per language; a language may have several files) → word ids."""
+    from xlfast.io import read_mono
+
+    langs: list[str] = []
+    sents_of: dict[str, list[list[str]]] = {}
+    dropped = 0
+    for m in cfg.mono:
+        lines = read_mono(m.path, skip_bad_lines=cfg.skip_bad_lines)
+        toks = [cfg.tokenizer(x) for x in lines]
+        kept = [t for t in toks if t]
+        dropped += len(toks) - len(kept)
+        if not kept:
+            raise XlfastError(f"{m.path}: no usable sentences after tokenisation")
+        if m.lang not in langs:
+            langs.append(m.lang)
+        sents_of.setdefault(m.lang, []).extend(kept)
+    if len(langs) < 2:
+        raise XlfastError("--mono needs corpora of at least two languages (give --langs a,b when the suffixes are equal)")
+    counts = {lang: Counter(w for s in sents_of[lang] for w in s) for lang in langs}
+    vocabs, segmenters, pieces_per_word, piece_table = _vocabularies(cfg, langs, counts, run_dir, reuse)
+    mono = []
+    for lang in langs:
+        index = {w: i for i, w in enumerate(vocabs[lang])}
+        mono.append(MonoData(lang, [[index.get(w, UNK) for w in s] for s in sents_of[lang]], lang))
+        log(f"{lang}: {len(sents_of[lang]):,} sentences, {len(vocabs[lang]) - len(SPECIALS):,} words")
+    return Prepared(langs, vocabs, [], pieces_per_word, piece_table, segmenters, dropped, mono)
+
+
 def save_prepared(prep: Prepared, run_dir: Path) -> None:
     from xlfast.io import atomic_write_text
 
@@ -199,13 +293,13 @@ def save_prepared(prep: Prepared, run_dir: Path) -> None:
 # Batches
 
 
-def bucketed_batches(pair: PairData, batch_size: int, rng: random.Random, n_batches: int | None = None) -> list[list[int]]:
+def bucketed_batches(data, batch_size: int, rng: random.Random, n_batches: int | None = None) -> list[list[int]]:
     """Batches of sentence indices with similar lengths (little padding), in random order.
 
     Sorting on length plus a random jitter keeps padding low while batches still change every epoch.
-    `n_batches` > natural count oversamples a small corpus (every pair weighs the same per epoch).
+    `n_batches` > natural count oversamples a small corpus (every corpus weighs the same per epoch).
     """
-    n = len(pair.src)
+    n = len(data)
     need = n_batches * batch_size if n_batches else n
     order: list[int] = []
     while len(order) < need:
@@ -213,19 +307,23 @@ def bucketed_batches(pair: PairData, batch_size: int, rng: random.Random, n_batc
         rng.shuffle(idx)
         order += idx
     order = order[:need] if n_batches else order
-    key = {i: max(len(pair.src[i]), len(pair.tgt[i])) + rng.random() * 2.0 for i in set(order)}
+    key = {i: data.length(i) + rng.random() * 2.0 for i in set(order)}
     order.sort(key=lambda i: key[i])
     batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
 
 
-def epoch_plan(pairs: list[PairData], batch_size: int, rng: random.Random) -> list[tuple[int, list[int]]]:
-    most = max(math.ceil(len(p.src) / batch_size) for p in pairs)
-    plan = []
-    for k, p in enumerate(pairs):
-        natural = math.ceil(len(p.src) / batch_size)
-        plan += [(k, b) for b in bucketed_batches(p, batch_size, rng, most if natural < most else None)]
+def epoch_plan(datasets: list, batch_size: int, rng: random.Random, alternate: bool = False) -> list[tuple[int, list[int]]]:
+    """(dataset index, sentence indices) for every batch of an epoch; smaller corpora are oversampled
+    to the batch count of the largest. `alternate` interleaves the corpora a, b, a, b, … (the
+    multilingual LM's schedule); otherwise the batches of all corpora are shuffled together."""
+    most = max(math.ceil(len(d) / batch_size) for d in datasets)
+    per = [bucketed_batches(d, batch_size, rng, most if math.ceil(len(d) / batch_size) < most else None)
+           for d in datasets]
+    if alternate:
+        return [(k, per[k][j]) for j in range(most) for k in range(len(datasets)) if j < len(per[k])]
+    plan = [(k, b) for k, batches in enumerate(per) for b in batches]
     rng.shuffle(plan)
     return plan
 
@@ -235,7 +333,7 @@ def epoch_plan(pairs: list[PairData], batch_size: int, rng: random.Random) -> li
 
 
 @torch.no_grad()
-def pseudo_dict_score(model: CrossLingualModel, pairs: list[PairData]) -> float | None:
+def pseudo_dict_score(model, pairs: list[PairData]) -> float | None:
     """Mean BLI P@1 (CSLS, K=10) over the corpus pairs' Dice pseudo-dictionaries."""
     from xlfast.kernels.csls import topk
 
@@ -259,6 +357,24 @@ def pseudo_dict_score(model: CrossLingualModel, pairs: list[PairData]) -> float 
         hits = [(int(j) + n_sp) in gold[a] for a, j in zip(src_ids, res.indices[:, 0].tolist())]
         scores.append(float(np.mean(hits)))
     return float(np.mean(scores)) if scores else None
+
+
+@torch.no_grad()
+def mutual_csls_score(model, langs: list[str], n_words: int, knn: int = 10) -> tuple[float, int]:
+    """Wada & Iwata's unsupervised criterion: among the `n_words` most frequent words of two languages
+    (vocabularies are sorted by frequency), the mean CSLS of the mutual nearest neighbours; averaged
+    over every language pair. Also returns the number of mutual pairs found."""
+    from xlfast.mapping import induce_dictionary
+
+    n_sp = len(SPECIALS)
+    tables = {lang: model.static_table(lang).float().cpu()[n_sp : n_sp + n_words].numpy() for lang in langs}
+    scores, pairs = [], 0
+    for a in range(len(langs)):
+        for b in range(a + 1, len(langs)):
+            induced = induce_dictionary(tables[langs[a]], tables[langs[b]], max_vocab=n_words, knn=knn)
+            scores.append(induced.mutual_csls)
+            pairs += len(induced.src)
+    return float(np.mean(scores)), pairs
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,6 +427,9 @@ class Trainer:
             # The run's own settings win (same data, same model); only how long and where to run may change.
             new = cfg
             cfg = TrainConfig.from_dict(saved["train"])
+            if cfg.kind != new.kind:
+                flag = "with --mono" if cfg.kind == "mono" else "without --mono"
+                raise XlfastError(f"{self.run_dir} is a {cfg.kind} run: resume it {flag}")
             cfg.epochs, cfg.patience, cfg.threads, cfg.device = new.epochs, new.patience, new.threads, new.device
             self.cfg = cfg
         if cfg.threads:
@@ -328,9 +447,12 @@ class Trainer:
             dec_layers=self.sizes["dec_layers"],
             subword=cfg.subword,
             dropout=cfg.dropout,
+            kind=cfg.kind,
         )
         torch.manual_seed(cfg.seed)
-        self.model = CrossLingualModel(mcfg, self.prep.pieces_per_word).to(self.device)
+        self.model = model_class(mcfg)(mcfg, self.prep.pieces_per_word).to(self.device)
+        # what selects the model: BLI P@1 on the Dice pseudo-dictionary, or (mono) mutual-NN CSLS
+        self.criterion = "mutual_csls" if cfg.kind == "mono" else "dict_p1"
         # fused: one kernel for all parameters instead of ~10 elementwise passes each (Adam was ~20% of a step)
         try:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
@@ -376,12 +498,9 @@ class Trainer:
             f.flush()
             os.fsync(f.fileno())
 
-    def _batch(self, pair: PairData, idx: list[int]) -> PairBatch:
-        return PairBatch.build(pair.langs, [pair.src[i] for i in idx], [pair.tgt[i] for i in idx], self.device)
-
-    def train_step(self, pair: PairData, idx: list[int]) -> float:
-        """One optimiser step on one batch; returns its loss."""
-        batch = self._batch(pair, idx)
+    def train_step(self, data: PairData | MonoData, idx: list[int]) -> float:
+        """One optimiser step on one batch of a corpus pair (or a monolingual corpus); returns its loss."""
+        batch = data.batch(idx, self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss, _ = self.model.loss(batch, backend=self.cfg.backend)
         self.opt.zero_grad(set_to_none=True)
@@ -393,13 +512,13 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
         rng = random.Random(cfg.seed * 1_000_003 + epoch)
-        plan = epoch_plan(self.prep.pairs, self.sizes["batch_size"], rng)
+        datasets = self.prep.datasets
+        plan = epoch_plan(datasets, self.sizes["batch_size"], rng, alternate=cfg.kind == "mono")
         self.model.train()
         total, tokens, t0 = 0.0, 0, time.perf_counter()
         for step, (k, idx) in enumerate(plan):
-            pair = self.prep.pairs[k]
-            total += self.train_step(pair, idx)
-            tokens += sum(len(pair.src[i]) + len(pair.tgt[i]) for i in idx)
+            total += self.train_step(datasets[k], idx)
+            tokens += datasets[k].tokens(idx)
             if self.progress:
                 self.progress("step", dict(epoch=epoch, step=step + 1, steps=len(plan), loss=total / (step + 1),
                                            tok_s=tokens / max(time.perf_counter() - t0, 1e-9)))
@@ -424,7 +543,11 @@ class Trainer:
             self.epoch += 1
             stats = self.train_epoch(self.epoch)
             t_eval = time.perf_counter()
-            score = pseudo_dict_score(self.model, self.prep.pairs)
+            extra = {}
+            if cfg.kind == "mono":
+                score, extra["mutual_pairs"] = mutual_csls_score(self.model, self.prep.langs, cfg.select_words)
+            else:
+                score = pseudo_dict_score(self.model, self.prep.pairs)
             eval_s = time.perf_counter() - t_eval
             improved = score is not None and score >= self.best  # ties go to the later epoch (§8.8)
             if score is None and self.epoch == cfg.epochs:
@@ -434,8 +557,9 @@ class Trainer:
                 atomic_torch_save({"model": self.model.state_dict(), "epoch": self.epoch}, self.run_dir / "model.pt")
             else:
                 self.since_best += 1
-            rec = dict(epoch=self.epoch, loss=round(stats["loss"], 4), dict_p1=score, seconds=round(stats["seconds"], 3),
-                       eval_seconds=round(eval_s, 3), tokens=stats["tokens"], best_epoch=self.best_epoch)
+            rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.criterion: score, **extra,
+                   "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3), "tokens": stats["tokens"],
+                   "best_epoch": self.best_epoch}
             self._append_log(rec)
             self.save_checkpoint()
             if self.progress:
@@ -444,15 +568,15 @@ class Trainer:
             atomic_torch_save({"model": self.model.state_dict(), "epoch": self.epoch}, self.run_dir / "model.pt")
             self.best_epoch = self.epoch
         self.export_embeddings()
-        return dict(epochs=self.epoch, best_epoch=self.best_epoch, best_dict_p1=self.best, stop=stop_reason,
-                    seconds=time.perf_counter() - start)
+        return {"epochs": self.epoch, "best_epoch": self.best_epoch, f"best_{self.criterion}": self.best,
+                "stop": stop_reason, "seconds": time.perf_counter() - start}
 
     def export_embeddings(self) -> None:
         """Static subword-aware vectors of the selected model for every vocabulary word (word2vec text)."""
         from xlfast.io import write_vec
 
         best = torch.load(self.run_dir / "model.pt", map_location=self.device, weights_only=False)
-        model = CrossLingualModel.from_state(self.model.cfg, best["model"]).to(self.device)
+        model = model_class(self.model.cfg).from_state(self.model.cfg, best["model"]).to(self.device)
         for lang in self.prep.langs:
             table = model.static_table(lang).float().cpu().numpy()
             words = self.prep.vocabs[lang][len(SPECIALS) :]

@@ -12,6 +12,9 @@ from xlfast.cli.common import Tokenize, console, err_console, table, write_json
 from xlfast.errors import XlfastError
 
 
+MONO_BATCH = 64  # sentences of one language per LM batch: batches of 16 left the LM step overhead-bound
+
+
 class Subword(str, Enum):
     none = "none"
     ave = "ave"
@@ -89,18 +92,36 @@ def parse_corpora(args: list[str], langs: list[str]):
     return specs
 
 
+def parse_mono(args: list[str], langs: list[str]):
+    """--mono FILE... → MonoSpec list; languages from --langs ('a,b' in file order, or once per file)
+    or else from each file's suffix (train.shp → shp)."""
+    from xlfast.train import MonoSpec
+
+    names = [p.strip() for item in langs for p in re.split(r"[,]", item) if p.strip()]
+    if names and len(names) != len(args):
+        raise XlfastError(f"--langs names {len(names)} language(s) for {len(args)} monolingual file(s): give one per file")
+    specs = []
+    for k, path in enumerate(args):
+        lang = names[k] if names else Path(path).suffix.lstrip(".")
+        if not lang:
+            raise XlfastError(f"cannot tell the language of {path} from its suffix: give --langs a,b (one per file)")
+        specs.append(MonoSpec(path, lang))
+    return specs
+
+
 def train(
-    corpora: Annotated[list[str], typer.Argument(help="Parallel corpora: FILE (TSV or 'src ||| tgt'), or SRC+TGT line-aligned files.", show_default=False)],
+    corpora: Annotated[list[str], typer.Argument(help="Parallel corpora: FILE (TSV or 'src ||| tgt'), or SRC+TGT line-aligned files. With --mono: one monolingual file per language.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created).")],
-    langs: Annotated[Optional[list[str]], typer.Option("--langs", help="Languages of a corpus as 'src,tgt'; once per corpus, in order. Default: file suffixes.")] = None,
+    mono: Annotated[bool, typer.Option("--mono", help="The files are monolingual (one sentence a line, no alignment between them): train the multilingual LM of Wada & Iwata.")] = False,
+    langs: Annotated[Optional[list[str]], typer.Option("--langs", help="Languages of a corpus as 'src,tgt'; once per corpus, in order (with --mono: one per file, 'a,b'). Default: file suffixes.")] = None,
     subword: Annotated[Subword, typer.Option(help="Subword-aware embeddings: none (words), ave (mean of pieces), cnn.")] = Subword.ave,
     preset: Annotated[Preset, typer.Option(help="Sizes: low (500d, 1 enc layer, batch 16), medium, high.")] = Preset.low,
     dim: Annotated[Optional[int], typer.Option(help="Embedding/LSTM size (overrides the preset).")] = None,
     enc_layers: Annotated[Optional[int], typer.Option(help="Encoder layers (overrides the preset).")] = None,
     dec_layers: Annotated[Optional[int], typer.Option(help="Decoder layers (overrides the preset).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Sentence pairs per batch (overrides the preset).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sentence pairs per batch (overrides the preset; --mono default 64 sentences).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = 60,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better pseudo-dictionary P@1.")] = 15,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better selection score (pseudo-dictionary P@1; --mono: mutual-NN CSLS).")] = 15,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
     dropout: Annotated[float, typer.Option(help="Dropout on embeddings, pieces and the attention output.")] = 0.5,
     min_count: Annotated[int, typer.Option(help="Keep words seen at least this often.")] = 1,
@@ -116,23 +137,27 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON ('-' for stdout).")] = None,
 ) -> None:
-    """Train the cross-lingual encoder-decoder on one or more parallel corpora (Wada et al. 2021)."""
+    """Train the cross-lingual encoder-decoder on one or more parallel corpora (Wada et al. 2021), or with
+    --mono the multilingual language model on monolingual corpora only (Wada & Iwata)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from xlfast.tokenize import TokenizerSpec
     from xlfast.train import TrainConfig, Trainer
 
-    specs = parse_corpora(corpora, langs or [])
+    specs, mono_specs = ([], parse_mono(corpora, langs or [])) if mono else (parse_corpora(corpora, langs or []), [])
+    if mono and batch_size is None:
+        batch_size = MONO_BATCH
     cfg = TrainConfig(
-        corpora=specs, out=str(out), preset=preset.value, dim=dim, enc_layers=enc_layers, dec_layers=dec_layers,
+        corpora=specs, mono=mono_specs, out=str(out), preset=preset.value, dim=dim, enc_layers=enc_layers, dec_layers=dec_layers,
         batch_size=batch_size, subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, lr=lr,
         min_count=min_count, spm_vocab=spm_vocab, seed=seed, threads=threads, device=device,
         tokenizer=TokenizerSpec(tokenize.value, lowercase), skip_bad_lines=skip_bad_lines, bf16=bf16, backend=backend,
     )
+    key, label = ("mutual_csls", "mutual CSLS") if mono else ("dict_p1", "dict P@1")
     progress = Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.2f}"), TextColumn("{task.fields[tok_s]:,.0f} tok/s"),
-        TextColumn("dict P@1 {task.fields[p1]}"), TimeElapsedColumn(), console=err_console, transient=False,
+        TextColumn(f"{label} {{task.fields[p1]}}"), TimeElapsedColumn(), console=err_console, transient=False,
     )
     state = {"task": None, "p1": "–"}
 
@@ -144,10 +169,11 @@ def train(
             progress.update(state["task"], completed=info["step"], total=info["steps"], epoch=info["epoch"],
                             loss=info["loss"], tok_s=info["tok_s"], p1=state["p1"])
         elif event == "epoch":
-            p1 = info["dict_p1"]
+            p1 = info[key]
             state["p1"] = "–" if p1 is None else f"{p1:.3f}"
+            pairs = f" ({info['mutual_pairs']} pairs)" if "mutual_pairs" in info else ""
             progress.console.print(
-                f"epoch {info['epoch']:>3}  loss {info['loss']:.2f}  dict P@1 {state['p1']}  "
+                f"epoch {info['epoch']:>3}  loss {info['loss']:.2f}  {label} {state['p1']}{pairs}  "
                 f"{info['seconds']:.1f}s  (best epoch {info['best_epoch']})", highlight=False,
             )
             if state["task"] is not None:
@@ -161,8 +187,8 @@ def train(
     console.print(
         table(
             f"xlfast train → {out}",
-            ["epochs", "selected epoch", "dict P@1", "stopped by", "seconds"],
-            [[summary["epochs"], summary["best_epoch"], summary["best_dict_p1"], summary["stop"], summary["seconds"]]],
+            ["epochs", "selected epoch", label, "stopped by", "seconds"],
+            [[summary["epochs"], summary["best_epoch"], summary[f"best_{key}"], summary["stop"], summary["seconds"]]],
         )
     )
     if json_out:
