@@ -202,3 +202,53 @@ def test_rows_ranks_only_the_queries_with_full_neighbourhoods():
         part = C.topk(X, Y, 4, metric=metric, knn=10, rows=rows)
         assert torch.equal(part.indices, full.indices[rows]), metric
         assert torch.allclose(part.scores, full.scores[rows], atol=1e-6), metric
+
+
+# ------------------------------------------------------------------ fused pass 1 (rows + columns at once)
+def _exact_ties_data(n, m, d, seed):
+    """Vectors with entries in {-2..2}/4 and duplicated rows: every dot product is exact in float32 (any
+    summation order), so exact ties abound and the tie rule (earlier index first) is checkable."""
+    rng = np.random.default_rng(seed)
+    X = (rng.integers(-2, 3, (n, d)) / 4).astype(np.float32)
+    Y = (rng.integers(-2, 3, (m, d)) / 4).astype(np.float32)
+    if n > 6:
+        X[n // 2] = X[1]
+    if m > 6:
+        Y[m - 1] = Y[2]
+        Y[m // 3] = Y[2]
+    return X, Y
+
+
+def _lexsort_topk(S, k):
+    """Top-k per row by (score descending, index ascending): the kernels' exact semantics."""
+    order = np.lexsort((np.broadcast_to(np.arange(S.shape[1]), S.shape), -S), axis=-1)[:, :k]
+    return np.take_along_axis(S, order, 1), order
+
+
+FUSED = [b for b in ("numba", "cpp") if b in C.registry.available("cpu")]
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("n,m,k,stripes,mem", [(37, 53, 5, 3, 4096), (64, 9, 12, 2, 8192),
+                                                (200, 333, 10, 1, 20000), (150, 150, 4, 5, 1 << 20)])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_fused_kernel_exact_ties(backend, n, m, k, stripes, mem, exclude_self):
+    if exclude_self:
+        m = n
+    X, Y = _exact_ties_data(n, m, 7, seed=n + m)
+    impl = C.registry.choose("cpu", backend)[1]
+    fused = impl._fused
+    impl._fused = lambda *a: fused(*a, stripes)  # several stripes even on one thread: the merge is tested
+    try:
+        kr, kc = C.clip_k(k, m, exclude_self), C.clip_k(k, n, exclude_self)
+        rows, cols = C._stream(impl, X, Y, k_rows=kr, k_cols=kc, mode=0, r_T=None, r_S=None, mem=mem,
+                               exclude_self=exclude_self)
+    finally:
+        impl._fused = fused
+    S = X.astype(np.float64) @ Y.astype(np.float64).T
+    if exclude_self:
+        np.fill_diagonal(S, -np.inf)
+    for got, ref_S, kk, label in ((rows, S, kr, "rows"), (cols, S.T, kc, "cols")):
+        vals, idx = _lexsort_topk(ref_S, kk)
+        np.testing.assert_array_equal(got.vals, vals.astype(np.float32), err_msg=label)
+        np.testing.assert_array_equal(got.idx, idx, err_msg=label)

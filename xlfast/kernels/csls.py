@@ -7,7 +7,9 @@
 
 How it works. X and Y are normalised once. The product X·Yᵀ is computed tile by tile into one reused
 buffer whose size follows the memory budget `mem` (never a constant); each tile is scanned by a
-selection kernel that keeps a running top-k per row of X and, in the same scan, per column (= row of Y).
+selection kernel that keeps a running top-k per row of X and, in the same scan, per column (= row of Y):
+the compiled backends' fused kernel reads each tile once for both (threads own column stripes; row
+candidates go to private per-stripe buffers of stripes × tile rows × k, merged once per tile).
 A candidate is only inserted when it beats the row's (column's) current k-th best, so after a few tiles
 the scan is one compare per element and the GEMM dominates. CSLS and margin need r_T and r_S first:
 pass 1 gives both, pass 2 streams the tiles again with the score transform fused into the selection:
@@ -168,8 +170,11 @@ class _Running:
         self.idx = np.full((n, k), -1, dtype=np.int64)
 
 
-def _stream(backend, Xn, Yn, *, k_rows, k_cols, mode, r_T, r_S, mem, exclude_self):
-    """One pass over the tiles of Xn·Ynᵀ; returns (row buffers [n, k_rows], column buffers [m, k_cols])."""
+def _stream(backend, Xn, Yn, *, k_rows, k_cols, mode, r_T, r_S, mem, exclude_self, precision="fp32"):
+    """One pass over the tiles of Xn·Ynᵀ; returns (row buffers [n, k_rows], column buffers [m, k_cols]).
+    With both k_rows and k_cols the backend's fused kernel reads each tile once for both. With
+    precision='bf16' the tiles are bf16 GEMMs (torch/oneDNN) holding bf16 scores: the buffers then hold
+    APPROXIMATE scores, to be re-scored exactly (`_bf16_topk`)."""
     n, m = Xn.shape[0], Yn.shape[0]
     rows, cols = _Running(n, k_rows), _Running(m, k_cols)
     if n == 0 or m == 0 or (k_rows == 0 and k_cols == 0):
@@ -179,11 +184,16 @@ def _stream(backend, Xn, Yn, *, k_rows, k_cols, mode, r_T, r_S, mem, exclude_sel
     rterm = r_T if r_T is not None else np.zeros(n, np.float32)
     cterm = r_S if r_S is not None else np.zeros(m, np.float32)
     bx, by = tile_shape(n, m, Xn.shape[1], mem)
-    tiler = backend.tiler(bx, by, Xn.shape[1])
+    if precision == "bf16":
+        tiler = _Bf16Tiler(bx, by, Xn, Yn)
+        Xs, Ys = tiler.X16, tiler.Y16
+    else:
+        tiler = backend.tiler(bx, by, Xn.shape[1])
+        Xs, Ys = Xn, Yn
     for i0 in range(0, n, bx):
-        Xb = Xn[i0 : i0 + bx]
+        Xb = Xs[i0 : i0 + bx]
         for j0 in range(0, m, by):
-            S = tiler.product(Xb, Yn[j0 : j0 + by])
+            S = tiler.product(Xb, Ys[j0 : j0 + by])
             backend.update(
                 S, i0, j0,
                 rows.vals if k_rows else empty_v, rows.idx if k_rows else empty_i,
@@ -355,6 +365,8 @@ class _TorchBackend:
         return S
 
     def update(self, S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self):
+        if S.dtype == np.uint16:
+            S = _bf16_bits_to_f32(S)
         T = self._scores(S, i0, j0, mode, rterm, cterm, exclude_self)
         nb, mb = T.shape
         if rvals.shape[0]:
@@ -376,12 +388,20 @@ class _TorchBackend:
             ix.copy_(torch.cat([ix, cand_i], 1).gather(1, top.indices))
 
 
-class _CompiledSelection:
-    """Numpy/OpenBLAS tile product + a compiled parallel selection kernel (numba or C++)."""
+def _bf16_bits_to_f32(S: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) → float32, exactly (the bits are the high half of the float32)."""
+    return (S.astype(np.uint32) << 16).view(np.float32)
 
-    def __init__(self, name, rows_fn, cols_fn, warmup=None):
+
+class _CompiledSelection:
+    """Numpy/OpenBLAS tile product + compiled parallel selection kernels (numba or C++): rows only, or
+    rows and columns together from one read of the tile (`fused`)."""
+
+    def __init__(self, name, rows_fn, cols_fn, fused_fn=None, rescore_fn=None, bf16_tiles=False, warmup=None):
         self.name = name
-        self._rows, self._cols = rows_fn, cols_fn
+        self._rows, self._cols, self._fused = rows_fn, cols_fn, fused_fn
+        self.rescore = rescore_fn
+        self.bf16_tiles = bf16_tiles  # the kernels read bf16 tiles directly (else they are widened first)
         if warmup:
             warmup()
 
@@ -389,6 +409,11 @@ class _CompiledSelection:
         return _NumpyTiler(bx, by, dim)
 
     def update(self, S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self):
+        if S.dtype == np.uint16 and not self.bf16_tiles:
+            S = _bf16_bits_to_f32(S)
+        if rvals.shape[0] and cvals.shape[0] and self._fused is not None:
+            self._fused(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self)
+            return
         if rvals.shape[0]:
             self._rows(S, i0, j0, rvals, ridx, mode, rterm, cterm, exclude_self)
         if cvals.shape[0]:
@@ -396,15 +421,20 @@ class _CompiledSelection:
 
 
 def _load_numba():
-    from xlfast.kernels import csls_numba
+    from xlfast.kernels import csls_numba as nb
 
-    return _CompiledSelection("numba", csls_numba.rows_update, csls_numba.cols_update, csls_numba.warmup)
+    def warm():
+        nb.warmup()
+        nb.warmup_fused()
+
+    return _CompiledSelection("numba", nb.rows_update, nb.cols_update, nb.fused_update, nb.rescore, warmup=warm)
 
 
 def _load_cpp():
-    from xlfast import _csls_cpu  # built from csrc/cpu/csls.cpp by setup.py
+    from xlfast import _csls_cpu as cpp  # built from csrc/cpu/csls.cpp by setup.py
 
-    return _CompiledSelection("cpp", _csls_cpu.rows_update, _csls_cpu.cols_update)
+    return _CompiledSelection("cpp", cpp.rows_update, cpp.cols_update, cpp.fused_update, cpp.rescore,
+                              bf16_tiles=True)
 
 
 def _load_triton():

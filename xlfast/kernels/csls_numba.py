@@ -2,7 +2,8 @@
 
 `rows_update` keeps, for every row of the tile, the k best scores seen so far (parallel over rows);
 `cols_update` does the same per column (parallel over stripes of columns, each stripe walking the rows
-so reads stay contiguous). Both test each element against the current k-th best (a per-row /
+so reads stay contiguous); `fused_update` does both from one read of the tile (threads own column
+stripes, row candidates go to private per-stripe buffers merged once per tile). All test each element against the current k-th best (a per-row /
 per-column threshold) and only then pay for an insertion, so most elements cost one compare.
 
 mode: 0 cos (s), 1 csls (2s − r_T[i] − r_S[j]), 2 margin (2s / max(r_T[i] + r_S[j], eps)).
@@ -108,3 +109,105 @@ def warmup() -> None:
             v = np.full((3, 1), -np.inf, np.float32)
             cols_update(S, 0, 0, v, np.full((3, 1), -1, np.int64), mode, np.zeros(2, np.float32),
                         np.zeros(3, np.float32), ex)
+
+
+def fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self, stripes=0):
+    """Row AND column buffers from one read of the tile (see csrc/cpu/csls.cpp: fused_kernel);
+    `stripes` > 0 forces the number of column stripes (tests), else one per thread."""
+    _fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self,
+                  stripes if stripes > 0 else get_num_threads(), stripes > 0)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self, n_threads, forced):
+    # threads own column stripes (each column buffer has one writer); row candidates that beat the row's
+    # current k-th best go to private per-stripe buffers (stripes × rows × k), merged once per tile
+    nb, mb = S.shape
+    kr = rvals.shape[1]
+    kc = cvals.shape[1]
+    n_stripes = max(1, min(mb, n_threads) if forced else min((mb + CHUNK - 1) // CHUNK, n_threads))
+    stripe = (mb + n_stripes - 1) // n_stripes
+    pv = np.full((n_stripes, nb, kr), -np.inf, dtype=np.float32)
+    px = np.full((n_stripes, nb, kr), -1, dtype=np.int64)
+    for t in prange(n_stripes):
+        lo = t * stripe
+        hi = min(mb, lo + stripe)
+        if lo >= hi:
+            continue
+        cthr = np.empty(hi - lo, dtype=np.float32)
+        for bj in range(lo, hi):
+            cthr[bj - lo] = cvals[j0 + bj, kc - 1]
+        for bi in range(nb):
+            i = i0 + bi
+            row = S[bi]
+            a = rterm[i] if mode != 0 else np.float32(0.0)
+            v = pv[t, bi]
+            ix = px[t, bi]
+            gthr = rvals[i, kr - 1]
+            rthr = max(gthr, v[kr - 1])
+            for bj in range(lo, hi):
+                s = _score(row[bj], mode, a, cterm[j0 + bj]) if mode != 0 else row[bj]
+                in_row = s > rthr
+                in_col = s > cthr[bj - lo]
+                if in_row or in_col:
+                    j = j0 + bj
+                    if exclude_self and j == i:
+                        continue
+                    if in_row:
+                        _insert(v, ix, s, j)
+                        rthr = max(gthr, v[kr - 1])
+                    if in_col:
+                        _insert(cvals[j], cidx[j], s, i)
+                        cthr[bj - lo] = cvals[j, kc - 1]
+    for bi in prange(nb):
+        i = i0 + bi
+        tv = np.empty(kr, dtype=np.float32)
+        tx = np.empty(kr, dtype=np.int64)
+        for t in range(n_stripes):
+            w = pv[t, bi]
+            if w[0] == -np.inf:
+                continue
+            jx = px[t, bi]
+            v = rvals[i]
+            ix = ridx[i]
+            a = 0
+            b = 0
+            for c in range(kr):  # the row buffer holds the earlier indices: it wins ties
+                if w[b] > v[a]:
+                    tv[c] = w[b]
+                    tx[c] = jx[b]
+                    b += 1
+                else:
+                    tv[c] = v[a]
+                    tx[c] = ix[a]
+                    a += 1
+            v[:] = tv
+            ix[:] = tx
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def rescore(X, Y, idx, out):
+    """out[r, c] = X[r] · Y[idx[r, c]] with float64 accumulation; −inf where idx < 0."""
+    n, c = idx.shape
+    d = X.shape[1]
+    for r in prange(n):
+        for q in range(c):
+            j = idx[r, q]
+            if j < 0:
+                out[r, q] = -np.inf
+                continue
+            acc = 0.0
+            for t in range(d):
+                acc += np.float64(X[r, t]) * np.float64(Y[j, t])
+            out[r, q] = np.float32(acc)
+
+
+def warmup_fused() -> None:
+    S = np.zeros((2, 3), np.float32)
+    for mode in (0, 1, 2):
+        for ex in (False, True):
+            fused_update(S, 0, 0, np.full((2, 1), -np.inf, np.float32), np.full((2, 1), -1, np.int64),
+                         np.full((3, 1), -np.inf, np.float32), np.full((3, 1), -1, np.int64), mode,
+                         np.zeros(2, np.float32), np.zeros(3, np.float32), ex)
+    rescore(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.zeros((2, 1), np.int64),
+            np.zeros((2, 1), np.float32))
