@@ -12,7 +12,9 @@ from xlfast.cli.common import Tokenize, console, err_console, table, write_json
 from xlfast.errors import XlfastError
 
 
-MONO_BATCH = 64  # sentences of one language per LM batch: batches of 16 left the LM step overhead-bound
+# Sentences of one language per LM batch. The costs paid once per step whatever its size (table dropout
+# over the whole vocabulary, Adam over the output layers) would dominate batches of 16 short sentences.
+MONO_BATCH = 64
 
 
 class Subword(str, Enum):
@@ -126,6 +128,7 @@ def train(
     dropout: Annotated[float, typer.Option(help="Dropout on embeddings, pieces and the attention output.")] = 0.5,
     min_count: Annotated[int, typer.Option(help="Keep words seen at least this often.")] = 1,
     spm_vocab: Annotated[int, typer.Option(help="SentencePiece pieces per language (shrunk for tiny corpora).")] = 1000,
+    select_words: Annotated[int, typer.Option(help="--mono: most frequent words per language scored by the selection criterion.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed (runs are reproducible).")] = 1,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch. Default: torch's choice.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -150,7 +153,7 @@ def train(
     cfg = TrainConfig(
         corpora=specs, mono=mono_specs, out=str(out), preset=preset.value, dim=dim, enc_layers=enc_layers, dec_layers=dec_layers,
         batch_size=batch_size, subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, lr=lr,
-        min_count=min_count, spm_vocab=spm_vocab, seed=seed, threads=threads, device=device,
+        min_count=min_count, spm_vocab=spm_vocab, seed=seed, select_words=select_words, threads=threads, device=device,
         tokenizer=TokenizerSpec(tokenize.value, lowercase), skip_bad_lines=skip_bad_lines, bf16=bf16, backend=backend,
     )
     key, label = ("mutual_csls", "mutual CSLS") if mono else ("dict_p1", "dict P@1")
