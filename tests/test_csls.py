@@ -252,3 +252,70 @@ def test_fused_kernel_exact_ties(backend, n, m, k, stripes, mem, exclude_self):
         vals, idx = _lexsort_topk(ref_S, kk)
         np.testing.assert_array_equal(got.vals, vals.astype(np.float32), err_msg=label)
         np.testing.assert_array_equal(got.idx, idx, err_msg=label)
+
+
+# ------------------------------------------------------- bf16 tiles with exact fp32 re-scoring
+def _clustered(n, d, seed, centers=20, noise=0.05):
+    rng = np.random.default_rng(seed)
+    C0 = rng.standard_normal((centers, d))
+    X = C0[rng.integers(0, centers, n)] + noise * rng.standard_normal((n, d))
+    return C.normalize(X.astype(np.float32)).numpy()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("metric", C.METRICS)
+@pytest.mark.parametrize("data", ["random", "clustered"])
+def test_bf16_rescored_matches_reference(backend, metric, data):
+    if data == "random":
+        X, Y = unit_rows(700, 48, 11), unit_rows(555, 48, 12)
+    else:
+        X, Y = _clustered(700, 48, 11), _clustered(555, 48, 12)
+    st = {}
+    got = C.topk(X, Y, 6, metric=metric, knn=5, both=True, normalized=True, backend=backend, mem="300K",
+                 precision="bf16", stats=st)
+    ref = C.reference_scores(X, Y, metric, knn=5, normalized=True)
+    tol = tolerance(metric, 48, C.reference_means(X, Y, 5, normalized=True))
+    assert_topk_matches(got.scores, got.indices, ref, 6, tol, f"bf16 {backend} {metric} fwd")
+    assert_topk_matches(got.rev_scores, got.rev_indices, ref.T, 6, tol, f"bf16 {backend} {metric} rev")
+    if C.bf16_native():
+        assert st["precision"] == "bf16" and st["rows"]["rows"] == 700 and st["cols"]["rows"] == 555
+        # without the fp32 fallback the re-scored candidates alone must already be right here
+        st2 = {}
+        raw = C.topk(X, Y, 6, metric=metric, knn=5, normalized=True, backend=backend, precision="bf16",
+                     certify=False, extra=40, stats=st2)
+        assert_topk_matches(raw.scores, raw.indices, ref, 6, tol, f"bf16 raw {backend} {metric}")
+        assert st2["rows"]["recomputed"] == 0
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_bf16_exclude_self_ties_and_clipping(backend):
+    X = unit_rows(300, 12, 3, dup_of=([0, 1, 2], [10, 11, 12]))
+    for metric in C.METRICS:
+        st = {}
+        got = C.topk(X, X, 5, metric=metric, knn=3, both=True, normalized=True, backend=backend,
+                     exclude_self=True, mem="100K", precision="bf16", extra=0, stats=st)
+        ref = C.reference_scores(X, X, metric, knn=3, normalized=True, exclude_self=True)
+        tol = tolerance(metric, 12, C.reference_means(X, X, 3, normalized=True, exclude_self=True))
+        assert_topk_matches(got.scores, got.indices, ref, 5, tol, f"bf16 {backend} {metric}")
+        assert (got.indices != torch.arange(300)[:, None]).all()
+        assert got.indices[10, 0] == 0 and got.indices[0, 0] == 10
+    # k above the number of candidates; means alone
+    Xs, Ys = unit_rows(9, 8, 6), unit_rows(4, 8, 7)
+    got = C.topk(Xs, Ys, 50, both=True, normalized=True, backend=backend, precision="bf16")
+    assert got.scores.shape == (9, 4) and (got.indices.sort(1).values == torch.arange(4)).all()
+    r_T, r_S = C.neighbourhood_means(Xs, Ys, 10, normalized=True, backend=backend, precision="bf16")
+    np.testing.assert_allclose(r_T.double(), C.reference_cos(Xs, Ys, True).mean(1), atol=1e-5)
+    np.testing.assert_allclose(r_S.double(), C.reference_cos(Xs, Ys, True).mean(0), atol=1e-5)
+    with pytest.raises(XlfastError):
+        C.topk(Xs, Ys, 2, precision="fp8")
+
+
+def test_bf16_error_bound_holds():
+    """The per-row bound used by the certificate covers the real bf16 GEMM error."""
+    X, Y = unit_rows(400, 300, 21), _clustered(500, 300, 22)
+    eps_in, cmax = C._bf16_error(X, Y)
+    approx = (torch.from_numpy(X).bfloat16() @ torch.from_numpy(Y).bfloat16().T).double().numpy()
+    exact = X.astype(np.float64) @ Y.astype(np.float64).T
+    bound = C.BF16_U * np.abs(approx) / (1 - C.BF16_U) + eps_in[:, None]
+    assert (np.abs(approx - exact) <= bound).all()
+    assert (np.abs(exact) <= cmax[:, None]).all()
