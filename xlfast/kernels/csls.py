@@ -18,6 +18,10 @@ pass 1 gives both, pass 2 streams the tiles again with the score transform fused
     csls:   s = 2·cos(x, y) − r_T(x) − r_S(y)
     margin: s = cos(x, y) / ((r_T(x) + r_S(y)) / 2)     (ratio margin; the denominator is clamped at 1e-6)
 
+precision='bf16' (CPU backends): tiles are bf16 GEMMs (oneDNN, ≈4× the fp32 rate here) feeding k+extra
+candidates per row/column; the candidates are re-scored exactly, each row carries a certificate
+(worst-case bf16 error vs the gap to its k-th exact score), and uncertified rows are recomputed in fp32.
+
 Backends (`KernelRegistry("csls")`, ranked by measurement on this machine, see `xlfast bench csls`):
 numba and cpp (OpenBLAS GEMM via numpy into the reused buffer + a parallel selection kernel), torch
 (torch.mm + torch.topk merges; the always-available fallback), triton (fused tile product + running
