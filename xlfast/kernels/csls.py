@@ -25,7 +25,8 @@ candidates per row/column; the candidates are re-scored exactly, each row carrie
 Backends (`KernelRegistry("csls")`, ranked by measurement on this machine, see `xlfast bench csls`):
 numba and cpp (OpenBLAS GEMM via numpy into the reused buffer + a parallel selection kernel), torch
 (torch.mm + torch.topk merges; the always-available fallback), triton (fused tile product + running
-top-k, GPU or TRITON_INTERPRET=1). The full-matrix `reference_*` functions exist for tests.
+top-k, GPU or TRITON_INTERPRET=1). approx='ivf' | 'ivfpq' swaps the exact scan for faiss inverted-file
+indexes (approximate; see `topk`). The full-matrix `reference_*` functions exist for tests.
 """
 from __future__ import annotations
 
@@ -226,12 +227,20 @@ def _backend(backend):
 
 
 def neighbourhood_means(X, Y, k=10, *, normalized=False, backend=None, mem=None, exclude_self=False,
-                        precision="fp32", extra=None, certify=True, stats=None):
+                        precision="fp32", extra=None, certify=True, stats=None, approx=None, nlist=None,
+                        nprobe=None):
     """r_T[i] = mean cosine of X[i] to its k nearest rows of Y; r_S[j] = mean cosine of Y[j] to its k
     nearest rows of X. Both come from the same single pass over the tiles of X·Yᵀ. k is clipped to the
-    number of candidates; with no candidates the mean is 0. precision='bf16': see `topk`."""
+    number of candidates; with no candidates the mean is 0. precision='bf16': see `topk`.
+    approx='ivf' / 'ivfpq': APPROXIMATE means from faiss inverted-file indexes over Y and over X (see
+    `topk`); a neighbour missed by the index lowers the mean slightly (a true neighbour is replaced by a
+    worse one, never by a better one)."""
     impl = _backend(backend)
     Xn, Yn = _prepare(X, Y, normalized)
+    if approx is not None:
+        ap = _approx_args(approx, nlist, nprobe, precision)
+        r_T, r_S = _approx_means(impl, ap, Xn, Yn, k, exclude_self, _stats(stats))
+        return torch.from_numpy(r_T), torch.from_numpy(r_S)
     precision = _precision(precision, impl)
     if precision == "bf16":
         r_T, r_S = _means_bf16(impl, Xn, Yn, k, mem, exclude_self, extra, certify, _stats(stats))
@@ -252,7 +261,7 @@ def _neighbourhood_means_np(impl, Xn, Yn, k, mem, exclude_self):
 
 def topk(X, Y, k, *, metric="cos", knn=10, both=False, normalized=False, backend=None, mem=None,
          exclude_self=False, means=None, rows=None, precision="fp32", extra=None, certify=True,
-         stats=None) -> TopK:
+         stats=None, approx=None, nlist=None, nprobe=None) -> TopK:
     """The k best rows of Y for every row of X under `metric` ('cos', 'csls' or 'margin', the last two
     with neighbourhood size `knn`), scores descending; with both=True also the k best rows of X for
     every row of Y. k larger than the number of candidates is clipped to it (M, or M−1 with
@@ -271,10 +280,27 @@ def topk(X, Y, k, *, metric="cos", knn=10, both=False, normalized=False, backend
     (input rounding measured per row, accumulation, output rounding) is below its k-th exact score: no
     other candidate can then enter its top-k. With certify=True (default) uncertified rows are recomputed
     in fp32, so the result is the exact one; certify=False returns the re-scored candidates as they are.
-    Pass a dict as `stats` to receive the counts (rows, certified, recomputed per pass)."""
+    Pass a dict as `stats` to receive the counts (rows, certified, recomputed per pass).
+
+    approx='ivf' | 'ivfpq' (needs faiss; fp32 only): APPROXIMATE search, as in Hangya et al. (2022,
+    Appendix C). Y (and X, for csls/margin or both=True) go into a faiss IndexIVFFlat (inner product on
+    the unit rows; 'ivfpq': IndexIVFPQ, d/4 sub-quantizers of 8 bits, when d/4 divides d) with `nlist`
+    k-means lists (default ≈4·√rows, at least 39 training rows per list) of which `nprobe` are scanned
+    per query (default `APPROX_NPROBE`, chosen for recall@10 ≥ 0.95 against exact on clustered data,
+    see benchmarks/bench_csls_approx.py). Each query gets max(knn, k + extra) candidates (extra default
+    16, 'ivfpq' 48), re-scored exactly (float32 vectors, float64 sums); csls/margin take r_T / r_S from
+    the same candidates, so the neighbourhood means are approximate too, and the csls/margin top-k is
+    the best of the candidates nearest by cosine. Indexes are built per call. Memory: faiss's indexes
+    are the cost — IVFFlat holds a copy of the vectors, rows·(4d + 8) bytes (8: the id), IVF-PQ
+    rows·(d/4 + 8) bytes, plus nlist·d·4 for the centroids, per indexed side — and the candidate lists,
+    queries·(k + extra)·12 bytes; `mem` does not apply. stats receives the index parameters."""
     if metric not in METRICS:
         raise XlfastError(f"unknown metric '{metric}' (choose from {', '.join(METRICS)})")
     impl = _backend(backend)
+    if approx is not None:
+        ap = _approx_args(approx, nlist, nprobe, precision, extra)
+        return _approx_topk(impl, ap, X, Y, k, metric, knn, both, normalized, exclude_self, means, rows,
+                            _stats(stats))
     precision = _precision(precision, impl)
     st = _stats(stats)
     Xn, Yn = _prepare(X, Y, normalized)
@@ -509,6 +535,199 @@ def _topk_bf16(impl, Xn, Yn, kr, kc, mode, r_T, r_S, mem, exclude_self, both, ex
         bv, bi = _bf16_select(impl, Yn, Xn, cols, kc, mode, r_S, r_T, _bf16_error(Yn, Xn, ry, rx),
                               exclude_self, certify, mem, st, "cols")
         out = out._replace(rev_scores=torch.from_numpy(bv), rev_indices=torch.from_numpy(bi))
+    return out
+
+
+# ------------------------------------------------------------ approximate search (faiss IVF / IVF-PQ)
+APPROX = ("ivf", "ivfpq")
+APPROX_NPROBE = {"ivf": 32, "ivfpq": 32}  # measured: see the docstring of `topk` and benchmarks/bench_csls_approx.py
+APPROX_EXTRA = {"ivf": DEFAULT_EXTRA, "ivfpq": 48}
+MIN_PER_LIST = 39  # faiss's own minimum of training rows per k-means centroid
+
+
+class _Approx(NamedTuple):
+    kind: str
+    nlist: int | None
+    nprobe: int
+    extra: int
+
+
+def _approx_args(approx, nlist, nprobe, precision, extra=None) -> _Approx:
+    if approx not in APPROX:
+        raise XlfastError(f"unknown approx '{approx}' (choose from {', '.join(APPROX)}, or None for exact)")
+    if precision != "fp32":
+        raise XlfastError(f"approx='{approx}' cannot be combined with precision='{precision}'")
+    for name, v in (("nlist", nlist), ("nprobe", nprobe)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise XlfastError(f"{name} must be a positive integer, got {v!r}")
+    extra = APPROX_EXTRA[approx] if extra is None else int(extra)
+    if extra < 0:
+        raise XlfastError(f"extra must be ≥ 0, got {extra}")
+    _faiss(approx)
+    return _Approx(approx, None if nlist is None else int(nlist),
+                   APPROX_NPROBE[approx] if nprobe is None else int(nprobe), extra)
+
+
+def _faiss(approx):
+    try:
+        import faiss
+    except ImportError:
+        raise XlfastError(f"approx='{approx}' needs faiss: pip install faiss-cpu") from None
+    return faiss
+
+
+def approx_nlist(rows: int, nlist: int | None = None) -> int:
+    """Inverted lists for `rows` indexed vectors: ≈4·√rows by default, never fewer than 39 rows per list."""
+    cap = max(1, rows // MIN_PER_LIST)
+    return max(1, min(cap, int(nlist) if nlist is not None else int(round(4 * math.sqrt(rows)))))
+
+
+def _pq_shape(d: int, rows: int) -> tuple[int, int]:
+    """(sub-quantizers, bits): d/4 sub-vectors of 8 bits (16× smaller than float32), or the largest divisor
+    of d below d/4; fewer bits where there are too few rows to train 2^bits centroids per sub-vector."""
+    sub = max(q for q in range(1, max(1, d // 4) + 1) if d % q == 0)
+    bits = 8
+    while bits > 1 and rows < MIN_PER_LIST * (1 << bits):
+        bits -= 1
+    return sub, bits
+
+
+class _IvfIndex:
+    """One faiss inverted-file index over the unit rows of D (inner product = cosine)."""
+
+    def __init__(self, ap: _Approx, D: np.ndarray):
+        faiss = _faiss(ap.kind)
+        rows, d = D.shape
+        self.nlist = approx_nlist(rows, ap.nlist)
+        self.quantizer = faiss.IndexFlatIP(d)  # kept referenced: the IVF index points into it
+        if ap.kind == "ivfpq":
+            self.pq = _pq_shape(d, rows)
+            self.index = faiss.IndexIVFPQ(self.quantizer, d, self.nlist, self.pq[0], self.pq[1],
+                                          faiss.METRIC_INNER_PRODUCT)
+            self.index.pq.cp.niter = 10  # vs faiss's 25: same recall here, 2.4× faster training
+        else:
+            self.pq = None
+            self.index = faiss.IndexIVFFlat(self.quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        self.index.train(D)
+        self.index.add(D)
+        self.index.nprobe = min(ap.nprobe, self.nlist)
+
+    def bytes(self, d: int) -> int:
+        rows = self.index.ntotal
+        code = d * 4 if self.pq is None else (self.pq[0] * self.pq[1] + 7) // 8
+        return rows * (code + 8) + self.nlist * d * 4
+
+    def search(self, impl, Q: np.ndarray, D: np.ndarray, width: int, exclude_self: bool):
+        """Candidates [nq, width] (index −1 = none found) with EXACT cosines, sorted (cos desc, index asc);
+        exclude_self drops each query's own index (one more is searched for)."""
+        nq = Q.shape[0]
+        if width == 0 or nq == 0:
+            return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
+        w = min(width + (1 if exclude_self else 0), D.shape[0])
+        _, idx = self.index.search(Q, w)
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        if exclude_self:
+            drop = idx == np.arange(nq)[:, None]
+            drop[~drop.any(1), -1] = True
+            idx = idx[~drop].reshape(nq, w - 1)
+        cos = _rescore(impl, Q, D, idx)
+        order = np.lexsort((np.where(idx < 0, np.iinfo(np.int64).max, idx), -cos), axis=-1)
+        return np.take_along_axis(cos, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def _width(ap: _Approx, *ks: int) -> int:
+    """Candidates searched per query: the largest k needed plus `extra` (re-ranked exactly)."""
+    k = max(ks)
+    return k + ap.extra if k else 0
+
+
+def _cand_means(cos: np.ndarray, k: int, size: int) -> np.ndarray:
+    """Mean of the k best exact cosines (missing candidates, −inf, count as absent)."""
+    if k == 0 or cos.shape[1] == 0:
+        return np.zeros(size, np.float32)
+    top = cos[:, :k].astype(np.float64)
+    ok = np.isfinite(top)
+    cnt = ok.sum(1)
+    return np.where(cnt > 0, np.where(ok, top, 0).sum(1) / np.maximum(cnt, 1), 0).astype(np.float32)
+
+
+def _approx_means(impl, ap, Xn, Yn, k, exclude_self, st):
+    n, m = Xn.shape[0], Yn.shape[0]
+    kr, kc = clip_k(k, m, exclude_self), clip_k(k, n, exclude_self)
+    r_T = r_S = None
+    if kr and n:
+        iy = _IvfIndex(ap, Yn)
+        r_T = _cand_means(iy.search(impl, Xn, Yn, _width(ap, kr, 0), exclude_self)[0], kr, n)
+        st["index_Y"] = _index_stats(iy, Yn.shape[1])
+    if kc and m:
+        ix = _IvfIndex(ap, Xn)
+        r_S = _cand_means(ix.search(impl, Yn, Xn, _width(ap, kc, 0), exclude_self)[0], kc, m)
+        st["index_X"] = _index_stats(ix, Xn.shape[1])
+    return (np.zeros(n, np.float32) if r_T is None else r_T), (np.zeros(m, np.float32) if r_S is None else r_S)
+
+
+def _index_stats(ix: _IvfIndex, d: int) -> dict:
+    return {"kind": "ivfpq" if ix.pq else "ivf", "nlist": ix.nlist, "nprobe": int(ix.index.nprobe),
+            "pq": ix.pq, "bytes": ix.bytes(d)}
+
+
+def _approx_select(cos, idx, k, mode, qterm, dterm):
+    """The metric's top-k among exactly re-scored cosine candidates (score desc, index asc)."""
+    s = _transform(cos, mode, qterm, dterm, idx) if mode else cos
+    s = np.where(idx >= 0, s, np.float32(-np.inf)).astype(np.float32)
+    order = np.lexsort((np.where(idx < 0, np.iinfo(np.int64).max, idx), -s), axis=-1)[:, :k]
+    vals = np.full((idx.shape[0], k), -np.inf, np.float32)
+    out_i = np.full((idx.shape[0], k), -1, np.int64)
+    w = order.shape[1]
+    vals[:, :w] = np.take_along_axis(s, order, 1)
+    out_i[:, :w] = np.take_along_axis(idx, order, 1)
+    return vals, out_i
+
+
+def _approx_topk(impl, ap, X, Y, k, metric, knn, both, normalized, exclude_self, means, rows, st) -> TopK:
+    Xn, Yn = _prepare(X, Y, normalized)
+    n, m = Xn.shape[0], Yn.shape[0]
+    mode = MODE[metric]
+    if rows is not None and (both or exclude_self):
+        raise XlfastError("topk: rows= cannot be combined with both=True or exclude_self")
+    kr = clip_k(k, m, exclude_self)
+    kc = clip_k(k, n, exclude_self) if both else 0
+    need_means = mode != 0 and means is None
+    kn_r, kn_c = (clip_k(knn, m, exclude_self), clip_k(knn, n, exclude_self)) if need_means else (0, 0)
+    st.update({"approx": ap.kind, "extra": ap.extra})
+    # forward: candidates of every row of X (all rows when r_T is needed for them, else only `rows`)
+    Q = Xn if rows is None else np.ascontiguousarray(Xn[np.asarray(rows, dtype=np.int64).reshape(-1)])
+    fc = fi = None
+    if n and m and (kr or kn_r):
+        iy = _IvfIndex(ap, Yn)
+        st["index_Y"] = _index_stats(iy, Yn.shape[1])
+        fc, fi = iy.search(impl, Q, Yn, _width(ap, kn_r, kr), exclude_self)
+    # reverse: candidates of every row of Y (r_S always needs all of X)
+    rc = ri = None
+    if n and m and (kc or kn_c):
+        ix = _IvfIndex(ap, Xn)
+        st["index_X"] = _index_stats(ix, Xn.shape[1])
+        rc, ri = ix.search(impl, Yn, Xn, _width(ap, kn_c, kc), exclude_self)
+    r_T = r_S = None
+    if mode != 0:
+        if means is not None:
+            r_T, r_S = (np.ascontiguousarray(np.asarray(v, dtype=np.float32).reshape(-1)) for v in means)
+            if rows is not None:
+                r_T = r_T[np.asarray(rows, dtype=np.int64).reshape(-1)]
+        else:
+            r_T = _cand_means(fc, kn_r, Q.shape[0]) if fc is not None else np.zeros(Q.shape[0], np.float32)
+            r_S = _cand_means(rc, kn_c, m) if rc is not None else np.zeros(m, np.float32)
+    nq = Q.shape[0]
+    if fc is None or kr == 0:
+        out = TopK(torch.full((nq, kr), -math.inf), torch.full((nq, kr), -1, dtype=torch.int64))
+    else:
+        out = TopK(*map(torch.from_numpy, _approx_select(fc, fi, kr, mode, r_T, r_S)))
+    if both:
+        if rc is None or kc == 0:
+            bv, bi = torch.full((m, kc), -math.inf), torch.full((m, kc), -1, dtype=torch.int64)
+        else:
+            bv, bi = map(torch.from_numpy, _approx_select(rc, ri, kc, mode, r_S, r_T))
+        out = out._replace(rev_scores=bv, rev_indices=bi)
     return out
 
 
