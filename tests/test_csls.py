@@ -396,3 +396,10 @@ def test_approx_bad_arguments():
     with pytest.raises(XlfastError, match="rows="):
         C.topk(X, X, 2, approx="ivf", rows=[0], both=True)
 
+
+def test_cuda_backend_registered_and_forcing_it_without_a_gpu_fails_loudly():
+    assert "cuda" in C.registry.backends
+    if not torch.cuda.is_available():
+        assert "cuda" not in C.registry.available("cpu")
+        with pytest.raises(BackendUnavailable, match="backend 'cuda' is not available here"):
+            C.topk(unit_rows(4, 8, 1), unit_rows(4, 8, 2), 2, backend="cuda")

@@ -24,3 +24,14 @@ def test_cu_compiles(source, tmp_path):
         symbols = subprocess.run(["nm", "-g", str(obj)], capture_output=True, text=True, check=True).stdout
         assert "xlfast_csls_topk_rows" in symbols  # extern "C": loadable with ctypes, no torch ABI coupling
 
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+def test_cuda_backend_library_builds_and_loads(tmp_path, monkeypatch):
+    """The 'cuda' csls backend's nvcc build + ctypes load (no GPU needed to build and dlopen)."""
+    from xlfast.kernels import csls_cuda
+
+    monkeypatch.setenv("XLFAST_CACHE", str(tmp_path))
+    so = csls_cuda._build()
+    assert so.xlfast_csls_topk_rows.restype is not None
+    assert list(tmp_path.glob("csls_cuda_*.so"))

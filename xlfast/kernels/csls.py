@@ -25,7 +25,8 @@ candidates per row/column; the candidates are re-scored exactly, each row carrie
 Backends (`KernelRegistry("csls")`, ranked by measurement on this machine, see `xlfast bench csls`):
 numba and cpp (OpenBLAS GEMM via numpy into the reused buffer + a parallel selection kernel), torch
 (torch.mm + torch.topk merges; the always-available fallback), triton (fused tile product + running
-top-k, GPU or TRITON_INTERPRET=1). approx='ivf' | 'ivfpq' swaps the exact scan for faiss inverted-file
+top-k, GPU or TRITON_INTERPRET=1), cuda (csrc/cuda/csls.cu through nvcc + ctypes, only where a GPU is
+visible; k ≤ 10; unmeasured). approx='ivf' | 'ivfpq' swaps the exact scan for faiss inverted-file
 indexes (approximate; see `topk`). The full-matrix `reference_*` functions exist for tests.
 """
 from __future__ import annotations
@@ -898,8 +899,16 @@ def _load_triton():
     return triton_csls.load()
 
 
+def _load_cuda():
+    from xlfast.kernels import csls_cuda
+
+    return csls_cuda.load()
+
+
 # Ranks from `xlfast bench csls` on this 2-core machine (see the closing note of issue 5).
 registry.register("cpp", _load_cpp, devices=("cpu",), rank=10)
 registry.register("numba", _load_numba, devices=("cpu",), rank=20)
 registry.register("torch", lambda: _TorchBackend(), devices=("cpu", "cuda"), rank=90)
 registry.register("triton", _load_triton, devices=("cuda", "cpu"), rank=95)
+# csrc/cuda/csls.cu via nvcc + ctypes, only where a GPU is visible; unmeasured (no GPU here), so ranked last
+registry.register("cuda", _load_cuda, devices=("cuda", "cpu"), rank=99)

@@ -1,0 +1,100 @@
+"""The 'cuda' backend of xlfast.kernels.csls: csrc/cuda/csls.cu, built with nvcc at first use and loaded
+with ctypes through its extern "C" entry point `xlfast_csls_topk_rows` (no torch ABI coupling).
+
+Available only where torch.cuda.is_available() and nvcc builds the source; otherwise the loader raises,
+so the registry reports the backend as unavailable (and a forced backend='cuda' is BackendUnavailable).
+Not measured: it has only been compiled (tests/test_cuda_compile.py), never run, on the development
+machine, which has no GPU; hence its last rank. X and Y are copied whole to the GPU (memory: (N + M)·d·4
+bytes there), one thread block per query row; column statistics relaunch with X and Y swapped.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xlfast.errors import XlfastError
+
+SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "cuda" / "csls.cu"
+MAX_K = 10  # the kernel's k ≤ 32 instantiation needs more than the default 48 KiB of shared memory
+
+
+def _build() -> ctypes.CDLL:
+    nvcc = shutil.which("nvcc") or (Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc")
+    if not Path(nvcc).exists():
+        raise RuntimeError("nvcc not found")
+    if not SOURCE.exists():
+        raise RuntimeError(f"{SOURCE} is missing (installed without the sources)")
+    tag = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("XLFAST_CACHE", Path.home() / ".cache" / "xlfast"))
+    lib = cache / f"csls_cuda_{tag}.so"
+    if not lib.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+        proc = subprocess.run([str(nvcc), "-O2", "-shared", "-Xcompiler", "-fPIC", str(SOURCE), "-o", str(tmp)],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"nvcc failed: {proc.stderr.strip().splitlines()[-1:]}")
+        os.replace(tmp, lib)
+    so = ctypes.CDLL(str(lib))
+    fn = so.xlfast_csls_topk_rows
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int,
+                   ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                   ctypes.c_void_p]
+    return so
+
+
+class CudaBackend:
+    name = "cuda"
+
+    def __init__(self, so: ctypes.CDLL):
+        self._fn = so.xlfast_csls_topk_rows
+        self.device = torch.device("cuda")
+
+    def _rows(self, A: np.ndarray, B: np.ndarray, k: int, mode: int, rterm, cterm, exclude_self: bool):
+        n, m, d = A.shape[0], B.shape[0], A.shape[1]
+        if k > MAX_K:
+            raise XlfastError(f"csls backend 'cuda' supports k ≤ {MAX_K} (got {k}); use another backend")
+        vals = torch.full((n, k), float("-inf"), dtype=torch.float32, device=self.device)
+        idx = torch.full((n, k), -1, dtype=torch.int64, device=self.device)
+        if n == 0 or m == 0 or k == 0:
+            return vals.cpu(), idx.cpu()
+        At = torch.from_numpy(A).to(self.device)
+        Bt = torch.from_numpy(B).to(self.device)
+        rt = torch.from_numpy(rterm if rterm is not None else np.zeros(n, np.float32)).to(self.device)
+        ct = torch.from_numpy(cterm if cterm is not None else np.zeros(m, np.float32)).to(self.device)
+        stream = torch.cuda.current_stream(self.device).cuda_stream
+        err = self._fn(At.data_ptr(), Bt.data_ptr(), n, m, d, k, mode, rt.data_ptr(), ct.data_ptr(),
+                       int(bool(exclude_self)), vals.data_ptr(), idx.data_ptr(), stream)
+        if err != 0:
+            raise XlfastError(f"csls backend 'cuda': kernel launch failed (cudaError {err})")
+        return vals.cpu(), idx.cpu()
+
+    def neighbourhood_means(self, Xn, Yn, k_rows, k_cols, mem, exclude_self):
+        rv, _ = self._rows(Xn, Yn, k_rows, 0, None, None, exclude_self)
+        cv, _ = self._rows(Yn, Xn, k_cols, 0, None, None, exclude_self)
+        r_T = rv.double().mean(1).float().numpy() if k_rows else np.zeros(Xn.shape[0], np.float32)
+        r_S = cv.double().mean(1).float().numpy() if k_cols else np.zeros(Yn.shape[0], np.float32)
+        return r_T, r_S
+
+    def topk(self, Xn, Yn, k_rows, k_cols, mode, r_T, r_S, mem, exclude_self, both):
+        from xlfast.kernels.csls import TopK
+
+        v, i = self._rows(Xn, Yn, k_rows, mode, r_T, r_S, exclude_self)
+        if not both:
+            return TopK(v, i)
+        rv, ri = self._rows(Yn, Xn, k_cols, mode, r_S, r_T, exclude_self)
+        return TopK(v, i, rv, ri)
+
+
+def load() -> CudaBackend:
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device (torch.cuda.is_available() is False)")
+    return CudaBackend(_build())
