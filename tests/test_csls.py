@@ -403,3 +403,14 @@ def test_cuda_backend_registered_and_forcing_it_without_a_gpu_fails_loudly():
         assert "cuda" not in C.registry.available("cpu")
         with pytest.raises(BackendUnavailable, match="backend 'cuda' is not available here"):
             C.topk(unit_rows(4, 8, 1), unit_rows(4, 8, 2), 2, backend="cuda")
+
+
+def test_bench_approx_rows_have_recall():
+    pytest.importorskip("faiss")
+    from xlfast.bench.csls import run_bench
+
+    res = run_bench(n=600, m=500, dim=16, k=5, knn=5, repeats=1, progress=False, backends=["torch"], peers=False,
+                    approx=True, data="clustered")
+    rows = {(r["method"], r["metric"]): r for r in res["results"]}
+    assert {("approx-ivf", "cos"), ("approx-ivf", "csls"), ("approx-ivfpq", "csls")} <= set(rows)
+    assert rows[("torch", "cos")]["recall"] == 1.0 and rows[("approx-ivf", "cos")]["recall"] > 0.9

@@ -138,13 +138,50 @@ def muse_csls(X: torch.Tensor, Y: torch.Tensor, k: int, knn: int, batch: int = 1
 
 
 # ----------------------------------------------------------------------------------- the run
-def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backends=None,
-              peers=True, progress=True, seed=0) -> dict:
-    m = n if m is None else m
+def clustered(n: int, m: int, dim: int, seed: int = 0, clusters: int = 1000, spread: float = 1.0):
+    """X [n, dim], Y [m, dim]: unit rows around shared random centres (cosine ≈ 1/(1+spread²) ≈ 0.5 within a
+    cluster, nearest neighbours at ≈0.55) — the structure inverted-file indexes rely on."""
     rng = np.random.default_rng(seed)
-    # Gaussian vectors, normalised once outside every timed call (all methods get unit rows)
-    X = C.normalize(rng.standard_normal((n, dim), dtype=np.float32)).numpy()
-    Y = C.normalize(rng.standard_normal((m, dim), dtype=np.float32)).numpy()
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+
+    def draw(rows):
+        out = centres[rng.integers(0, clusters, rows)]
+        out += spread * rng.standard_normal((rows, dim), dtype=np.float32)
+        return C.normalize(out).numpy()
+
+    return draw(n), draw(m)
+
+
+def approx_methods(X, Y, k, knn, kinds=C.APPROX) -> list[tuple[str, str, int, Callable]]:
+    """faiss IVF / IVF-PQ through `topk(approx=...)` at its defaults (index build included in the time)."""
+    out = []
+    for kind in kinds:
+        for metric, passes in (("cos", 1), ("csls", 2)):
+            out.append((f"approx-{kind}", metric, passes,
+                        lambda kind=kind, metric=metric: C.topk(X, Y, k, metric=metric, knn=knn, normalized=True,
+                                                                approx=kind)))
+    return out
+
+
+def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backends=None,
+              peers=True, progress=True, seed=0, approx=False, data="gaussian", X=None, Y=None) -> dict:
+    """`approx`: add faiss IVF / IVF-PQ rows (needs faiss). `data`: 'gaussian' or 'clustered' (see
+    `clustered`); or pass unit-row matrices X, Y (e.g. real embeddings) and n, m, dim follow them."""
+    if X is None or Y is None:
+        m = n if m is None else m
+        rng = np.random.default_rng(seed)
+        if data == "clustered":
+            X, Y = clustered(n, m, dim, seed)
+        elif data == "gaussian":
+            # Gaussian vectors, normalised once outside every timed call (all methods get unit rows)
+            X = C.normalize(rng.standard_normal((n, dim), dtype=np.float32)).numpy()
+            Y = C.normalize(rng.standard_normal((m, dim), dtype=np.float32)).numpy()
+        else:
+            raise C.XlfastError(f"unknown data '{data}' (gaussian or clustered)")
+    else:
+        data = "given"
+        X, Y = C.normalize(X).numpy(), C.normalize(Y).numpy()
+        n, m, dim = X.shape[0], Y.shape[0], X.shape[1]
     Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
     # the torch backend is the portable fallback, not a contender: timed only when asked for by name
     names = backends or [b for b in C.registry.available("cpu") if b != "torch"]
@@ -167,6 +204,9 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
                                     lambda b=b, metric=metric, st=st: C.topk(
                                         X, Y, k, metric=metric, knn=knn, normalized=True, backend=b, mem=mem,
                                         precision="bf16", stats=st)))
+    if approx:
+        C._faiss("ivf")  # one clear line when faiss is missing
+        methods += approx_methods(X, Y, k, knn)
     if peers:
         try:
             import faiss  # noqa: F401
@@ -185,6 +225,7 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
     reference: dict[str, torch.Tensor] = {}
     agree: dict[tuple[str, str], float] = {}
     agree_k: dict[tuple[str, str], float] = {}
+    recall: dict[tuple[str, str], float] = {}
     times: dict[tuple[str, str], list[float]] = {(mm, me): [] for mm, me, _, _ in methods}
     extra: dict[tuple[str, str], float] = {}
     from rich.progress import Progress
@@ -204,6 +245,7 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
                     ref = reference.setdefault(metric, idx)
                     agree[(method, metric)] = float((idx[:, 0] == ref[:, 0]).double().mean()) if len(ref) else 1.0
                     agree_k[(method, metric)] = float((idx == ref).all(1).double().mean()) if len(ref) else 1.0
+                    recall[(method, metric)] = recall_at_k(idx, ref)
                 del out
                 bar.advance(task)
 
@@ -224,10 +266,19 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
             "speedup_vs_muse": (muse / s) if muse else None,
             "top1_agree": agree[(method, metric)],
             "topk_agree": agree_k[(method, metric)],
+            "recall": recall[(method, metric)],
         })
-    return {"n": n, "m": m, "dim": dim, "k": k, "knn": knn, "mem": C.parse_mem(mem),
+    return {"n": n, "m": m, "dim": dim, "k": k, "data": data, "knn": knn, "mem": C.parse_mem(mem),
             "tile": C.tile_shape(n, m, dim, mem), "repeats": repeats, "env": env, "cpu_state": probe,
             "gemm_peak_gflops": peak, "bf16_certificates": bf16_stats, "results": rows}
+
+
+def recall_at_k(idx: torch.Tensor, ref: torch.Tensor) -> float:
+    """Mean over rows of |idx row ∩ ref row| / k (order ignored; −1 entries never match)."""
+    if idx.numel() == 0 or ref.shape[1] == 0:
+        return 1.0
+    hit = (idx[:, :, None] == ref[:, None, :]) & (ref[:, None, :] >= 0)
+    return float(hit.any(2).sum(1).double().mean() / ref.shape[1])
 
 
 def print_report(res: dict) -> None:
@@ -240,11 +291,15 @@ def print_report(res: dict) -> None:
         highlight=False,
     )
     cols = ["method", "metric", "pass", "sec", "GF/s", "%peak", "+MiB", "/faiss", "xMUSE", "top1=", "topk="]
+    show_recall = any(r["method"].startswith("approx-") for r in res["results"])
+    if show_recall:
+        cols.append(f"rec@{res['k']}")
     rows = [[r["method"], r["metric"], r["passes"], r["seconds"], r["gflops"], f"{100 * r['frac_peak']:.0f}",
              "n/a" if r["extra_mib"] is None else f"{r['extra_mib']:.0f}",
              "—" if r["vs_faiss_cos"] is None else f"{r['vs_faiss_cos']:.2f}",
              "—" if r["speedup_vs_muse"] is None else f"{r['speedup_vs_muse']:.2f}",
-             f"{100 * r['top1_agree']:.1f}%", f"{100 * r['topk_agree']:.1f}%"] for r in res["results"]]
+             f"{100 * r['top1_agree']:.1f}%", f"{100 * r['topk_agree']:.1f}%"]
+            + ([f"{r['recall']:.4f}"] if show_recall else []) for r in res["results"]]
     tile = res["tile"]
     console.print(table(f"top-{res['k']} retrieval, {res['n']:,}×{res['m']:,}×{res['dim']} (K={res['knn']}, "
                         f"tile {tile[0]}×{tile[1]}, median of {res['repeats']} alternated rounds)", cols, rows))
@@ -252,7 +307,9 @@ def print_report(res: dict) -> None:
                   "GEMM rate above; +MiB: peak extra resident memory; /faiss: time ÷ faiss plain kNN time; "
                   "xMUSE: speed-up over MUSE-style, same metric; top1= / topk=: rows whose top-1 / whole top-k index "
                   "list equals the first backend's (fp32); +bf16: bf16 tiles, exact re-scoring, certified "
-                  "(uncertified rows recomputed in fp32).",
+                  "(uncertified rows recomputed in fp32)."
+                  + (f" rec@k: recall@k of the index lists vs the first backend (fp32, exact); approx-*: faiss "
+                     f"IVF / IVF-PQ (index build included; nprobe {C.APPROX_NPROBE['ivf']})." if show_recall else ""),
                   highlight=False)
 
 
@@ -268,10 +325,14 @@ def cli(
         "--backend", help="Only these xlfast backends (repeatable). Default: every available one but torch.")] = None,
     no_peers: Annotated[bool, typer.Option("--no-peers", help="Skip faiss and MUSE-style. Default: run them.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    approx: Annotated[bool, typer.Option(
+        "--approx", help="Also time approximate search (faiss IVF, IVF-PQ) with a recall@k column. Default: off.")] = False,
+    data: Annotated[str, typer.Option(
+        "--data", help="gaussian or clustered (random centres; what IVF relies on). Default gaussian.")] = "gaussian",
 ) -> None:
     """Top-k cosine/CSLS retrieval: every backend beside faiss and a MUSE-style baseline."""
     setup_logging()
-    res = run_bench(n, m, dim, k, knn, mem, repeats, backend, peers=not no_peers)
+    res = run_bench(n, m, dim, k, knn, mem, repeats, backend, peers=not no_peers, approx=approx, data=data)
     print_report(res)
     if json_path:
         write_json(json_path, res)
