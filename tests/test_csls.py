@@ -414,3 +414,21 @@ def test_bench_approx_rows_have_recall():
     rows = {(r["method"], r["metric"]): r for r in res["results"]}
     assert {("approx-ivf", "cos"), ("approx-ivf", "csls"), ("approx-ivfpq", "csls")} <= set(rows)
     assert rows[("torch", "cos")]["recall"] == 1.0 and rows[("approx-ivf", "cos")]["recall"] > 0.9
+
+
+@pytest.mark.parametrize("metric", ["cos", "csls"])
+def test_auto_precision_takes_the_certified_bf16_path_on_large_inputs_and_stays_exact(monkeypatch, metric):
+    if not C.bf16_native():
+        pytest.skip("no native bf16 on this CPU: auto is fp32")
+    rng = np.random.default_rng(5)
+    X, Y = rng.standard_normal((300, 24)).astype(np.float32), rng.standard_normal((250, 24)).astype(np.float32)
+    small = {}
+    C.topk(X, Y, 5, metric=metric, stats=small)
+    assert small.get("precision") != "bf16"  # below the threshold: fp32
+    monkeypatch.setattr(C, "AUTO_BF16_MIN_PAIRS", 1000)
+    big = {}
+    got = C.topk(X, Y, 5, metric=metric, stats=big)
+    assert big["precision"] == "bf16"
+    ref = C.reference_topk(X, Y, 5, metric=metric)
+    assert torch.equal(got.indices, ref.indices)
+    assert torch.allclose(got.scores, ref.scores, atol=1e-5)

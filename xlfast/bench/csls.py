@@ -189,9 +189,10 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
     for b in names:
         C.registry.choose("cpu", b)  # forced: fails loudly if asked for and missing
         methods.append((b, "cos", 1,
-                        lambda b=b: C.topk(X, Y, k, normalized=True, backend=b, mem=mem)))
+                        lambda b=b: C.topk(X, Y, k, normalized=True, backend=b, mem=mem, precision="fp32")))
         methods.append((b, "csls", 2,
-                        lambda b=b: C.topk(X, Y, k, metric="csls", knn=knn, normalized=True, backend=b, mem=mem)))
+                        lambda b=b: C.topk(X, Y, k, metric="csls", knn=knn, normalized=True, backend=b, mem=mem,
+                                           precision="fp32")))
     # bf16 tiles + exact re-scoring (certified; uncertified rows recomputed in fp32), on the backends whose
     # kernels read bf16 tiles directly, where the CPU has native bf16
     bf16_stats: dict[str, dict] = {}
