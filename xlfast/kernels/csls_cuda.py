@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from xlfast.errors import XlfastError
+from xlfast.kernels.csls_device import RowTopkBackend
 
 SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "cuda" / "csls.cu"
 MAX_K = 10  # the kernel's k ≤ 32 instantiation needs more than the default 48 KiB of shared memory
@@ -51,7 +52,7 @@ def _build() -> ctypes.CDLL:
     return so
 
 
-class CudaBackend:
+class CudaBackend(RowTopkBackend):
     name = "cuda"
 
     def __init__(self, so: ctypes.CDLL):
@@ -76,22 +77,6 @@ class CudaBackend:
         if err != 0:
             raise XlfastError(f"csls backend 'cuda': kernel launch failed (cudaError {err})")
         return vals.cpu(), idx.cpu()
-
-    def neighbourhood_means(self, Xn, Yn, k_rows, k_cols, mem, exclude_self):
-        rv, _ = self._rows(Xn, Yn, k_rows, 0, None, None, exclude_self)
-        cv, _ = self._rows(Yn, Xn, k_cols, 0, None, None, exclude_self)
-        r_T = rv.double().mean(1).float().numpy() if k_rows else np.zeros(Xn.shape[0], np.float32)
-        r_S = cv.double().mean(1).float().numpy() if k_cols else np.zeros(Yn.shape[0], np.float32)
-        return r_T, r_S
-
-    def topk(self, Xn, Yn, k_rows, k_cols, mode, r_T, r_S, mem, exclude_self, both):
-        from xlfast.kernels.csls import TopK
-
-        v, i = self._rows(Xn, Yn, k_rows, mode, r_T, r_S, exclude_self)
-        if not both:
-            return TopK(v, i)
-        rv, ri = self._rows(Yn, Xn, k_cols, mode, r_S, r_T, exclude_self)
-        return TopK(v, i, rv, ri)
 
 
 def load() -> CudaBackend:

@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from xlfast.kernels.csls_device import RowTopkBackend
+
 MARGIN_EPS = 1e-6
 
 
@@ -76,7 +78,7 @@ def _topk_rows_kernel(
     tl.store(out_i + rows[:, None] * K + slots[None, :], best_i, mask=out_mask)
 
 
-class TritonBackend:
+class TritonBackend(RowTopkBackend):
     name = "triton"
 
     def __init__(self, device: str):
@@ -102,22 +104,6 @@ class TritonBackend:
             K=k, KP=kp, MODE=mode, EXCLUDE_SELF=bool(exclude_self), BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
         )
         return vals.cpu(), idx.cpu()
-
-    def neighbourhood_means(self, Xn, Yn, k_rows, k_cols, mem, exclude_self):
-        rv, _ = self._rows(Xn, Yn, k_rows, 0, None, None, exclude_self)
-        cv, _ = self._rows(Yn, Xn, k_cols, 0, None, None, exclude_self)
-        r_T = rv.double().mean(1).float().numpy() if k_rows else np.zeros(Xn.shape[0], np.float32)
-        r_S = cv.double().mean(1).float().numpy() if k_cols else np.zeros(Yn.shape[0], np.float32)
-        return r_T, r_S
-
-    def topk(self, Xn, Yn, k_rows, k_cols, mode, r_T, r_S, mem, exclude_self, both):
-        from xlfast.kernels.csls import TopK
-
-        v, i = self._rows(Xn, Yn, k_rows, mode, r_T, r_S, exclude_self)
-        if not both:
-            return TopK(v, i)
-        rv, ri = self._rows(Yn, Xn, k_cols, mode, r_S, r_T, exclude_self)
-        return TopK(v, i, rv, ri)
 
 
 def load() -> TritonBackend:
