@@ -16,7 +16,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from xlfast.errors import XlfastError
@@ -54,29 +53,19 @@ def _build() -> ctypes.CDLL:
 
 class CudaBackend(RowTopkBackend):
     name = "cuda"
+    max_k = MAX_K
 
     def __init__(self, so: ctypes.CDLL):
         self._fn = so.xlfast_csls_topk_rows
         self.device = torch.device("cuda")
 
-    def _rows(self, A: np.ndarray, B: np.ndarray, k: int, mode: int, rterm, cterm, exclude_self: bool):
-        n, m, d = A.shape[0], B.shape[0], A.shape[1]
-        if k > MAX_K:
-            raise XlfastError(f"csls backend 'cuda' supports k ≤ {MAX_K} (got {k}); use another backend")
-        vals = torch.full((n, k), float("-inf"), dtype=torch.float32, device=self.device)
-        idx = torch.full((n, k), -1, dtype=torch.int64, device=self.device)
-        if n == 0 or m == 0 or k == 0:
-            return vals.cpu(), idx.cpu()
-        At = torch.from_numpy(A).to(self.device)
-        Bt = torch.from_numpy(B).to(self.device)
-        rt = torch.from_numpy(rterm if rterm is not None else np.zeros(n, np.float32)).to(self.device)
-        ct = torch.from_numpy(cterm if cterm is not None else np.zeros(m, np.float32)).to(self.device)
+    def _launch(self, At, Bt, vals, idx, rt, ct, k, mode, exclude_self):
+        n, m, d = At.shape[0], Bt.shape[0], At.shape[1]
         stream = torch.cuda.current_stream(self.device).cuda_stream
         err = self._fn(At.data_ptr(), Bt.data_ptr(), n, m, d, k, mode, rt.data_ptr(), ct.data_ptr(),
                        int(bool(exclude_self)), vals.data_ptr(), idx.data_ptr(), stream)
         if err != 0:
             raise XlfastError(f"csls backend 'cuda': kernel launch failed (cudaError {err})")
-        return vals.cpu(), idx.cpu()
 
 
 def load() -> CudaBackend:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -87,23 +86,14 @@ class TritonBackend(RowTopkBackend):
         # the interpreter runs every program in Python: small blocks keep tests quick
         self.blocks = (16, 32, 32) if interpret else (64, 64, 32)
 
-    def _rows(self, A: np.ndarray, B: np.ndarray, k: int, mode: int, rterm, cterm, exclude_self: bool):
-        n, m, d = A.shape[0], B.shape[0], A.shape[1]
-        vals = torch.full((n, k), float("-inf"), dtype=torch.float32, device=self.device)
-        idx = torch.full((n, k), -1, dtype=torch.int64, device=self.device)
-        if n == 0 or m == 0 or k == 0:
-            return vals.cpu(), idx.cpu()
-        At = torch.from_numpy(A).to(self.device)
-        Bt = torch.from_numpy(B).to(self.device)
-        rt = torch.from_numpy(rterm if rterm is not None else np.zeros(n, np.float32)).to(self.device)
-        ct = torch.from_numpy(cterm if cterm is not None else np.zeros(m, np.float32)).to(self.device)
+    def _launch(self, At, Bt, vals, idx, rt, ct, k, mode, exclude_self):
+        n, m, d = At.shape[0], Bt.shape[0], At.shape[1]
         bm, bn, bd = self.blocks
         kp = max(2, triton.next_power_of_2(k))
         _topk_rows_kernel[(triton.cdiv(n, bm),)](
             At, Bt, vals, idx, rt, ct, n, m, d,
             K=k, KP=kp, MODE=mode, EXCLUDE_SELF=bool(exclude_self), BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
         )
-        return vals.cpu(), idx.cpu()
 
 
 def load() -> TritonBackend:
