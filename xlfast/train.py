@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from xlfast.errors import XlfastError
+from xlfast.kernels.dispatch import bf16_native
 from xlfast.model import PRESETS, SPECIALS, UNK, LMBatch, ModelConfig, PairBatch, model_class
 from xlfast.tokenize import TokenizerSpec
 
@@ -397,16 +398,6 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def bf16_native(device: torch.device) -> bool:
-    """bf16 autocast pays only where the hardware has bf16 arithmetic (AVX512-BF16/AMX, or a recent GPU)."""
-    try:
-        if device.type == "cuda":
-            return torch.cuda.is_bf16_supported()
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 class Trainer:
     """Runs (or resumes) one training run. `progress` receives (event, info) for the CLI's Rich display."""
 
@@ -435,7 +426,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
-        self.bf16 = bf16_native(self.device) if cfg.bf16 is None else cfg.bf16
+        self.bf16 = bf16_native(self.device.type) if cfg.bf16 is None else cfg.bf16
         self.sizes = cfg.resolved()
         self.prep = prepare(cfg, self.run_dir, reuse=self.resume, log=log)
         mcfg = ModelConfig(

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from xlfast.errors import XlfastError
-from xlfast.kernels.dispatch import KernelRegistry
+from xlfast.kernels.dispatch import KernelRegistry, bf16_native
 
 DEFAULT_MEM = 128 << 20  # bytes for the similarity tile; keeps total extra memory well under 256 MiB
 METRICS = ("cos", "csls", "margin")
@@ -356,20 +356,6 @@ def topk(X, Y, k, *, metric="cos", knn=10, both=False, normalized=False, backend
 
 
 # ------------------------------------------------------------- bf16 tiles + exact re-scoring
-_BF16_NATIVE: bool | None = None
-
-
-def bf16_native() -> bool:
-    """Whether torch's CPU matmul runs bf16 natively here (oneDNN with AVX512-BF16 / AMX)."""
-    global _BF16_NATIVE
-    if _BF16_NATIVE is None:
-        try:
-            _BF16_NATIVE = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except Exception:  # noqa: BLE001 - any failure means "not native"
-            _BF16_NATIVE = False
-    return _BF16_NATIVE
-
-
 def _precision(precision, impl, pairs: int = 0) -> str:
     """The precision a call runs at. 'auto' (the default) takes the certified bf16 path — exact results,
     ≈2.5× faster on large inputs — on the compiled CPU backends where bf16 is native and the pass has

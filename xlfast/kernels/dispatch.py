@@ -8,6 +8,7 @@ silent fallback.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,6 +17,20 @@ from typing import Any, Callable
 from xlfast.errors import BackendUnavailable
 
 log = logging.getLogger("xlfast")
+
+
+@functools.cache
+def bf16_native(device_type: str = "cpu") -> bool:
+    """Whether the hardware computes bf16 natively (oneDNN with AVX512-BF16/AMX on the CPU, or a recent
+    GPU): where it does not, bf16 autocast and bf16 tiles only add conversions."""
+    import torch
+
+    try:
+        if device_type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass
