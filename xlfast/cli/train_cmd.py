@@ -99,7 +99,7 @@ def parse_mono(args: list[str], langs: list[str]):
     or else from each file's suffix (train.shp → shp)."""
     from xlfast.train import MonoSpec
 
-    names = [p.strip() for item in langs for p in re.split(r"[,]", item) if p.strip()]
+    names = [p.strip() for item in langs for p in item.split(",") if p.strip()]
     if names and len(names) != len(args):
         raise XlfastError(f"--langs names {len(names)} language(s) for {len(args)} monolingual file(s): give one per file")
     specs = []
