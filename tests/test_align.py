@@ -9,11 +9,14 @@ import torch
 from xlfast.align import (
     align_batch,
     align_sentences,
+    PairAlignment,
+    align_lines,
     grow_diag_final_and,
-    piece_to_word_index,
     project_to_words,
+    segment,
     symmetrise,
 )
+from xlfast.tokenize import TokenizerSpec
 from xlfast.errors import XlfastError
 
 
@@ -204,16 +207,34 @@ def test_null_needs_static_vectors():
         align_batch([torch.randn(2, 3)], [torch.randn(2, 3)], null="avg")
 
 
-# ------------------------------------------------------------------ subword projection
+# ------------------------------------------------------------------ projection to the user's words
 
 
-def test_project_pieces_to_words():
-    # source words: "houses"=[▁house, s], "are"=[▁are]; target: "le"=[▁le], "case"=[▁ca, se]
-    src_map = piece_to_word_index([2, 1])
-    tgt_map = piece_to_word_index([1, 2])
-    assert src_map == [0, 0, 1] and tgt_map == [0, 1, 1]
-    piece_links = {(0, 1), (1, 2), (2, 0)}  # ▁house-▁ca, s-se, ▁are-▁le
-    assert project_to_words(piece_links, src_map, tgt_map) == {(0, 1), (1, 0)}
+def test_segment_keeps_the_words_as_written():
+    seg = segment("l'acqua  è\\' fredda.", TokenizerSpec("default"))
+    assert seg.words == ["l'acqua", "è\\'", "fredda."]
+    assert seg.tokens == ["l'", "acqua", "è", "\\", "'", "fredda", "."]
+    # punctuation split off a word with letters carries no links; the word's letters do
+    assert seg.word_of == [0, 0, 1, -1, -1, 2, -1]
+    # a word made of punctuation only keeps its links, and `none` is the identity
+    assert segment("« ok »", TokenizerSpec("default")).word_of == [0, 1, 2]
+    plain = segment("l'acqua  è\\' fredda.", TokenizerSpec("none"))
+    assert plain.tokens == plain.words and plain.word_of == [0, 1, 2]
+
+
+def test_one_word_split_into_three_tokens_projects_back():
+    # source words: "Kathmandu-based"(→ one token) "l'acqua"(→ l' acqua) "co-op's"(→ co-op, ', s: three tokens)
+    src = segment("Kathmandu-based l'acqua co-op's", TokenizerSpec("default"))
+    assert src.tokens == ["Kathmandu-based", "l'", "acqua", "co-op", "'", "s"]
+    assert src.word_of == [0, 1, 1, 2, -1, 2]
+    tgt = segment("a b c", TokenizerSpec("none"))
+    token_links = [(0, 0), (1, 1), (2, 1), (3, 2), (4, 0), (5, 1)]
+    scores = [(0.9, 0.5), (0.8, 0.2), (0.7, 0.4), (0.6, 0.3), (0.5, 0.9), (0.4, 0.1)]
+    res = project_to_words(PairAlignment(token_links, scores, set(token_links), set()), src, tgt)
+    # (4, 0) came from a bare apostrophe: dropped. Two tokens of word 1 hit word 1: one link, best score.
+    assert res.links == [(0, 0), (1, 1), (2, 1), (2, 2)]
+    assert res.scores == [(0.9, 0.5), (0.7, 0.4), (0.4, 0.1), (0.6, 0.3)]
+    assert res.forward == {(0, 0), (1, 1), (2, 1), (2, 2)}
 
 
 # ------------------------------------------------------------------ with a (stand-in) trained run
@@ -262,3 +283,17 @@ def test_mixed_vectors_average_the_two_cosines():
         cos = lambda a, b: torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
         assert torch.allclose(m1 @ m2.T, (1 - w) * cos(c1, c2) + w * cos(s1, s2), atol=1e-6)
         assert torch.allclose(m1.norm(dim=-1), torch.ones(4), atol=1e-6)
+
+
+def test_align_lines_indexes_whitespace_tokens_whatever_the_tokenizer():
+    run = FakeRun()
+    src = ["the cat, eats", "the dog."]
+    tgt = ["il gatto mangia", "il cane"]
+    words, _ = align_lines(run, src, tgt, "en", "it", TokenizerSpec("default"), emb="static")
+    assert words[0].links == [(0, 0), (1, 1), (2, 2)]
+    assert words[1].links == [(0, 0), (1, 1)]
+    tokens, segs = align_lines(run, src, tgt, "en", "it", TokenizerSpec("default"), on="tokens", emb="static")
+    assert segs[0][0].tokens == ["the", "cat", ",", "eats"]
+    assert max(i for i, _ in tokens[0].links) == 3  # token indices reach past the three words
+    for res, (a, b) in zip(words, segs):
+        assert all(i < len(a.words) and j < len(b.words) for i, j in res.links)

@@ -115,6 +115,31 @@ def test_align_then_eval_aer_is_perfect(run_dir, tmp_path, emb):
     assert result["aer"] == 0.0 and result["precision"] == 1.0 and result["n_sure"] == 11
 
 
+def test_align_indexes_the_words_as_written_and_write_tokens_the_own_tokens(run_dir, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat, eats bread. ||| il gatto mangia pane\nwater! ||| acqua\n", encoding="utf-8")
+    out, scores = tmp_path / "w.align", tmp_path / "w.scores"
+    r = invoke("align", run_dir, corpus, "-o", out, "--emb", "static", "--tokenize", "default", "--scores", scores)
+    assert r.exit_code == 0, r.output
+    assert out.read_text().splitlines() == ["0-0 1-1 2-2 3-3", "0-0"]
+    assert [len(x.split()) for x in scores.read_text().splitlines()] == [4, 1]
+    out2, toks = tmp_path / "t.align", tmp_path / "tokens.txt"
+    r = invoke("align", run_dir, corpus, "-o", out2, "--emb", "static", "--tokenize", "default", "--write-tokens", toks)
+    assert r.exit_code == 0, r.output
+    assert toks.read_text().splitlines() == ["the cat , eats bread . ||| il gatto mangia pane", "water ! ||| acqua"]
+    assert out2.read_text().splitlines()[0].split()[:2] == ["0-0", "1-1"]
+    assert "3-2" in out2.read_text().split()  # `eats` is token 3 of xlfast's own tokens
+
+
+def test_align_skip_bad_lines_keeps_line_numbers_to_the_end(run_dir, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("bad line\nthe cat ||| il gatto\nno separator\n ||| \n", encoding="utf-8")
+    out = tmp_path / "o.align"
+    r = invoke("align", run_dir, corpus, "-o", out, "--emb", "static", "--skip-bad-lines")
+    assert r.exit_code == 0, r.output
+    assert out.read_text().split("\n") == ["", "0-0 1-1", "", "", ""]  # 4 input lines, 4 output lines
+
+
 def test_eval_aer_known_figures_and_one_based_possible_gold(tmp_path):
     # 1-based gold with a possible link (ipj); prediction 0-based: |A|=3, |S|=2, A∩S=1, A∩P=2
     gold = tmp_path / "gold"

@@ -206,6 +206,7 @@ class ParallelReader:
         self.fmt = "two-files" if tgt_path is not None else fmt
         self.skip_bad_lines = skip_bad_lines
         self.skipped = 0
+        self.lines_read = 0  # the last line number read, good or bad: trailing bad lines count too
         # open (and so check) the files now: a missing file is reported before any work starts
         _open_checked(self.path).close()
         if self.tgt_path is not None:
@@ -226,6 +227,7 @@ class ParallelReader:
     def _one_file(self) -> Iterator[tuple[int, str, str]]:
         yielded = False
         for number, text in _iter_lines(self.path):
+            self.lines_read = number
             try:
                 if isinstance(text, _BadLine):
                     raise text
@@ -250,6 +252,7 @@ class ParallelReader:
         src_lines, tgt_lines = _iter_lines(self.path), _iter_lines(self.tgt_path)
         number = 0
         for number, src in src_lines:
+            self.lines_read = number
             nxt = next(tgt_lines, None)
             if nxt is None:
                 self._mismatch(number + sum(1 for _ in src_lines), number - 1)

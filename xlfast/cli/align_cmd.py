@@ -1,6 +1,7 @@
 """`xlfast align`: word alignments from a trained run (Pharaoh i-j, 0-based, one line per pair)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -83,14 +84,20 @@ def align(
                                                               "spaces, for pre-tokenised text and gold data).")] = None,
     lowercase: Annotated[Optional[bool], typer.Option("--lowercase/--no-lowercase",
                                                       help="Override the run's lowercasing.")] = None,
-    scores: Annotated[Optional[Path], typer.Option(help="Also write, per line, each link's in-pair CSLS score "
-                                                        "(same order as the links).")] = None,
+    scores: Annotated[Optional[Path], typer.Option(help="Also write, per line, each written link's in-pair CSLS "
+                                                        "score (same order as the links).")] = None,
+    write_tokens: Annotated[Optional[Path], typer.Option(
+        "--write-tokens", help="Index xlfast's own tokens instead of the whitespace tokens of the input, and write "
+                               "those tokens here (`src ||| tgt` per line) so the links can be read.")] = None,
     batch_size: Annotated[int, typer.Option(help="Sentence pairs per batched similarity computation.", min=1)] = 256,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip malformed input lines (an empty output line keeps "
                                                       "the numbering) instead of stopping.")] = False,
 ) -> None:
-    """Align the words of parallel sentences with a trained run (Pharaoh i-j output, 0-based)."""
-    from xlfast.align import align_sentences
+    """Align the words of parallel sentences with a trained run (Pharaoh i-j output, 0-based).
+
+    Links index the whitespace-separated tokens of each input line exactly as written, whatever the
+    tokenizer does inside: a word is linked to another when any of their tokens are."""
+    from xlfast.align import align_lines
     from xlfast.io import atomic_open, format_pharaoh, iter_parallel
     from xlfast.run import Run
 
@@ -99,54 +106,65 @@ def align(
     tok = resolve_tokenizer(run, tokenize, lowercase)
     reader = iter_parallel(parallel, tgt_file, skip_bad_lines=skip_bad_lines)
     total = _count_lines(parallel)
+    on = "tokens" if write_tokens else "words"
 
-    def flush(chunk_src, chunk_tgt, out, score_out, progress, task):
-        results = align_sentences(
-            run, chunk_src, chunk_tgt, src_lang, tgt_lang, emb=emb.value, sym=sym.value, null=null.value,
-            batch_size=batch_size, on_batch=lambda n: progress.advance(task, n), static_weight=static_weight,
+    def flush(chunk_src, chunk_tgt, outs, progress, task):
+        results, segs = align_lines(
+            run, chunk_src, chunk_tgt, src_lang, tgt_lang, tok, on=on, emb=emb.value, sym=sym.value,
+            null=null.value, batch_size=batch_size, on_batch=lambda n: progress.advance(task, n),
+            static_weight=static_weight,
         )
-        for res in results:
+        out, score_out, tokens_out = outs
+        for res, (a, b) in zip(results, segs):
             out.write(format_pharaoh(res.links) + "\n")
             if score_out is not None:
                 score_out.write(" ".join(f"{csls:.4f}" for _, csls in res.scores) + "\n")
-        return len(results)
+            if tokens_out is not None:
+                tokens_out.write(f"{' '.join(a.tokens)} ||| {' '.join(b.tokens)}\n")
+        return len(results), sum(len(r.links) for r in results)
 
     n_pairs = n_links = 0
     columns = (TextColumn("aligning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with atomic_open(output) as out, (atomic_open(scores) if scores else _Null()) as score_out, \
+    with atomic_open(output) as out, _maybe(scores) as score_out, _maybe(write_tokens) as tokens_out, \
             Progress(*columns, console=err_console, transient=True) as progress:
+        outs = (out, score_out, tokens_out)
         task = progress.add_task("align", total=total or None)
         chunk_src, chunk_tgt = [], []
         expected_line = 1
         for number, s, t in reader:
-            # a skipped or blank input line still gets its (empty) output line: outputs stay line-aligned
+            # a skipped input line still gets its (empty) output line: output line i belongs to input line i
             for _ in range(number - expected_line):
-                chunk_src.append([])
-                chunk_tgt.append([])
+                chunk_src.append("")
+                chunk_tgt.append("")
             expected_line = number + 1
-            chunk_src.append(tok(s))
-            chunk_tgt.append(tok(t))
+            chunk_src.append(s)
+            chunk_tgt.append(t)
             if len(chunk_src) >= CHUNK_PAIRS:
-                n_pairs += flush(chunk_src, chunk_tgt, out, score_out, progress, task)
+                done = flush(chunk_src, chunk_tgt, outs, progress, task)
+                n_pairs, n_links = n_pairs + done[0], n_links + done[1]
                 chunk_src, chunk_tgt = [], []
+        for _ in range(reader.lines_read - (expected_line - 1)):  # bad lines at the very end
+            chunk_src.append("")
+            chunk_tgt.append("")
         if chunk_src:
-            n_pairs += flush(chunk_src, chunk_tgt, out, score_out, progress, task)
+            done = flush(chunk_src, chunk_tgt, outs, progress, task)
+            n_pairs, n_links = n_pairs + done[0], n_links + done[1]
     if n_pairs == 0:
         raise XlfastError(f"{parallel}: no sentence pairs to align")
-    with open(output, encoding="utf-8") as f:
-        n_links = sum(len(line.split()) for line in f)
     skipped = f", {reader.skipped} bad lines skipped" if reader.skipped else ""
     err_console.print(
-        f"aligned {n_pairs} pairs ({src_lang}→{tgt_lang}, {emb.value}, {sym.value}, null={null.value}, "
-        f"tokenizer={tok.name}{' lowercase' if tok.lowercase else ''}): {n_links} links → {output}{skipped}"
+        f"aligned {n_pairs - reader.skipped} pairs ({src_lang}→{tgt_lang}, {emb.value}, {sym.value}, null={null.value}, "
+        f"tokenizer={tok.name}{' lowercase' if tok.lowercase else ''}, links on {on}): {n_links} links → {output}{skipped}"
     )
 
 
-class _Null:
-    """Stands in for the optional scores file."""
+@contextmanager
+def _maybe(path: Optional[Path]):
+    """An optional output file: atomically written when asked for, else None."""
+    if path is None:
+        yield None
+        return
+    from xlfast.io import atomic_open
 
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+    with atomic_open(path) as f:
+        yield f

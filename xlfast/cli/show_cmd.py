@@ -15,7 +15,7 @@ def show(
     src: Annotated[str, typer.Option("--src", help="The source sentence.")] = ...,
     tgt: Annotated[str, typer.Option("--tgt", help="The target sentence.")] = ...,
     output: Annotated[Path, typer.Option("--output", "-o", help="Picture to write (.png, .pdf or .svg).")] = ...,
-    emb: Annotated[Emb, typer.Option(help="Static or contextual vectors.")] = Emb.contextual,
+    emb: Annotated[Emb, typer.Option(help="mix (as `xlfast align`), contextual or static vectors.")] = Emb.mix,
     sym: Annotated[Sym, typer.Option(help="Symmetrisation of the marked links.")] = Sym.gdfa,
     null: Annotated[Null, typer.Option(help="NULL heuristic for the marked links.")] = Null.none,
     score: Annotated[str, typer.Option(help="Colour by `csls` (what alignment uses) or `cos`.")] = "csls",
@@ -26,7 +26,7 @@ def show(
                                                       help="Override the run's lowercasing.")] = None,
 ) -> None:
     """Draw the similarity matrix of one sentence pair with the chosen links marked."""
-    from xlfast.align import align_sentences, pair_scores
+    from xlfast.align import align_lines, pair_scores, pair_vectors
     from xlfast.errors import XlfastError
     from xlfast.run import Run
 
@@ -42,17 +42,15 @@ def show(
     run = Run.load(run_dir)
     src_lang, tgt_lang = resolve_langs(run, src_lang, tgt_lang)
     tok = resolve_tokenizer(run, tokenize, lowercase)
-    src_tokens, tgt_tokens = tok(src), tok(tgt)
-    if not src_tokens or not tgt_tokens:
+    [result], [(src_seg, tgt_seg)] = align_lines(run, [src], [tgt], src_lang, tgt_lang, tok, emb=emb.value,
+                                                 sym=sym.value, null=null.value)
+    if not src_seg.tokens or not tgt_seg.tokens:
         raise XlfastError("both --src and --tgt need at least one word")
-    result = align_sentences(run, [src_tokens], [tgt_tokens], src_lang, tgt_lang, emb=emb.value, sym=sym.value,
-                             null=null.value)[0]
-    if emb.value == "static":
-        vecs = run.embed_words(src_lang, src_tokens), run.embed_words(tgt_lang, tgt_tokens)
-    else:
-        vecs = run.embed_sentences(src_lang, [src_tokens])[0], run.embed_sentences(tgt_lang, [tgt_tokens])[0]
-    cos, csls, _, _ = pair_scores([vecs[0].float()], [vecs[1].float()])
-    matrix = (csls if score == "csls" else cos)[0].numpy()
+    v = pair_vectors(run, [src_seg.tokens], [tgt_seg.tokens], src_lang, tgt_lang, emb.value)
+    cos, csls, _, _ = pair_scores(v.src, v.tgt)
+    # The picture shows the user's words: a word pair's cell is the best of its tokens' cells.
+    matrix = _pool_to_words((csls if score == "csls" else cos)[0], src_seg, tgt_seg).numpy()
+    src_tokens, tgt_tokens = src_seg.words, tgt_seg.words
 
     n, m = len(src_tokens), len(tgt_tokens)
     fig, ax = plt.subplots(figsize=(max(4.5, 2.5 + 0.5 * m), max(3.5, 1.5 + 0.5 * n)), dpi=120)
@@ -78,3 +76,14 @@ def show(
             for (i, j), (c, s) in zip(result.links, result.scores)]
     console.print(table(f"links ({src_lang}→{tgt_lang})", ["link", "source", "target", "cos", "CSLS"], rows))
     console.print(f"wrote {output}", highlight=False)
+
+
+def _pool_to_words(matrix, src_seg, tgt_seg):
+    """[tokens × tokens] → [words × words], the maximum over each word pair's tokens."""
+    import torch
+
+    out = torch.full((len(src_seg.words), len(tgt_seg.words)), float("-inf"))
+    for i, a in enumerate(src_seg.word_of):
+        for j, b in enumerate(tgt_seg.word_of):
+            out[a, b] = max(out[a, b], matrix[i, j])
+    return out
