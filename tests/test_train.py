@@ -75,6 +75,28 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(synth, tmp
     assert strip(la) == strip(lb)
 
 
+def test_patience_counts_epochs_without_a_strict_improvement(synth, tmp_path, monkeypatch):
+    """A score that ties or oscillates below its best must not keep training going: ties move the kept
+    model to the later epoch but patience still runs out."""
+    import xlfast.train as train_mod
+
+    _, corpus = synth
+    scores = iter([0.50, 0.60, 0.60, 0.55, 0.60, 0.60, 0.70, 0.70, 0.70, 0.9])
+    monkeypatch.setattr(train_mod, "pseudo_dict_score", lambda model, pairs: next(scores))
+    trainer = Trainer(cfg_for(corpus, tmp_path / "p", epochs=10, patience=3), log=lambda m: None)
+    monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0))
+    summary = trainer.fit()
+    # the score rises strictly at epochs 1 and 2, then ties (3), falls (4) and ties (5): three epochs
+    # without a strict rise, so with patience 3 the run stops before epoch 6 (and never sees the 0.70s)
+    assert summary["stop"] == "patience"
+    assert summary["epochs"] == 5  # epochs 3, 4, 5 without a strict rise: patience 3 is spent
+    assert summary["best_epoch"] == 5  # the tie at epoch 5 keeps the later model
+    log = [json.loads(x) for x in (tmp_path / "p" / "log.jsonl").read_text().splitlines()]
+    assert [r["best_epoch"] for r in log] == [1, 2, 3, 3, 5]
+    assert all("checkpoint_seconds" in r for r in log)
+    assert torch.load(tmp_path / "p" / "model.pt", weights_only=False)["epoch"] == 5
+
+
 def test_refuses_to_overwrite_an_existing_run(synth, tmp_path):
     _, corpus = synth
     Trainer(cfg_for(corpus, tmp_path / "r", epochs=1), log=lambda m: None).fit()

@@ -390,6 +390,72 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointWriter:
+    """Writes checkpoints in a background thread, so an epoch does not wait for the disk.
+
+    `snapshot` copies every tensor of a state into CPU buffers kept from the previous epoch (a fresh
+    100 MB tensor would page-fault its way in), so training may change the parameters while the copy
+    is written. Files are written one at a time in the order they were asked for, each atomically
+    (temporary file, fsync, rename). The thread is not a daemon: a pending write finishes even when
+    the process is interrupted."""
+
+    def __init__(self):
+        import queue
+        import threading
+
+        self._queue: "queue.Queue" = queue.Queue()
+        self._error: BaseException | None = None
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._thread = threading.Thread(target=self._work, name="xlfast-checkpoint", daemon=False)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    atomic_torch_save(*item)
+            except BaseException as exc:  # noqa: BLE001 - reported to the training thread by wait()
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def wait(self) -> None:
+        """Block until every asked-for file is on disk; re-raise a failed write here."""
+        self._queue.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise XlfastError(f"cannot write a checkpoint: {error}") from error
+
+    def snapshot(self, obj, key: str = ""):
+        """A copy of `obj` (nested dicts/lists of tensors and plain values) whose tensors live in this
+        writer's reused CPU buffers. Waits for pending writes first: they read those buffers."""
+        if key == "":
+            self.wait()
+        if isinstance(obj, torch.Tensor):
+            buf = self._buffers.get(key)
+            if buf is None or buf.shape != obj.shape or buf.dtype != obj.dtype:
+                buf = self._buffers[key] = torch.empty(obj.shape, dtype=obj.dtype)
+            return buf.copy_(obj.detach())
+        if isinstance(obj, dict):
+            return {k: self.snapshot(v, f"{key}/{k}") for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self.snapshot(v, f"{key}/{i}") for i, v in enumerate(obj))
+        return obj
+
+    def write(self, obj, path: Path) -> None:
+        """Queue `obj` (a snapshot) to be written to `path`."""
+        self._queue.put((obj, Path(path)))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise XlfastError(f"cannot write a checkpoint: {self._error}") from self._error
+
+
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -450,16 +516,15 @@ class Trainer:
         except (RuntimeError, TypeError):  # older torch: no fused Adam on this device
             self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.epoch = 0
-        self.best = -1.0
+        self.best = -1.0  # selection score of the kept model (model.pt)
         self.best_epoch = 0
-        self.since_best = 0
+        self.since_improved = 0  # epochs since the score last rose strictly: what patience counts
         if self.resume:
             state = torch.load(ckpt, map_location=self.device, weights_only=False)
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optim"])
-            self.epoch, self.best, self.best_epoch, self.since_best = (
-                state["epoch"], state["best"], state["best_epoch"], state["since_best"],
-            )
+            self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
+            self.since_improved = state.get("since_improved", state.get("since_best", 0))
             torch.set_rng_state(state["torch_rng"])
             self._truncate_log(self.epoch)
             log(f"resuming {self.run_dir} after epoch {self.epoch} (best {self.best:.3f} at epoch {self.best_epoch})")
@@ -516,48 +581,66 @@ class Trainer:
         secs = time.perf_counter() - t0
         return dict(loss=total / max(len(plan), 1), seconds=secs, tokens=tokens, steps=len(plan))
 
-    def save_checkpoint(self) -> None:
-        state = dict(
+    def checkpoint_state(self) -> dict:
+        return dict(
             model=self.model.state_dict(), optim=self.opt.state_dict(), epoch=self.epoch, best=self.best,
-            best_epoch=self.best_epoch, since_best=self.since_best, torch_rng=torch.get_rng_state(),
+            best_epoch=self.best_epoch, since_improved=self.since_improved, torch_rng=torch.get_rng_state(),
         )
-        atomic_torch_save(state, self.run_dir / "checkpoint.pt")
+
+    def save_checkpoint(self, keep_model: bool = False) -> float:
+        """Queue checkpoint.pt (and model.pt when this epoch is kept) for the background writer; returns
+        the seconds the training thread spent on it (waiting for the previous write, copying tensors)."""
+        t0 = time.perf_counter()
+        snap = self.writer.snapshot(self.checkpoint_state())
+        if keep_model:  # first: a checkpoint never names a best epoch whose model is not on disk yet
+            self.writer.write({"model": snap["model"], "epoch": self.epoch}, self.run_dir / "model.pt")
+        self.writer.write(snap, self.run_dir / "checkpoint.pt")
+        return time.perf_counter() - t0
 
     def fit(self) -> dict:
         cfg = self.cfg
         start = time.perf_counter()
         stop_reason = "epochs"
-        while self.epoch < cfg.epochs:
-            if self.since_best >= cfg.patience and self.best >= 0:
-                stop_reason = "patience"
-                break
-            self.epoch += 1
-            stats = self.train_epoch(self.epoch)
-            t_eval = time.perf_counter()
-            extra = {}
-            if cfg.kind == "mono":
-                score, extra["mutual_pairs"] = mutual_csls_score(self.model, self.prep.langs, cfg.select_words)
-            else:
-                score = pseudo_dict_score(self.model, self.prep.pairs)
-            eval_s = time.perf_counter() - t_eval
-            improved = score is not None and score >= self.best  # ties go to the later epoch (§8.8)
-            if score is None and self.epoch == cfg.epochs:
-                improved = True  # no pseudo-dictionary: keep the last epoch
-            if improved:
-                self.best, self.best_epoch, self.since_best = (score if score is not None else -1.0), self.epoch, 0
+        self.writer = CheckpointWriter()
+        try:
+            while self.epoch < cfg.epochs:
+                if self.since_improved >= cfg.patience and self.best >= 0:
+                    stop_reason = "patience"
+                    break
+                self.epoch += 1
+                stats = self.train_epoch(self.epoch)
+                t_eval = time.perf_counter()
+                extra = {}
+                if cfg.kind == "mono":
+                    score, extra["mutual_pairs"] = mutual_csls_score(self.model, self.prep.langs, cfg.select_words)
+                else:
+                    score = pseudo_dict_score(self.model, self.prep.pairs)
+                eval_s = time.perf_counter() - t_eval
+                # Patience counts epochs without a strict improvement; a tie still moves the kept model to
+                # the later epoch (the authors' rule, METHOD.md §8.8) but does not reset patience, so a
+                # score that oscillates between two values cannot keep training going forever.
+                keep = score is not None and score >= self.best
+                if score is None and self.epoch == cfg.epochs:
+                    keep = True  # no pseudo-dictionary: keep the last epoch
+                if score is not None and score > self.best:
+                    self.since_improved = 0
+                else:
+                    self.since_improved += 1
+                if keep:
+                    self.best, self.best_epoch = (score if score is not None else -1.0), self.epoch
+                ckpt_s = self.save_checkpoint(keep_model=keep)
+                rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.criterion: score, **extra,
+                       "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3),
+                       "checkpoint_seconds": round(ckpt_s, 3), "tokens": stats["tokens"], "best_epoch": self.best_epoch}
+                self._append_log(rec)
+                if self.progress:
+                    self.progress("epoch", rec)
+            self.writer.wait()
+            if not (self.run_dir / "model.pt").exists():  # no dictionary ever scored: keep the last epoch
                 atomic_torch_save({"model": self.model.state_dict(), "epoch": self.epoch}, self.run_dir / "model.pt")
-            else:
-                self.since_best += 1
-            rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.criterion: score, **extra,
-                   "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3), "tokens": stats["tokens"],
-                   "best_epoch": self.best_epoch}
-            self._append_log(rec)
-            self.save_checkpoint()
-            if self.progress:
-                self.progress("epoch", rec)
-        if not (self.run_dir / "model.pt").exists():  # no dictionary ever scored: keep the last epoch
-            atomic_torch_save({"model": self.model.state_dict(), "epoch": self.epoch}, self.run_dir / "model.pt")
-            self.best_epoch = self.epoch
+                self.best_epoch = self.epoch
+        finally:
+            self.writer.close()
         self.export_embeddings()
         return {"epochs": self.epoch, "best_epoch": self.best_epoch, f"best_{self.criterion}": self.best,
                 "stop": stop_reason, "seconds": time.perf_counter() - start}

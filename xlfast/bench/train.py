@@ -74,6 +74,29 @@ def _step(trainer, item) -> None:
     trainer.train_step(trainer.prep.pairs[k], idx)
 
 
+def epoch_overheads(trainer, repeats: int = 3) -> dict:
+    """What an epoch costs beyond its steps: the checkpoint (the part the training thread waits for, and
+    the background write it hides) and the model-selection evaluation; medians of `repeats`."""
+    from xlfast.train import CheckpointWriter, pseudo_dict_score
+
+    trainer.writer = CheckpointWriter()
+    blocking, written, evaluation = [], [], []
+    try:
+        for _ in range(repeats):
+            blocking.append(trainer.save_checkpoint(keep_model=True))
+            t0 = time.perf_counter()
+            trainer.writer.wait()
+            written.append(blocking[-1] + time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            pseudo_dict_score(trainer.model, trainer.prep.pairs)
+            evaluation.append(time.perf_counter() - t0)
+    finally:
+        trainer.writer.close()
+    size = (trainer.run_dir / "checkpoint.pt").stat().st_size
+    return dict(ckpt_blocking_s=statistics.median(blocking), ckpt_write_s=statistics.median(written),
+                ckpt_mb=size / 2**20, eval_s=statistics.median(evaluation))
+
+
 def run_bench(names: list[str], subwords: list[str], backends: list[str], steps: int, rounds: int,
               threads: int | None, dim: int | None, bf16: bool | None = None) -> list[dict]:
     from xlfast.tokenize import TokenizerSpec
@@ -103,7 +126,9 @@ def run_bench(names: list[str], subwords: list[str], backends: list[str], steps:
                 step_s = statistics.median(times[be])
                 epoch_s = step_s * len(plan)
                 row = dict(corpus=name, subword=sub, backend=be, bf16=tr.bf16, step_ms=step_s * 1000, epoch_s=epoch_s,
-                           steps_per_epoch=len(plan), lookup_share=lookup_share(tr) if sub != "none" else 0.0)
+                           steps_per_epoch=len(plan), lookup_share=lookup_share(tr) if sub != "none" else 0.0,
+                           **epoch_overheads(tr))
+                row["ckpt_share"] = row["ckpt_blocking_s"] / epoch_s
                 if name == "grk-it":
                     row["vs_authors"] = AUTHORS_GRK_IT[sub] / epoch_s
                 rows.append(row)
@@ -124,12 +149,14 @@ def cli(
     """One full training step on real corpora, per lookup backend, with the lookup's share of step time."""
     rows = run_bench(corpus or ["grk-it"], subword or ["none", "ave", "cnn"], backend or ["torch", "auto"], steps,
                      rounds, threads, dim, bf16)
-    cols = ["corpus", "subword", "backend", "bf16", "ms/step", "s/epoch", "lookup share", "× faster than authors"]
+    cols = ["corpus", "subword", "backend", "bf16", "ms/step", "s/epoch", "lookup share", "checkpoint (waited / written)",
+            "eval s", "× faster than authors"]
     console.print(table(
         f"xlfast bench train (threads {torch.get_num_threads()}, median of {rounds} alternated rounds)",
         cols,
         [[r["corpus"], r["subword"], r["backend"], r["bf16"], r["step_ms"], r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
-          r.get("vs_authors", "–")] for r in rows],
+          f"{1000 * r['ckpt_blocking_s']:.0f} / {1000 * r['ckpt_write_s']:.0f} ms ({100 * r['ckpt_share']:.1f}% of an epoch, "
+          f"{r['ckpt_mb']:.0f} MB)", r["eval_s"], r.get("vs_authors", "–")] for r in rows],
     ))
     if json_out:
         write_json(json_out, rows)
