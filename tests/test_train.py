@@ -82,7 +82,8 @@ def test_patience_counts_epochs_without_a_strict_improvement(synth, tmp_path, mo
 
     _, corpus = synth
     scores = iter([0.50, 0.60, 0.60, 0.55, 0.60, 0.60, 0.70, 0.70, 0.70, 0.9])
-    monkeypatch.setattr(train_mod, "pseudo_dict_score", lambda model, pairs: next(scores))
+    # a huge pseudo-dictionary: no sampling noise, so only exact ties move the kept model
+    monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 10**9)])
     trainer = Trainer(cfg_for(corpus, tmp_path / "p", epochs=10, patience=3), log=lambda m: None)
     monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0))
     summary = trainer.fit()
@@ -95,6 +96,24 @@ def test_patience_counts_epochs_without_a_strict_improvement(synth, tmp_path, mo
     assert [r["best_epoch"] for r in log] == [1, 2, 3, 3, 5]
     assert all("checkpoint_seconds" in r for r in log)
     assert torch.load(tmp_path / "p" / "model.pt", weights_only=False)["epoch"] == 5
+
+
+def test_the_kept_model_is_the_latest_within_one_standard_error(synth, tmp_path, monkeypatch):
+    import xlfast.train as train_mod
+
+    _, corpus = synth
+    # 100 query words: at P@1 0.8 one standard error is sqrt(0.8·0.2/100) = 0.04
+    scores = iter([0.50, 0.80, 0.77, 0.75, 0.70, 0.79])
+    monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 100)])
+    trainer = Trainer(cfg_for(corpus, tmp_path / "s", epochs=6, patience=10), log=lambda m: None)
+    monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0))
+    summary = trainer.fit()
+    log = [json.loads(x) for x in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
+    # 0.77 and 0.79 are within 0.04 of 0.80 and kept; 0.75 and 0.70 are not
+    assert [r["best_epoch"] for r in log] == [1, 2, 3, 3, 3, 6]
+    assert summary["best_epoch"] == 6 and summary["best_dict_p1"] == 0.79
+    assert train_mod.standard_error([(0.8, 100)]) == pytest.approx(0.04)
+    assert train_mod.standard_error([(0.8, 100), (0.5, 25)]) == pytest.approx((0.04**2 + 0.1**2) ** 0.5 / 2)
 
 
 def test_refuses_to_overwrite_an_existing_run(synth, tmp_path):
