@@ -123,7 +123,7 @@ def train(
     dec_layers: Annotated[Optional[int], typer.Option(help="Decoder layers (overrides the preset).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sentence pairs per batch (overrides the preset; --mono default 64 sentences).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = 60,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better selection score (pseudo-dictionary P@1; --mono: mutual-NN CSLS).")] = 15,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs in which the selection score (pseudo-dictionary P@1; --mono: mutual-NN CSLS) did not rise.")] = 10,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
     dropout: Annotated[float, typer.Option(help="Dropout on embeddings, pieces and the attention output.")] = 0.5,
     min_count: Annotated[int, typer.Option(help="Keep words seen at least this often.")] = 1,
