@@ -215,11 +215,12 @@ class Feed:
         return g.poll()
 
 
-def test_governor_drops_to_the_fair_share_at_once_and_recovers_with_hysteresis():
+def test_governor_drops_to_the_fair_share_and_recovers_with_hysteresis():
     f = Feed()
     g = f.gov(ceiling=2, up_after=3, up_hold_s=0.3)
     assert f.step(g, 0) == 2 and f.applied == []
-    assert f.step(g, 1) == 1 and f.applied == [1]  # a busy process appeared: one thread, now
+    assert f.step(g, 1) == 2  # one sample may be a passing kernel thread
+    assert f.step(g, 1) == 1 and f.applied == [1]  # a busy process stayed: one thread
     assert f.step(g, 0) == 1
     assert f.step(g, 0) == 1  # two free samples, not yet
     assert f.step(g, 1) == 1  # contention again: the count restarts
@@ -230,7 +231,7 @@ def test_governor_drops_to_the_fair_share_at_once_and_recovers_with_hysteresis()
 
 def test_governor_shares_out_many_cpus_and_never_goes_below_one():
     f = Feed()
-    g = f.gov(ceiling=8, up_after=1, up_hold_s=0.0)
+    g = f.gov(ceiling=8, down_after=1, up_after=1, up_hold_s=0.0)
     assert f.step(g, 5, online=8) == 3  # 5 other runnable threads leave 3 CPUs
     assert f.step(g, 20, online=8) == 1
     assert f.step(g, 6, online=8) == 2
@@ -251,7 +252,7 @@ def test_governor_down_after_needs_consecutive_agreement():
 def test_governor_samples_at_most_every_interval():
     f = Feed()
     calls = []
-    g = T.Governor(ceiling=2, apply=f.applied.append, interval_s=0.05, clock=lambda: f.now,
+    g = T.Governor(ceiling=2, apply=f.applied.append, interval_s=0.05, down_after=1, clock=lambda: f.now,
                    sampler=lambda: calls.append(f.now) or T.Sample(3, 1, 2))
     for _ in range(10):
         f.now += 0.01

@@ -282,15 +282,17 @@ def sample() -> Optional[Sample]:
 class Governor:
     """Decides the thread count from contention samples; `apply` is called on every change.
 
-    Target = the CPUs other work leaves free (online − others), between 1 and `ceiling`. Going down is
-    immediate once `down_after` consecutive samples agree (a spinning pool beside a busy process loses
-    3–30× per step, so a missed sample is expensive). Going up waits for `up_after` consecutive samples
-    spanning at least `up_hold_s` (a wrong step up costs a collapsed step; a late one only a slower step).
+    Target = the CPUs other work leaves free (online − others), between 1 and `ceiling`. Going down needs
+    `down_after` consecutive samples that agree: two, so that a kernel thread or a short-lived command
+    caught in one sample does not cost an idle machine a second of single-threaded steps, while a busy
+    neighbour costs at most one extra step (3–10× slower) before the drop. Going up waits for `up_after`
+    consecutive free samples spanning at least `up_hold_s` (a wrong step up costs a collapsed step; a
+    late one only a slower step).
     """
 
     ceiling: int
     apply: Callable[[int], None] = set_threads
-    down_after: int = 1
+    down_after: int = 2
     up_after: int = 3
     up_hold_s: float = 0.3
     interval_s: float = 0.02

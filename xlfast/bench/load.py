@@ -32,11 +32,11 @@ import typer
 from xlfast.cli.common import console, err_console, table, write_json
 
 SCENARIOS = ("alone", "busy", "two", "three")
-SCENARIO_HELP = {
+SCENARIO_HELP = {  # what runs beside the measured process
     "alone": "alone",
-    "busy": "beside 1 busy loop",
-    "two": "2 xlfast side by side",
-    "three": "busy + 2 xlfast",
+    "busy": "+busy",
+    "two": "+xlfast",
+    "three": "+busy +xlfast",
 }
 # Thread configurations. Values are environment variables for the worker; None removes a variable.
 # "before" pins every runtime to its own default (what xlfast did before it managed threads).
@@ -46,26 +46,35 @@ CONFIGS = {
     "after": {**_UNSET, "NUMBA_THREADING_LAYER": None, "XLFAST_GOVERNOR": "1"},
     "passive": {**_UNSET, "NUMBA_THREADING_LAYER": "default", "XLFAST_GOVERNOR": "0", "OMP_WAIT_POLICY": "PASSIVE"},
 }
-KINDS = ("train", "csls")
+KINDS = ("train", "csls", "demo")
 LIFETIME_S = 1800  # no child outlives this, whatever happens to the parent
 
 
 # ------------------------------------------------------------------------------------ the workers
 class _TrainWork:
-    """One grk-it training step per unit (SWave, pre-tokenised, the default sizes), as `bench train`."""
+    """One training step per unit (SWave, pre-tokenised): on grk-it at the default sizes (as `bench train`),
+    or ('demo') on the built-in 600-pair synthetic pair at dim 32 — tiny steps, the worst case for
+    spinning pools."""
 
-    def __init__(self, dim: Optional[int]):
+    def __init__(self, dim: Optional[int], corpus: str = "grk-it"):
         import random
 
         from xlfast.bench.train import corpora
         from xlfast.tokenize import TokenizerSpec
-        from xlfast.train import TrainConfig, Trainer, epoch_plan
+        from xlfast.train import CorpusSpec, TrainConfig, Trainer, epoch_plan
 
-        spec = corpora(["grk-it"]).get("grk-it")
-        if spec is None:
-            raise FileNotFoundError("grk-it data not found")
-        cfg = TrainConfig(corpora=[spec], out=tempfile.mkdtemp(prefix="xlfast-load-"), subword="ave",
-                          tokenizer=TokenizerSpec("none"), dim=dim)
+        out = tempfile.mkdtemp(prefix="xlfast-load-")
+        if corpus == "demo":
+            from xlfast.synthetic import make_pair
+
+            files = make_pair(600, 120, 0).write(Path(out) / "data")
+            spec, dim = CorpusSpec(str(files["corpus"]), None, ("src", "tgt")), dim or 32
+        else:
+            spec = corpora(["grk-it"]).get("grk-it")
+            if spec is None:
+                raise FileNotFoundError("grk-it data not found")
+        cfg = TrainConfig(corpora=[spec], out=str(Path(out) / "run"), subword="ave", tokenizer=TokenizerSpec("none"),
+                          dim=dim, spm_vocab=300 if corpus == "demo" else 1000)
         self.trainer = Trainer(cfg, log=lambda m: None)
         self.plan = epoch_plan(self.trainer.prep.pairs, self.trainer.sizes["batch_size"], random.Random(0))
         self.k = 0
@@ -119,7 +128,7 @@ def worker(kind: str, dim: Optional[int], n: int, csls_dim: int, threads: Option
     # a watchdog: never outlive the benchmark, whatever happens to the parent
     threading.Timer(LIFETIME_S, lambda: os._exit(3)).start()
     applied = T.configure(threads)
-    work = _TrainWork(dim) if kind == "train" else _CslsWork(n, csls_dim)
+    work = _CslsWork(n, csls_dim) if kind == "csls" else _TrainWork(dim, "demo" if kind == "demo" else "grk-it")
     work.unit()  # compile, allocate
     out = sys.stdout
     out.write(json.dumps({"ready": True, "pid": os.getpid(), "applied": applied, **work.info()}) + "\n")
@@ -135,17 +144,20 @@ def worker(kind: str, dim: Optional[int], n: int, csls_dim: int, threads: Option
         while time.monotonic() < t0:
             work.unit()
         start = time.monotonic()
-        units, times = 0, []
+        units, times, used = 0, [], {}
         while True:
             u = time.monotonic()
             work.unit()
             times.append(time.monotonic() - u)
             units += 1
+            now = T.active()["current"]
+            used[now] = used.get(now, 0) + 1
             if time.monotonic() >= t1:
                 break
         elapsed = time.monotonic() - start
         out.write(json.dumps({"units": units, "seconds": elapsed, "per_unit": elapsed / units,
-                              "median_unit": statistics.median(times), "active": T.active()}) + "\n")
+                              "median_unit": statistics.median(times), "active": T.active(),
+                              "threads_used": used}) + "\n")
         out.flush()
         while _stdin_line(0) is None:  # keep the others company until told to stop
             work.unit()
@@ -211,21 +223,33 @@ def parse_config(text: str) -> tuple[str, dict]:
     return name, env
 
 
-def background_load(samples: int = 5) -> float:
-    """Mean runnable tasks of the machine besides this process (before a scenario starts)."""
+def background_load(seconds: float = 0.5, samples: int = 10) -> float:
+    """Mean runnable tasks of the machine besides this process, sampled over `seconds` before a scenario
+    (which doubles as a cool-down: the previous scenario's pools stop spinning, its busy loop is gone)."""
     from xlfast.threads import machine_running
 
     vals = []
     for _ in range(samples):
+        time.sleep(seconds / samples)
         vals.append(max(0, machine_running() - 1))
-        time.sleep(0.01)
     return statistics.mean(vals)
 
 
-def run_scenario(scenario: str, pair: list[_Child], warm: float, seconds: float, limit: float) -> dict:
+def wait_quiet(max_wait: float, threshold: float = 0.3) -> float:
+    """Wait up to `max_wait` seconds for the machine's background load to fall below `threshold`;
+    returns the last background measured."""
+    end = time.monotonic() + max_wait
+    bg = background_load()
+    while bg >= threshold and time.monotonic() < end:
+        bg = background_load(1.0)
+    return bg
+
+
+def run_scenario(scenario: str, pair: list[_Child], warm: float, seconds: float, limit: float,
+                 quiet: float = 0.0) -> dict:
     busy = []
     measured = pair[:1] if scenario in ("alone", "busy") else pair
-    bg = background_load()
+    bg = wait_quiet(quiet) if quiet > 0 else background_load()
     try:
         if scenario in ("busy", "three"):
             busy.append(busy_loop(warm + seconds + limit))
@@ -242,15 +266,17 @@ def run_scenario(scenario: str, pair: list[_Child], warm: float, seconds: float,
         for p in busy:
             p.kill()
             p.wait()
+    bg = max(bg, background_load())  # work that arrived meanwhile is likely still there
     per = [r["per_unit"] for r in results]
     return {"per_unit": statistics.mean(per), "each": per, "background": bg,
             "threads_end": [r["active"]["current"] for r in results],
+            "threads_used": [r["threads_used"] for r in results],
             "changes": [r["active"]["changes"] for r in results]}
 
 
 def run_bench(kinds: list[str], configs: list[tuple[str, dict]], scenarios: list[str], rounds: int,
               warm: float, seconds: dict, dim: Optional[int], n: int, csls_dim: int,
-              threads: Optional[int], log=lambda m: None) -> dict:
+              threads: Optional[int], log=lambda m: None, quiet: float = 0.0) -> dict:
     rows, info = [], {}
     for kind in kinds:
         if kind == "train":
@@ -279,10 +305,10 @@ def run_bench(kinds: list[str], configs: list[tuple[str, dict]], scenarios: list
             for r in range(rounds):
                 for scenario in scenarios:
                     for name, pair in workers.items():  # configurations alternate inside every scenario
-                        res = run_scenario(scenario, pair, warm, seconds[kind], limit)
+                        res = run_scenario(scenario, pair, warm, seconds[kind], limit, quiet)
                         got.setdefault((name, scenario), []).append(res)
                         log(f"{kind} round {r + 1} {name:>8} {scenario:>6}: {1000 * res['per_unit']:.0f} ms/unit "
-                            f"(background {res['background']:.1f}, threads at end {res['threads_end']})")
+                            f"(background {res['background']:.1f}, units per thread count {res['threads_used']})")
         finally:
             for pair in workers.values():
                 for w in pair:
@@ -295,9 +321,10 @@ def run_bench(kinds: list[str], configs: list[tuple[str, dict]], scenarios: list
                 row = {"kind": kind, "config": name, "scenario": scenario, "ms_per_unit": 1000 * per,
                        "vs_alone": per / alone if alone else None,
                        "rounds": [1000 * x["per_unit"] for x in runs],
-                       "background": statistics.mean(x["background"] for x in runs),
-                       "threads_end": [x["threads_end"] for x in runs]}
-                if kind == "train":
+                       "background": max(x["background"] for x in runs),
+                       "threads_end": [x["threads_end"] for x in runs],
+                       "threads_used": [x["threads_used"] for x in runs]}
+                if kind in ("train", "demo"):
                     row["epoch_s"] = per * info[f"{kind}/{name}"].get("steps_per_epoch", 0)
                 rows.append(row)
     return {"rows": rows, "workers": info, "cpu_budget": _budget(), "online_cpus": os.cpu_count()}
@@ -310,7 +337,7 @@ def _budget() -> int:
 
 
 def cli(
-    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="train (a grk-it step) and/or csls (20k×20k×300 top-10). Default: both.")] = None,
+    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="train (a grk-it step), csls (20k×20k×300 top-10), demo (a step on the 600-pair synthetic pair at dim 32). Default: train and csls.")] = None,
     config: Annotated[Optional[list[str]], typer.Option("--config", help="Thread configurations: before (runtime defaults, fixed threads), after (xlfast's), passive (OMP_WAIT_POLICY=PASSIVE), or NAME:KEY=VALUE,... Default: before and after.")] = None,
     scenario: Annotated[Optional[list[str]], typer.Option("--scenario", help="alone, busy, two, three (repeatable). Default: all; alone is always run.")] = None,
     rounds: Annotated[int, typer.Option(help="Alternated rounds.")] = 2,
@@ -320,13 +347,14 @@ def cli(
     n: Annotated[int, typer.Option("--n", help="CSLS vectors per side.")] = 20000,
     csls_dim: Annotated[int, typer.Option(help="CSLS vector dimension.")] = 300,
     threads: Annotated[Optional[int], typer.Option(help="--threads of each worker (default: its CPU budget).")] = None,
+    wait_quiet_s: Annotated[float, typer.Option("--wait-quiet", help="Before each scenario, wait up to this many seconds for other work on the machine to stop.")] = 0.0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON ('-' for stdout).")] = None,
 ) -> None:
     """Speed beside other work: alone, beside a busy loop, beside a second xlfast, and all three."""
-    kinds = kind or list(KINDS)
+    kinds = kind or ["train", "csls"]
     for k in kinds:
         if k not in KINDS:
-            raise typer.BadParameter(f"unknown kind {k!r} (train, csls)")
+            raise typer.BadParameter(f"unknown kind {k!r} ({', '.join(KINDS)})")
     scen = ["alone"] + [s for s in (scenario or SCENARIOS) if s != "alone"]
     for s in scen:
         if s not in SCENARIOS:
@@ -334,22 +362,28 @@ def cli(
     if threads is not None and threads < 1:
         raise typer.BadParameter("--threads must be at least 1")
     cfgs = [parse_config(c) for c in (config or ["before", "after"])]
-    secs = {"train": seconds or 4.0, "csls": seconds or 8.0}
+    secs = {"train": seconds or 4.0, "csls": seconds or 8.0, "demo": seconds or 3.0}
     res = run_bench(kinds, cfgs, scen, rounds, warm, secs, dim, n, csls_dim, threads,
-                    log=lambda m: err_console.print(m, highlight=False))
-    cols = ["work", "config", "scenario", "ms per unit", "× alone", "rounds (ms)", "background", "threads at end"]
+                    log=lambda m: err_console.print(m, highlight=False), quiet=wait_quiet_s)
+    cols = ["work", "config", "beside", "ms per unit", "× alone", "s/epoch", "rounds (ms)", "background", "threads used"]
     console.print(table(
         f"xlfast bench load ({res['online_cpus']} CPUs, budget {res['cpu_budget']}; median of {rounds} alternated rounds)",
         cols,
         [[r["kind"], r["config"], SCENARIO_HELP[r["scenario"]], r["ms_per_unit"],
-          "–" if r["vs_alone"] is None else f"{r['vs_alone']:.2f}", " ".join(f"{x:.0f}" for x in r["rounds"]),
-          f"{r['background']:.1f}", " ".join(str(t) for t in r["threads_end"])] for r in res["rows"]],
+          "–" if r["vs_alone"] is None else f"{r['vs_alone']:.2f}", r.get("epoch_s", "–"), " ".join(f"{x:.0f}" for x in r["rounds"]),
+          f"{r['background']:.1f}", _used(r)] for r in res["rows"]],
     ))
-    if res["rows"] and any(r["background"] >= 0.5 for r in res["rows"] if r["scenario"] == "alone"):
-        err_console.print("[yellow]other work was running on this machine during 'alone' (background ≥ 0.5 runnable "
-                          "tasks): the ratios understate the slowdowns[/]")
+    if any(r["background"] >= 0.3 for r in res["rows"]):
+        err_console.print("[yellow]other work ran on this machine during some scenarios (background ≥ 0.3 runnable "
+                          "tasks besides the benchmark): those figures are not clean; see --wait-quiet[/]")
     if json_out:
         write_json(json_out, res)
+
+
+def _used(row: dict) -> str:
+    """Thread counts the timed units ran with, over all rounds and workers: '2', '1', '1-2'."""
+    seen = sorted({int(t) for rnd in row["threads_used"] for w in rnd for t in w})
+    return "-".join(str(t) for t in (seen[0], seen[-1])) if len(seen) > 1 else (str(seen[0]) if seen else "–")
 
 
 def _main(argv: list[str]) -> None:
