@@ -308,7 +308,9 @@ def _gloo_all_gather(array: np.ndarray) -> list[np.ndarray]:
 def _worker(rank: int, world: int, port: int, work: str, metric: str, knn: int, mem, threads: int) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(threads)
+    from xlfast import threads as thread_budget
+
+    thread_budget.configure(threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         src = np.load(os.path.join(work, "search.src.npy"), mmap_mode="r")
@@ -331,7 +333,10 @@ def search_best_distributed(src: np.ndarray, tgt: np.ndarray, metric: str = "csl
     with _scratch(work_dir) as work:
         np.save(work / "search.src.npy", _as_rows(src).all())
         np.save(work / "search.tgt.npy", _as_rows(tgt).all())
-        threads = max(1, (os.cpu_count() or 1) // nproc)
+        from xlfast import threads as thread_budget
+
+        # the parent's budget (its --threads, else the CPUs it may use), shared out between the ranks
+        threads = max(1, (thread_budget.active()["threads"] or thread_budget.default_threads()) // nproc)
         mp.start_processes(_worker, args=(nproc, _free_port(), str(work), metric, knn, mem, threads),
                            nprocs=nproc, join=True, start_method="spawn")
         with np.load(work / "search.result.npz") as r:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import typer
 
-from xlfast.cli.common import console, setup_logging, table, write_json
+from xlfast.cli.common import ThreadsOption, apply_threads, console, setup_logging, table, write_json
 from xlfast.kernels import csls as C
 
 
@@ -330,8 +330,10 @@ def cli(
         "--approx", help="Also time approximate search (faiss IVF, IVF-PQ) with a recall@k column. Default: off.")] = False,
     data: Annotated[str, typer.Option(
         "--data", help="gaussian or clustered (random centres; what IVF relies on). Default gaussian.")] = "gaussian",
+    threads: ThreadsOption = None,
 ) -> None:
     """Top-k cosine/CSLS retrieval: every backend beside faiss and a MUSE-style baseline."""
+    apply_threads(threads)
     setup_logging()
     res = run_bench(n, m, dim, k, knn, mem, repeats, backend, peers=not no_peers, approx=approx, data=data)
     print_report(res)

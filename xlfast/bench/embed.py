@@ -13,7 +13,7 @@ import numba
 import torch
 import typer
 
-from xlfast.cli.common import console, setup_logging, table, write_json
+from xlfast.cli.common import ThreadsOption, apply_threads, console, setup_logging, table, write_json
 from xlfast.errors import XlfastError
 from xlfast.kernels.subword_embed import (FusedBackend, PieceLayout, reference_subword_embed, registry,
                                           subword_embed)
@@ -233,8 +233,10 @@ def cli(
     no_simple: Annotated[bool, typer.Option("--no-simple", help="Skip the simple-Numba baseline. Default: run it.")]
     = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Fused subword-average lookup, forward+backward, against the torch reference."""
+    apply_threads(threads)
     from rich.progress import Progress
 
     setup_logging()

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from xlfast.cli.common import console, err_console, table, write_json
+from xlfast.cli.common import ThreadsOption, apply_threads, console, err_console, table, write_json
 from xlfast.errors import XlfastError
 
 
@@ -75,8 +75,10 @@ def mine(
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the map initialisation.")] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write a JSON summary here ('-' = stdout).")
     ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Mine word pairs or parallel sentences from two monolingual corpora (Hangya et al. 2022)."""
+    apply_threads(threads)
     from xlfast import mine as mining
     from xlfast.io import atomic_write_text, read_mono
 

@@ -40,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from xlfast import threads
 from xlfast.errors import XlfastError
 from xlfast.kernels.dispatch import KernelRegistry, bf16_native
 
@@ -207,6 +208,7 @@ def _stream(backend, Xn, Yn, *, k_rows, k_cols, mode, r_T, r_S, mem, exclude_sel
         tiles = ((i0, j0, tiler.product(Xn[i0 : i0 + bx], Yn[j0 : j0 + by]))
                  for i0 in range(0, n, bx) for j0 in range(0, m, by))
     for i0, j0, S in tiles:
+        threads.poll()  # between tiles: share the CPUs when other work runs (xlfast.threads)
         backend.update(
             S, i0, j0,
             rows.vals if k_rows else empty_v, rows.idx if k_rows else empty_i,
