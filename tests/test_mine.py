@@ -3,6 +3,7 @@ vectors are a known rotation + noise of each other, so the true word and sentenc
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -233,6 +234,7 @@ class StandInRun:
     def __init__(self, enc: RotatedPair):
         self.enc, self.langs = enc, ["aa", "bb"]
         self.tokenizer = str.split
+        self.model = SimpleNamespace(context_dim=enc.dim)
 
     def embed_words(self, lang, words):
         side = "src" if lang == "aa" else "tgt"
@@ -299,3 +301,53 @@ def test_cli_bad_input_is_one_line(tmp_path):
     res = CliRunner().invoke(app, ["mine", "--src", str(tmp_path / "a.txt"), "--tgt", str(tmp_path / "a.txt"),
                                    "-o", str(tmp_path / "o")])
     assert res.exit_code == 1 and "--model" in res.output
+
+
+@pytest.fixture(scope="module")
+def mono_run(tmp_path_factory):
+    """A tiny --mono run (the multilingual LM, dim 16), one epoch on a synthetic comparable pair."""
+    from xlfast.synthetic import make_mono_pair
+    from xlfast.tokenize import TokenizerSpec
+    from xlfast.train import MonoSpec, TrainConfig, Trainer
+
+    d = tmp_path_factory.mktemp("mono")
+    files = make_mono_pair(concepts=12, n_sentences=60, seed=3).write(d)
+    cfg = TrainConfig(corpora=[], mono=[MonoSpec(str(files["src"]), "xx"), MonoSpec(str(files["tgt"]), "yy")],
+                      out=str(d / "run"), dim=16, epochs=1, subword="none", batch_size=16,
+                      tokenizer=TokenizerSpec("none"))
+    Trainer(cfg, log=lambda message: None).fit()
+    return files, d / "run"
+
+
+def test_cli_mines_words_and_sentences_with_a_mono_run(mono_run, tmp_path):
+    """A mono run's contextual vectors are [forward; backward] LM states, twice its static size (32 here):
+    the encoder must report that width (mining once stopped with 'encoder returned (9, 64) for a
+    sentence of 9 tokens' on a --dim 32 mono run)."""
+    from typer.testing import CliRunner
+
+    from xlfast.cli.main import app
+    from xlfast.encoders import RunEncoder
+
+    files, run_dir = mono_run
+    encoder = RunEncoder.load(run_dir)
+    assert encoder.dim == 32 and encoder.embed("src", [["a", "b", "c"]])[0].shape == (3, 32)
+    src_lines, tgt_lines = files["src"].read_text().splitlines(), files["tgt"].read_text().splitlines()
+    src_words, tgt_words = {w for s in src_lines for w in s.split()}, {w for s in tgt_lines for w in s.split()}
+
+    words, js = tmp_path / "words.tsv", tmp_path / "words.json"
+    res = CliRunner().invoke(app, ["mine", "--src", str(files["src"]), "--tgt", str(files["tgt"]),
+                                   "--model", str(run_dir), "-o", str(words), "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    rows = [line.split("\t") for line in words.read_text().splitlines()[1:]]
+    report = json.loads(js.read_text())
+    assert rows and report["pairs"] == len(rows)
+    assert report["src_tokens"] == sum(len(s.split()) for s in src_lines)
+    assert all(s in src_words and t in tgt_words and float(v) > 0.2 for s, t, _, v in rows)
+
+    sentences = tmp_path / "sentences.tsv"
+    res = CliRunner().invoke(app, ["mine", "--src", str(files["src"]), "--tgt", str(files["tgt"]),
+                                   "--model", str(run_dir), "-o", str(sentences), "--level", "sentence"])
+    assert res.exit_code == 0, res.output
+    got = [line.split("\t") for line in sentences.read_text().splitlines()]
+    assert got and all(float(v) > 1.05 and s in src_lines and t in tgt_lines for v, s, t in got)
+    assert len({s for _, s, _ in got}) == len(got) == len({t for _, _, t in got})  # one-to-one
