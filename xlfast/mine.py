@@ -49,6 +49,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from xlfast import threads
 from xlfast.errors import XlfastError
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -107,6 +108,7 @@ def encode_corpus(encoder, side: str, lines: Sequence[str], work_dir, line_numbe
     token_sentence = np.repeat(np.arange(len(tokens), dtype=np.int32), lengths)
     progress(f"encode {side}", 0, len(tokens))
     for lo in range(0, len(tokens), batch_sentences):
+        threads.poll()  # between batches: share the CPUs when other work runs (xlfast.threads)
         batch = list(range(lo, min(lo + batch_sentences, len(tokens))))
         todo = [s for s in batch if lengths[s] > 0]
         embedded = encoder.embed(side, [tokens[s] for s in todo]) if todo else []
@@ -305,12 +307,10 @@ def _gloo_all_gather(array: np.ndarray) -> list[np.ndarray]:
     return [o[: int(n)].numpy() for o, n in zip(out, sizes)]
 
 
-def _worker(rank: int, world: int, port: int, work: str, metric: str, knn: int, mem, threads: int) -> None:
+def _worker(rank: int, world: int, port: int, work: str, metric: str, knn: int, mem, n_threads: int) -> None:
     import torch.distributed as dist
 
-    from xlfast import threads as thread_budget
-
-    thread_budget.configure(threads)
+    threads.configure(n_threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         src = np.load(os.path.join(work, "search.src.npy"), mmap_mode="r")
@@ -333,11 +333,9 @@ def search_best_distributed(src: np.ndarray, tgt: np.ndarray, metric: str = "csl
     with _scratch(work_dir) as work:
         np.save(work / "search.src.npy", _as_rows(src).all())
         np.save(work / "search.tgt.npy", _as_rows(tgt).all())
-        from xlfast import threads as thread_budget
-
         # the parent's budget (its --threads, else the CPUs it may use), shared out between the ranks
-        threads = max(1, (thread_budget.active()["threads"] or thread_budget.default_threads()) // nproc)
-        mp.start_processes(_worker, args=(nproc, _free_port(), str(work), metric, knn, mem, threads),
+        per_rank = max(1, (threads.active()["threads"] or threads.default_threads()) // nproc)
+        mp.start_processes(_worker, args=(nproc, _free_port(), str(work), metric, knn, mem, per_rank),
                            nprocs=nproc, join=True, start_method="spawn")
         with np.load(work / "search.result.npz") as r:
             return BestMatches(r["fwd_s"], r["fwd_i"], r["bwd_s"], r["bwd_i"])
