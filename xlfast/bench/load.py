@@ -40,12 +40,14 @@ SCENARIO_HELP = {  # what runs beside the measured process
     "three": "+busy +xlfast",
 }
 # Thread configurations. Values are environment variables for the worker; None removes a variable.
-# "before" pins every runtime to its own default (what xlfast did before it managed threads).
-_UNSET = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None, "NUMBA_NUM_THREADS": None}
+# "before" pins every runtime to its own default and a fixed thread count (what xlfast did before it
+# managed threads); "after" is xlfast's defaults with the governor; "passive" the usual remedy.
+_UNSET = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None, "NUMBA_NUM_THREADS": None,
+          "NUMBA_THREADING_LAYER": None}
 CONFIGS = {
-    "before": {**_UNSET, "NUMBA_THREADING_LAYER": "default", "XLFAST_GOVERNOR": "0"},
-    "after": {**_UNSET, "NUMBA_THREADING_LAYER": None, "XLFAST_GOVERNOR": "1"},
-    "passive": {**_UNSET, "NUMBA_THREADING_LAYER": "default", "XLFAST_GOVERNOR": "0", "OMP_WAIT_POLICY": "PASSIVE"},
+    "before": {**_UNSET, "XLFAST_GOVERNOR": "0"},
+    "after": {**_UNSET, "XLFAST_GOVERNOR": "1"},
+    "passive": {**_UNSET, "XLFAST_GOVERNOR": "0", "OMP_WAIT_POLICY": "PASSIVE"},
 }
 KINDS = ("train", "csls", "demo")
 LIFETIME_S = 1800  # no child outlives this, whatever happens to the parent
