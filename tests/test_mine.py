@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from xlfast import mine
-from xlfast.kernels.csls import reference_topk
+from xlfast.kernels.csls.reference import reference_topk
 
 
 class RotatedPair:
