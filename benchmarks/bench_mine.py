@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xlfast import mine  # noqa: E402
 from xlfast.kernels.csls import topk  # noqa: E402
+from xlfast.search import Rows, search  # noqa: E402
 
 CSV = Path(__file__).with_name("bench_mine.csv")
 
@@ -114,7 +115,7 @@ def evaluate_ne_en(run_dir: str, thresholds=(1.0, 1.02, 1.05, 1.1, 1.15, 1.2), k
         xs, xt = src.sentence_vectors, tgt.sentence_vectors
         if center:
             xs, xt = xs - xs.mean(0), xt - xt.mean(0)
-        best = mine.search_best(xs, xt, "margin", knn)
+        best = search(xs, xt, "margin", knn)
         acc = float(np.mean(order[best.fwd_indices] == np.arange(len(ne))))
         print(f"  best-candidate accuracy ne->en (no threshold): {acc:.3f}")
 
@@ -181,29 +182,28 @@ def main() -> None:
     for _ in range(args.repeats):
         t, result = timed(lambda: mine.mine_words(src, tgt, metric=args.metric, threshold=0.2))
         mined.append((t, result.seconds))
-        xs = torch.from_numpy(mine._unit(src.vectors))
-        xt = torch.from_numpy(mine._unit(tgt.vectors))
+        xs = torch.from_numpy(Rows(src.vectors).all())
+        xt = torch.from_numpy(Rows(tgt.vectors).all())
         t, _ = timed(lambda: topk(xs, xt, 1, metric=args.metric, knn=10, both=True, normalized=True))
         bare.append(t)
-    search = statistics.median(s["search"] for _, s in mined)
+    search_s = statistics.median(s["search"] for _, s in mined)
     aggregate = statistics.median(s["aggregate"] for _, s in mined)
     kernel = statistics.median(bare)
-    total = t_enc + search + aggregate
-    print(f"stages: encode {t_enc:.2f}s  search {search:.2f}s  aggregate {aggregate:.3f}s  "
-          f"-> {(n + m) / total:,.0f} tokens/s end to end ({(n + m) / search:,.0f} tokens/s search only)")
-    print(f"search stage / bare csls.topk (same shapes, same run): {search:.2f}s / {kernel:.2f}s = {search / kernel:.2f}x")
+    total = t_enc + search_s + aggregate
+    print(f"stages: encode {t_enc:.2f}s  search {search_s:.2f}s  aggregate {aggregate:.3f}s  "
+          f"-> {(n + m) / total:,.0f} tokens/s end to end ({(n + m) / search_s:,.0f} tokens/s search only)")
+    print(f"search stage / bare csls.topk (same shapes, same run): {search_s:.2f}s / {kernel:.2f}s = {search_s / kernel:.2f}x")
     print(f"mined {len(result.pairs):,} word pairs from {result.token_pairs:,} token pairs")
     rows = [dict(label=label, n=n, m=m, dim=encoder.dim, metric=args.metric, nproc=1, encode_s=round(t_enc, 3),
-                 search_s=round(search, 3), aggregate_s=round(aggregate, 4), kernel_s=round(kernel, 3),
+                 search_s=round(search_s, 3), aggregate_s=round(aggregate, 4), kernel_s=round(kernel, 3),
                  cpu_state=state)]
 
     if args.nproc > 1:
-        xs, xt = mine._unit(src.vectors), mine._unit(tgt.vectors)
+        xs, xt = Rows(src.vectors).all(), Rows(tgt.vectors).all()
         one_t, many_t = [], []
         for _ in range(args.repeats):
-            t1, one = timed(lambda: mine.search_best(xs, xt, args.metric))
-            tn, many = timed(lambda: mine.search_best_distributed(xs, xt, args.metric, nproc=args.nproc,
-                                                                  work_dir=work / "dist"))
+            t1, one = timed(lambda: search(xs, xt, args.metric))
+            tn, many = timed(lambda: search(xs, xt, args.metric, nproc=args.nproc, work_dir=work / "dist"))
             one_t.append(t1)
             many_t.append(tn)
         same = (np.array_equal(one.fwd_indices, many.fwd_indices) and np.array_equal(one.bwd_indices, many.bwd_indices)

@@ -3,13 +3,14 @@ vectors are a known rotation + noise of each other, so the true word and sentenc
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from xlfast import mine
-from xlfast.kernels.csls.reference import reference_topk
+from xlfast.search import BestMatches
 
 
 class RotatedPair:
@@ -59,34 +60,9 @@ def rotated(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------- small pieces
-def test_merge_topk_known_answer():
-    s1, i1 = np.array([[0.9, 0.5], [0.2, 0.1]]), np.array([[3, 1], [0, 2]])
-    s2, i2 = np.array([[0.7, 0.5], [0.8, 0.2]]), np.array([[5, 4], [6, 7]])
-    s, i = mine.merge_topk([s1, s2], [i1, i2], 3)
-    np.testing.assert_array_equal(i, [[3, 5, 1], [6, 0, 7]])  # ties go to the lower index (1 before 4, 0 before 7)
-    np.testing.assert_allclose(s, [[0.9, 0.7, 0.5], [0.8, 0.2, 0.2]])
-    # against a brute-force sort of the concatenation
-    rng = np.random.default_rng(0)
-    full = rng.normal(size=(7, 40)).astype(np.float32)
-    shards = mine.shard_bounds(40, 3)
-    parts = [reference_part(full[:, lo:hi], lo, 4) for lo, hi in shards]
-    s, i = mine.merge_topk([p[0] for p in parts], [p[1] for p in parts], 4)
-    np.testing.assert_array_equal(i, np.argsort(-full, axis=1, kind="stable")[:, :4])
-
-
-def reference_part(block, offset, k):
-    order = np.argsort(-block, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(block, order, 1), order + offset
-
-
-def test_shard_bounds_cover_everything():
-    assert mine.shard_bounds(10, 3) == [(0, 3), (3, 6), (6, 10)]
-    assert mine.shard_bounds(1, 2) == [(0, 0), (0, 1)]
-
-
 def test_token_pairs_above_threshold_both_directions_once():
-    best = mine.BestMatches(fwd_scores=np.array([0.9, 0.1, 0.5], np.float32), fwd_indices=np.array([1, 0, 0]),
-                            bwd_scores=np.array([0.6, 0.9], np.float32), bwd_indices=np.array([2, 0]))
+    best = BestMatches(fwd_scores=np.array([0.9, 0.1, 0.5], np.float32), fwd_indices=np.array([1, 0, 0]),
+                       bwd_scores=np.array([0.6, 0.9], np.float32), bwd_indices=np.array([2, 0]))
     i, j, s = mine.token_pairs_above(best, 0.2)
     got = sorted(zip(i.tolist(), j.tolist(), np.round(s, 3).tolist()))
     # (0,1) found both ways -> once; (1,0) is below the threshold; (2,0) found forward (0.5) and backward (0.6)
@@ -118,39 +94,6 @@ def test_encode_streams_float16_memmap(tmp_path, rotated):
     np.testing.assert_array_equal(corpus.token_sentence, [0, 0, 0, 1, 2, 2])
     np.testing.assert_array_equal(corpus.rows_of(np.array([0, 2])), [0, 1, 2, 4, 5])
     np.testing.assert_allclose(corpus.sentence_vectors[2], expect[4:6].mean(0), atol=1e-6)
-
-
-def test_search_best_is_the_kernel_result():
-    rng = np.random.default_rng(3)
-    X, Y = rng.normal(size=(40, 8)).astype(np.float32), rng.normal(size=(33, 8)).astype(np.float32)
-    for metric in ("cos", "csls", "margin"):
-        best = mine.search_best(X, Y, metric, knn=5)
-        ref = reference_topk(torch.from_numpy(X), torch.from_numpy(Y), 1, metric=metric, knn=5, both=True)
-        np.testing.assert_array_equal(best.fwd_indices, ref.indices.numpy()[:, 0])
-        np.testing.assert_array_equal(best.bwd_indices, ref.rev_indices.numpy()[:, 0])
-        np.testing.assert_allclose(best.fwd_scores, ref.scores.numpy()[:, 0], atol=1e-5)
-
-
-@pytest.mark.parametrize("metric", ["cos", "csls", "margin"])
-def test_source_streamed_in_blocks_equals_one_block(metric, tmp_path):
-    """The source side read from a float16 memmap in blocks of 7 rows (r_S merged over blocks) gives the
-    same answer as one kernel call over everything."""
-    rng = np.random.default_rng(8)
-    centres = rng.normal(size=(6, 12))
-    X = (centres[rng.integers(0, 6, 45)] + 0.6 * rng.normal(size=(45, 12))).astype(np.float16)
-    Y = (centres[rng.integers(0, 6, 31)] + 0.6 * rng.normal(size=(31, 12))).astype(np.float32)
-    stored = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16, shape=X.shape)
-    stored[:] = X
-    w = np.linalg.qr(rng.normal(size=(12, 12)))[0].astype(np.float32)
-    rows = np.array([40, 3, 5, 9, 11, 12, 20, 21, 22, 30, 31, 32, 33, 34, 35, 44, 0])
-    for source, dense in [(mine.Rows(stored), X.astype(np.float32)),
-                          (mine.Rows(stored, rows, w), X[rows].astype(np.float32) @ w.T)]:
-        want = mine.search_best(dense, Y, metric, knn=5)
-        got = mine.search_best(source, Y, metric, knn=5, block_rows=7)
-        np.testing.assert_array_equal(got.fwd_indices, want.fwd_indices)
-        np.testing.assert_array_equal(got.bwd_indices, want.bwd_indices)
-        np.testing.assert_allclose(got.fwd_scores, want.fwd_scores, atol=1e-6)
-        np.testing.assert_allclose(got.bwd_scores, want.bwd_scores, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------- mining loop
@@ -233,6 +176,7 @@ class StandInRun:
     def __init__(self, enc: RotatedPair):
         self.enc, self.langs = enc, ["aa", "bb"]
         self.tokenizer = str.split
+        self.model = SimpleNamespace(context_dim=enc.dim)
 
     def embed_words(self, lang, words):
         side = "src" if lang == "aa" else "tgt"
@@ -299,3 +243,53 @@ def test_cli_bad_input_is_one_line(tmp_path):
     res = CliRunner().invoke(app, ["mine", "--src", str(tmp_path / "a.txt"), "--tgt", str(tmp_path / "a.txt"),
                                    "-o", str(tmp_path / "o")])
     assert res.exit_code == 1 and "--model" in res.output
+
+
+@pytest.fixture(scope="module")
+def mono_run(tmp_path_factory):
+    """A tiny --mono run (the multilingual LM, dim 16), one epoch on a synthetic comparable pair."""
+    from xlfast.synthetic import make_mono_pair
+    from xlfast.tokenize import TokenizerSpec
+    from xlfast.train import MonoSpec, TrainConfig, Trainer
+
+    d = tmp_path_factory.mktemp("mono")
+    files = make_mono_pair(concepts=12, n_sentences=60, seed=3).write(d)
+    cfg = TrainConfig(corpora=[], mono=[MonoSpec(str(files["src"]), "xx"), MonoSpec(str(files["tgt"]), "yy")],
+                      out=str(d / "run"), dim=16, epochs=1, subword="none", batch_size=16,
+                      tokenizer=TokenizerSpec("none"))
+    Trainer(cfg, log=lambda message: None).fit()
+    return files, d / "run"
+
+
+def test_cli_mines_words_and_sentences_with_a_mono_run(mono_run, tmp_path):
+    """A mono run's contextual vectors are [forward; backward] LM states, twice its static size (32 here):
+    the encoder must report that width (mining once stopped with 'encoder returned (9, 64) for a
+    sentence of 9 tokens' on a --dim 32 mono run)."""
+    from typer.testing import CliRunner
+
+    from xlfast.cli.main import app
+    from xlfast.encoders import RunEncoder
+
+    files, run_dir = mono_run
+    encoder = RunEncoder.load(run_dir)
+    assert encoder.dim == 32 and encoder.embed("src", [["a", "b", "c"]])[0].shape == (3, 32)
+    src_lines, tgt_lines = files["src"].read_text().splitlines(), files["tgt"].read_text().splitlines()
+    src_words, tgt_words = {w for s in src_lines for w in s.split()}, {w for s in tgt_lines for w in s.split()}
+
+    words, js = tmp_path / "words.tsv", tmp_path / "words.json"
+    res = CliRunner().invoke(app, ["mine", "--src", str(files["src"]), "--tgt", str(files["tgt"]),
+                                   "--model", str(run_dir), "-o", str(words), "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    rows = [line.split("\t") for line in words.read_text().splitlines()[1:]]
+    report = json.loads(js.read_text())
+    assert rows and report["pairs"] == len(rows)
+    assert report["src_tokens"] == sum(len(s.split()) for s in src_lines)
+    assert all(s in src_words and t in tgt_words and float(v) > 0.2 for s, t, _, v in rows)
+
+    sentences = tmp_path / "sentences.tsv"
+    res = CliRunner().invoke(app, ["mine", "--src", str(files["src"]), "--tgt", str(files["tgt"]),
+                                   "--model", str(run_dir), "-o", str(sentences), "--level", "sentence"])
+    assert res.exit_code == 0, res.output
+    got = [line.split("\t") for line in sentences.read_text().splitlines()]
+    assert got and all(float(v) > 1.05 and s in src_lines and t in tgt_lines for v, s, t in got)
+    assert len({s for _, s, _ in got}) == len(got) == len({t for _, _, t in got})  # one-to-one

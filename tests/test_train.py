@@ -85,7 +85,7 @@ def test_patience_counts_epochs_without_a_strict_improvement(synth, tmp_path, mo
     # a huge pseudo-dictionary: no sampling noise, so only exact ties move the kept model
     monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 10**9)])
     trainer = Trainer(cfg_for(corpus, tmp_path / "p", epochs=10, patience=3), log=lambda m: None)
-    monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0))
+    monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0, threads=[1]))
     summary = trainer.fit()
     # the score rises strictly at epochs 1 and 2, then ties (3), falls (4) and ties (5): three epochs
     # without a strict rise, so with patience 3 the run stops before epoch 6 (and never sees the 0.70s)
@@ -106,7 +106,7 @@ def test_the_kept_model_is_the_latest_within_one_standard_error(synth, tmp_path,
     scores = iter([0.50, 0.80, 0.77, 0.75, 0.70, 0.79])
     monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 100)])
     trainer = Trainer(cfg_for(corpus, tmp_path / "s", epochs=6, patience=10), log=lambda m: None)
-    monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0))
+    monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0, threads=[1]))
     summary = trainer.fit()
     log = [json.loads(x) for x in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
     # 0.77 and 0.79 are within 0.04 of 0.80 and kept; 0.75 and 0.70 are not

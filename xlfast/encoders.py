@@ -29,8 +29,25 @@ def whitespace_tokenizer(text: str) -> list[str]:
     return text.split()
 
 
+def load_encoder(model=None, hf_model=None, tokenize: str | None = None, lowercase: bool = False,
+                 src_lang: str | None = None, tgt_lang: str | None = None) -> "Encoder":
+    """The encoder `xlfast mine` asks for: a run directory (`model`) or a local transformer (`hf_model`).
+    `tokenize` / `lowercase` replace the tokenizer the run remembers (whitespace for a transformer)."""
+    if (model is None) == (hf_model is None):
+        raise XlfastError("give exactly one encoder: --model RUN_DIR or --hf-model PATH")
+    tokenizer = None
+    if tokenize is not None or lowercase:
+        from xlfast.tokenize import TokenizerSpec
+
+        tokenizer = TokenizerSpec(tokenize or "default", lowercase)
+    if hf_model is not None:
+        return HFEncoder(hf_model, tokenizer=tokenizer)
+    return RunEncoder.load(model, src_lang, tgt_lang, tokenizer=tokenizer)
+
+
 class RunEncoder:
-    """The shared encoder of a trained xlfast run (xlfast.run.Run): contextual bi-LSTM states per word."""
+    """The shared encoder of a trained xlfast run (xlfast.run.Run): contextual states per word (the top
+    encoder layer of a parallel run; forward and backward LM states of a mono run, twice as wide)."""
 
     def __init__(self, run, src_lang: str | None = None, tgt_lang: str | None = None,
                  tokenizer: Callable[[str], list[str]] | None = None, batch_size: int = 64):
@@ -46,8 +63,7 @@ class RunEncoder:
         self._tokenize = tokenizer or getattr(run, "tokenizer", None) or whitespace_tokenizer
         self.batch_size = batch_size
         self.name = f"xlfast run ({src_lang}-{tgt_lang})"
-        probe = run.embed_words(src_lang, ["a"])
-        self.dim = int(probe.shape[-1])
+        self.dim = int(run.model.context_dim)  # what embed_sentences returns, not the static vectors' size
 
     @classmethod
     def load(cls, run_dir, src_lang=None, tgt_lang=None, tokenizer=None, device="cpu") -> "RunEncoder":

@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from xlfast import threads
 from xlfast.errors import XlfastError
 from xlfast.kernels.dispatch import bf16_native
 from xlfast.model import PRESETS, SPECIALS, UNK, LMBatch, ModelConfig, PairBatch, model_class
@@ -506,7 +507,7 @@ class Trainer:
             cfg.epochs, cfg.patience, cfg.threads, cfg.device = new.epochs, new.patience, new.threads, new.device
             self.cfg = cfg
         if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+            threads.configure(cfg.threads)
         self.device = pick_device(cfg.device)
         self.bf16 = bf16_native(self.device.type) if cfg.bf16 is None else cfg.bf16
         self.sizes = cfg.resolved()
@@ -574,6 +575,7 @@ class Trainer:
 
     def train_step(self, data: PairData | MonoData, idx: list[int]) -> float:
         """One optimiser step on one batch of a corpus pair (or a monolingual corpus); returns its loss."""
+        threads.poll()  # between steps: share the CPUs when other work runs (xlfast.threads)
         batch = data.batch(idx, self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss, _ = self.model.loss(batch, backend=self.cfg.backend)
@@ -590,14 +592,16 @@ class Trainer:
         plan = epoch_plan(datasets, self.sizes["batch_size"], rng, alternate=cfg.kind == "mono")
         self.model.train()
         total, tokens, t0 = 0.0, 0, time.perf_counter()
+        used = set()  # thread counts the steps ran with (the governor lowers them while other work runs)
         for step, (k, idx) in enumerate(plan):
             total += self.train_step(datasets[k], idx)
             tokens += datasets[k].tokens(idx)
+            used.add(threads.active()["current"])
             if self.progress:
                 self.progress("step", dict(epoch=epoch, step=step + 1, steps=len(plan), loss=total / (step + 1),
                                            tok_s=tokens / max(time.perf_counter() - t0, 1e-9)))
         secs = time.perf_counter() - t0
-        return dict(loss=total / max(len(plan), 1), seconds=secs, tokens=tokens, steps=len(plan))
+        return dict(loss=total / max(len(plan), 1), seconds=secs, tokens=tokens, steps=len(plan), threads=sorted(used))
 
     def _select(self, score: float | None, tolerance: float) -> bool:
         """Whether this epoch's model is kept; updates patience.
@@ -667,7 +671,8 @@ class Trainer:
                 ckpt_s = self.save_checkpoint(keep_model=keep)
                 rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.criterion: score, **extra,
                        "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3),
-                       "checkpoint_seconds": round(ckpt_s, 3), "tokens": stats["tokens"], "best_epoch": self.best_epoch}
+                       "checkpoint_seconds": round(ckpt_s, 3), "tokens": stats["tokens"], "best_epoch": self.best_epoch,
+                       "threads": stats["threads"]}
                 self._append_log(rec)
                 if self.progress:
                     self.progress("epoch", rec)

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from xlfast.cli.common import console, table, write_json
+from xlfast.cli.common import ThreadsOption, apply_threads, console, table, write_json
 
 # Seconds per epoch of the authors' code on grk-it, this machine (METHOD.md §8.11; midpoints of the ranges).
 AUTHORS_GRK_IT = {"none": 12.0, "ave": 22.0, "cnn": 81.0}
@@ -103,7 +103,9 @@ def run_bench(names: list[str], subwords: list[str], backends: list[str], steps:
     from xlfast.train import TrainConfig, Trainer
 
     if threads:
-        torch.set_num_threads(threads)
+        from xlfast.threads import configure
+
+        configure(threads)
     rows = []
     for name, spec in corpora(names).items():
         for sub in subwords:
@@ -141,12 +143,13 @@ def cli(
     backend: Annotated[Optional[list[str]], typer.Option(help="Lookup backends to compare (default: torch and the automatic choice).")] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per round.")] = 5,
     rounds: Annotated[int, typer.Option(help="Alternating rounds.")] = 3,
-    threads: Annotated[Optional[int], typer.Option(help="torch threads.")] = None,
+    threads: ThreadsOption = None,
     dim: Annotated[Optional[int], typer.Option(help="Model size (default: the low preset, 500).")] = None,
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: as training).", show_default=False)] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write rows as JSON ('-' for stdout).")] = None,
 ) -> None:
     """One full training step on real corpora, per lookup backend, with the lookup's share of step time."""
+    apply_threads(threads)
     rows = run_bench(corpus or ["grk-it"], subword or ["none", "ave", "cnn"], backend or ["torch", "auto"], steps,
                      rounds, threads, dim, bf16)
     cols = ["corpus", "subword", "backend", "bf16", "ms/step", "s/epoch", "lookup share", "checkpoint (waited / written)",

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from xlfast.cli.common import Tokenize, err_console
+from xlfast.cli.common import ThreadsOption, Tokenize, apply_threads, err_console
 from xlfast.errors import XlfastError
 
 CHUNK_PAIRS = 4096  # pairs read, embedded and written at a time: memory stays flat on big corpora
@@ -92,11 +92,13 @@ def align(
     batch_size: Annotated[int, typer.Option(help="Sentence pairs per batched similarity computation.", min=1)] = 256,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip malformed input lines (an empty output line keeps "
                                                       "the numbering) instead of stopping.")] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Align the words of parallel sentences with a trained run (Pharaoh i-j output, 0-based).
 
     Links index the whitespace-separated tokens of each input line exactly as written, whatever the
     tokenizer does inside: a word is linked to another when any of their tokens are."""
+    apply_threads(threads)
     from xlfast.align import align_lines
     from xlfast.io import atomic_open, format_pharaoh, iter_parallel
     from xlfast.run import Run

@@ -1,4 +1,4 @@
-"""`xlfast bench csls|embed|train`: kernels and training side by side with their baselines.
+"""`xlfast bench csls|embed|train|load`: kernels and training side by side with their baselines.
 
 The measuring lives in `xlfast.bench.<name>` (pure: results and a report spec); each command here parses
 its options, runs it under a progress bar and renders the report (`--json` writes the results).
@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from xlfast.bench import csls, embed, train
-from xlfast.cli.common import XlfastGroup, console, setup_logging, table, write_json
+from xlfast.bench import csls, embed, load, train
+from xlfast.cli.common import ThreadsOption, XlfastGroup, apply_threads, console, setup_logging, table, write_json
 from xlfast.errors import XlfastError
 
 app = typer.Typer(cls=XlfastGroup, no_args_is_help=True, rich_markup_mode="rich")
@@ -63,8 +63,10 @@ def csls_cmd(
         "--approx", help="Also time approximate search (faiss IVF, IVF-PQ) with a recall@k column. Default: off.")] = False,
     data: Annotated[str, typer.Option(
         "--data", help="gaussian or clustered (random centres; what IVF relies on). Default gaussian.")] = "gaussian",
+    threads: ThreadsOption = None,
 ) -> None:
     """Top-k cosine/CSLS retrieval: every backend beside faiss and a MUSE-style baseline."""
+    apply_threads(threads)
     setup_logging()
     with _progress("csls bench") as tick:
         res = csls.run_bench(n, m, dim, k, knn, mem, repeats, backend, peers=not no_peers, progress=tick,
@@ -101,8 +103,10 @@ def embed_cmd(
     no_simple: Annotated[bool, typer.Option("--no-simple", help="Skip the simple-Numba baseline. Default: run it.")]
     = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Fused subword-average lookup, forward+backward, against the torch reference."""
+    apply_threads(threads)
     setup_logging()
     sizes = embed.sizes_of(_ints(vocab, "vocab"), _ints(dim, "dim"), grid)
     with _progress("embed bench") as tick:
@@ -115,3 +119,4 @@ def embed_cmd(
 app.command("csls", help="Top-k cosine/CSLS retrieval: every backend beside faiss and a MUSE-style baseline.")(csls_cmd)
 app.command("embed", help="Fused subword-average lookup, forward+backward, against the torch reference.")(embed_cmd)
 app.command("train", help="One full training step on real corpora, per lookup backend.")(train.cli)
+app.command("load", help="Speed beside other work: alone, beside a busy loop, beside a second xlfast, and all three.")(load.cli)

@@ -7,7 +7,7 @@ from enum import Enum
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -27,6 +27,27 @@ class Tokenize(str, Enum):
     none = "none"
 
 err_console = Console(stderr=True)
+
+
+def _check_threads(value: Optional[int]) -> Optional[int]:
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be at least 1 (the number of CPU threads), got {value}")
+    return value
+
+
+# `--threads` on every command that computes: one budget for all of the process's thread pools.
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    "--threads", callback=_check_threads, show_default=False,
+    help="CPU threads for every thread pool (torch, Numba, BLAS, OpenMP). Default: the CPUs this process may "
+         "use (affinity mask and cgroup quota); fewer while other work keeps the CPUs busy (XLFAST_GOVERNOR=0: fixed).",
+)]
+
+
+def apply_threads(threads: Optional[int]) -> dict:
+    """Apply the thread budget once at start-up (xlfast.threads.configure); `-v` logs what was applied."""
+    from xlfast import threads as budget
+
+    return budget.configure(threads)
 
 
 class XlfastGroup(TyperGroup):

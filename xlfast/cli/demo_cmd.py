@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from xlfast.cli.common import console, table
+from xlfast.cli.common import ThreadsOption, apply_threads, console, table
 
 
 def demo(
@@ -21,8 +21,10 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Training epochs on the synthetic pair.")] = 12,
     dim: Annotated[int, typer.Option(help="Embedding size of the demo model (small: it runs on a laptop in a minute).")] = 128,
     data_only: Annotated[bool, typer.Option("--data-only", help="Only generate and check the data.")] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Generate a synthetic language pair with a known lexicon and gold alignments, then train, align and score it."""
+    apply_threads(threads)
     from xlfast.synthetic import make_pair
 
     pair = make_pair(sentences, vocab, seed)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from xlfast.cli.common import XlfastGroup, console, table, write_json
+from xlfast.cli.common import ThreadsOption, XlfastGroup, apply_threads, console, table, write_json
 from xlfast.errors import InputError, XlfastError
 
 app = typer.Typer(cls=XlfastGroup, no_args_is_help=True, rich_markup_mode="rich")
@@ -100,8 +100,10 @@ def bli(
     knn: Annotated[int, typer.Option(help="CSLS neighbourhood size K.", min=1)] = 10,
     details: Annotated[bool, typer.Option(help="Print each word's top predictions and rank.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON ('-' = stdout).")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Bilingual lexicon induction: P@1/P@5/P@10 with CSLS and nearest neighbour, over the whole target vocabulary."""
+    apply_threads(threads)
     from xlfast import evaluate
     from xlfast.io import read_dictionary
 

@@ -13,7 +13,7 @@ import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from xlfast.cli.common import console, err_console, table, write_json
+from xlfast.cli.common import ThreadsOption, apply_threads, console, err_console, table, write_json
 from xlfast.errors import InputError, XlfastError
 from xlfast import mapping
 
@@ -113,12 +113,14 @@ def map_(
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Also write the summary JSON here ('-' for stdout).")
     ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Map SRC onto TGT: orthogonal Procrustes from a seed, refined on CSLS mutual nearest neighbours.
 
     With a run directory, refine the run's jointly trained spaces starting from the identity map.
     Writes the mapped source and normalised target as .vec files, W.npy and map.json.
     """
+    apply_threads(threads)
     from xlfast import io
 
     started = time.perf_counter()

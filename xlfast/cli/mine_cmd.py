@@ -1,41 +1,32 @@
 """`xlfast mine`: translation pairs from two monolingual corpora."""
 from __future__ import annotations
 
-import shutil
-import tempfile
-import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterable, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from xlfast.cli.common import console, err_console, table, write_json
-from xlfast.errors import XlfastError
+from xlfast import mine as mining
+from xlfast.cli.common import ThreadsOption, apply_threads, console, err_console, table, write_json
+from xlfast.search import METRICS, is_primary
+from xlfast.tokenize import TOKENIZERS
 
 
-class Level(str, Enum):
-    word = "word"
-    sentence = "sentence"
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A Typer choice type whose members are a tuple the core already has (one list of names)."""
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class Metric(str, Enum):
-    cos = "cos"
-    csls = "csls"
-    margin = "margin"
+Level = choices("Level", mining.LEVELS)
+Metric = choices("Metric", METRICS)
+MapUpdate = choices("MapUpdate", mining.MAP_UPDATES)
+Tokenize = choices("Tokenize", TOKENIZERS)
 
 
-class MapUpdate(str, Enum):
-    procrustes = "procrustes"
-    adam = "adam"
-
-
-# Token-level CSLS sits near 0 for frequent words (their K nearest tokens are copies of the same word),
-# so the paper's cosine threshold 0.2 would keep almost nothing under csls.
-DEFAULT_THRESHOLD = {"cos": 0.2, "csls": 0.0, "margin": 1.05}
-DEFAULT_METRIC = {"word": "cos", "sentence": "margin"}
-DEFAULT_KNN = {"word": 10, "sentence": 4}
+def _by(defaults: dict) -> str:
+    return ", ".join(f"{value} ({key})" for key, value in defaults.items())
 
 
 def mine(
@@ -44,14 +35,15 @@ def mine(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the mined pairs (TSV).")],
     model: Annotated[Optional[Path], typer.Option("--model", help="A trained xlfast run directory.")] = None,
     hf_model: Annotated[Optional[Path], typer.Option(
-        "--hf-model", help="A transformer saved in a local directory (needs xlfast[hf]; never downloads).")] = None,
+        "--hf-model", help="A transformer saved in a local directory (needs xlfast\\[hf]; never downloads).")] = None,
     level: Annotated[Level, typer.Option(help="Mine word pairs or parallel sentences.")] = Level.word,
     metric: Annotated[Optional[Metric], typer.Option(
-        help="Similarity: word level cos or csls (default cos), sentence level margin (ratio margin, default).")] = None,
+        help=f"Similarity (margin: the ratio margin); word level takes {' or '.join(mining.WORD_METRICS)}. "
+             f"Default: {_by(mining.DEFAULT_METRIC)}.")] = None,
     threshold: Annotated[Optional[float], typer.Option(
-        help="Keep pairs scoring above this. Default: 0.2 (cos), 0.0 (csls), 1.05 (sentence margin).")] = None,
+        help=f"Keep pairs scoring above this. Default: {_by(mining.DEFAULT_THRESHOLD)}.")] = None,
     knn: Annotated[Optional[int], typer.Option(
-        help="Neighbourhood size K of CSLS / margin. Default: 10 (word), 4 (sentence).")] = None,
+        help=f"Neighbourhood size K of CSLS / margin. Default: {_by(mining.DEFAULT_KNN)}.")] = None,
     iterations: Annotated[int, typer.Option(
         help="Word level: mine→update iterations fitting language-specific linear maps (0: mine once).")] = 0,
     sample: Annotated[int, typer.Option(help="Sentences sampled from each side per iteration.")] = 10000,
@@ -61,8 +53,8 @@ def mine(
     min_count: Annotated[int, typer.Option(help="Word level: keep word pairs mined at least this often.")] = 1,
     nproc: Annotated[int, typer.Option(
         help="Processes for the search (target side sharded, torch.distributed gloo on 127.0.0.1).")] = 1,
-    tokenize: Annotated[Optional[str], typer.Option(
-        help="Tokenizer: default or none (whitespace). Default: the run's own choice; none for --hf-model.")] = None,
+    tokenize: Annotated[Optional[Tokenize], typer.Option(
+        help="Tokenizer (none: whitespace). Default: the run's own choice; none for --hf-model.")] = None,
     lowercase: Annotated[bool, typer.Option("--lowercase", help="Lowercase tokens (with --tokenize).")] = False,
     src_lang: Annotated[Optional[str], typer.Option(help="Run language of --src. Default: the run's first.")] = None,
     tgt_lang: Annotated[Optional[str], typer.Option(help="Run language of --tgt. Default: the run's second.")] = None,
@@ -75,96 +67,43 @@ def mine(
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the map initialisation.")] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write a JSON summary here ('-' = stdout).")
     ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Mine word pairs or parallel sentences from two monolingual corpora (Hangya et al. 2022)."""
-    from xlfast import mine as mining
-    from xlfast.io import atomic_write_text, read_mono
+    apply_threads(threads)
+    from xlfast.encoders import load_encoder
+    from xlfast.io import read_mono
 
-    lvl = level.value
-    metric_name = metric.value if metric else DEFAULT_METRIC[lvl]
-    if lvl == "word" and metric_name == "margin":
-        raise XlfastError("--metric margin is for --level sentence; word level uses cos or csls")
-    if nproc < 1:
-        raise XlfastError("--nproc must be at least 1")
-    thr = DEFAULT_THRESHOLD[metric_name] if threshold is None else threshold
-    k = DEFAULT_KNN[lvl] if knn is None else knn
-    if (model is None) == (hf_model is None):
-        raise XlfastError("give exactly one encoder: --model RUN_DIR or --hf-model PATH")
     src_lines, tgt_lines = read_mono(src, skip_bad_lines=True), read_mono(tgt, skip_bad_lines=True)
     for lines in (src_lines, tgt_lines):
         if lines.skipped:
             err_console.print(f"[yellow]{lines.path}: skipped {lines.skipped} empty or undecodable lines[/]")
-    encoder = _encoder(model, hf_model, tokenize, lowercase, src_lang, tgt_lang)
+    encoder = load_encoder(model, hf_model, tokenize and tokenize.value, lowercase, src_lang, tgt_lang)
     err_console.print(f"encoder: {encoder.name}, dim {encoder.dim}; search: xlfast.kernels.csls, {nproc} process(es)")
-
-    scratch = Path(tempfile.mkdtemp(prefix="xlfast-mine-")) if work_dir is None else Path(work_dir)
-    seconds: dict[str, float] = {}
-    summary: dict = {"level": lvl, "metric": metric_name, "threshold": thr, "knn": k, "nproc": nproc,
-                     "src": str(src), "tgt": str(tgt), "encoder": encoder.name}
-    try:
-        with _progress() as bar:
-            t0 = time.perf_counter()
-            src_c = mining.encode_corpus(encoder, "src", src_lines, scratch, src_lines.lines, progress=bar)
-            tgt_c = mining.encode_corpus(encoder, "tgt", tgt_lines, scratch, tgt_lines.lines, progress=bar)
-            seconds["encode"] = time.perf_counter() - t0
-            if lvl == "word":
-                res = mining.mine_words(src_c, tgt_c, metric_name, thr, k, iterations, sample, map_update.value,
-                                        min_count=min_count, nproc=nproc, seed=seed, mem=mem, work_dir=scratch,
-                                        progress=bar)
-                seconds.update(res.seconds)
-                text = mining.word_pairs_tsv(res.pairs)
-                summary.update(pairs=len(res.pairs), token_pairs=res.token_pairs,
-                               iterations=[vars(s) for s in res.iterations])
-                shown = [[s, t, c, v] for s, t, c, v in res.pairs.rows()[:15]]
-                columns = ["source", "target", "count", "score"]
-            else:
-                res = mining.mine_sentences(src_c, tgt_c, thr, k, metric_name, nproc, mem, scratch, center=center)
-                seconds.update(res.seconds)
-                text = mining.sentence_pairs_tsv(res, src_c, tgt_c)
-                summary.update(pairs=len(res))
-                shown = [[float(v), _short(src_c.lines[i]), _short(tgt_c.lines[j])]
-                         for i, j, v in list(zip(res.src, res.tgt, res.score))[:10]]
-                columns = ["score", "source", "target"]
-        if _rank() == 0:  # under torchrun every rank mines; one writes
-            atomic_write_text(output, text)
-    finally:
-        if work_dir is None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    tokens = src_c.n_tokens + tgt_c.n_tokens
-    summary.update(src_sentences=len(src_c.lines), tgt_sentences=len(tgt_c.lines), src_tokens=src_c.n_tokens,
-                   tgt_tokens=tgt_c.n_tokens, seconds=seconds, output=str(output),
-                   tokens_per_second=tokens / max(sum(seconds.values()), 1e-9))
-    if _rank() != 0:
+    by_level = (dict(iterations=iterations, sample=sample, map_update=map_update.value, min_count=min_count, seed=seed)
+                if level is Level.word else dict(center=center))
+    with _progress() as bar:
+        summary = mining.mine_corpora(encoder, src_lines, tgt_lines, output, level=level.value,
+                                      metric=metric and metric.value, threshold=threshold, knn=knn, nproc=nproc,
+                                      mem=mem, work_dir=work_dir, progress=bar, **by_level)
+    if not is_primary():  # under torchrun every rank mines; the first one reports
         return
-    console.print(table(f"mined {summary['pairs']} {lvl} pairs → {output}", columns, shown))
+    if level is Level.word:
+        columns, shown = ["source", "target", "count", "score"], summary.best
+    else:
+        columns, shown = ["score", "source", "target"], [(v, _short(s), _short(t)) for v, s, t in summary.best[:10]]
+    seconds = summary.seconds
+    console.print(table(f"mined {summary.pairs} {summary.level} pairs → {output}", columns, shown))
     console.print(table("stages", ["stage", "seconds", "share"],
                         [[name, s, f"{100 * s / max(sum(seconds.values()), 1e-9):.0f}%"] for name, s in seconds.items()]
-                        + [["tokens/s", summary["tokens_per_second"], ""]]))
+                        + [["tokens/s", summary.tokens_per_second, ""]]))
     if json_path is not None:
-        write_json(json_path, summary)
-
-
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
+        write_json(json_path, dict(summary.to_dict(), src=str(src), tgt=str(tgt), encoder=encoder.name,
+                                   output=str(output)))
 
 
 def _short(text: str, width: int = 50) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _encoder(model, hf_model, tokenize, lowercase, src_lang, tgt_lang):
-    from xlfast.encoders import HFEncoder, RunEncoder
-
-    tokenizer = None
-    if tokenize is not None or lowercase:
-        from xlfast.tokenize import TokenizerSpec
-
-        tokenizer = TokenizerSpec(tokenize or "default", lowercase)
-    if hf_model is not None:
-        return HFEncoder(hf_model, tokenizer=tokenizer)
-    return RunEncoder.load(model, src_lang, tgt_lang, tokenizer=tokenizer)
 
 
 class _progress:

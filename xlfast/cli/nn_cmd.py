@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from xlfast.cli.common import console, table, write_json
+from xlfast.cli.common import ThreadsOption, apply_threads, console, table, write_json
 
 
 def nn(
@@ -17,8 +17,10 @@ def nn(
     k: Annotated[int, typer.Option("-k", help="How many neighbours.", min=1)] = 10,
     metric: Annotated[str, typer.Option(help="csls (hubness-corrected, K=10) or cos.")] = "csls",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the neighbours as JSON.")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Show the nearest words of WORD in another language."""
+    apply_threads(threads)
     import torch
 
     from xlfast.cli.align_cmd import resolve_langs

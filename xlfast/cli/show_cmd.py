@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from xlfast.cli.align_cmd import Emb, Null, Sym, Tokenize, resolve_langs, resolve_tokenizer
-from xlfast.cli.common import console, table
+from xlfast.cli.common import ThreadsOption, apply_threads, console, table
 
 
 def show(
@@ -24,8 +24,10 @@ def show(
     tokenize: Annotated[Optional[Tokenize], typer.Option(help="Override the run's tokenizer.")] = None,
     lowercase: Annotated[Optional[bool], typer.Option("--lowercase/--no-lowercase",
                                                       help="Override the run's lowercasing.")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Draw the similarity matrix of one sentence pair with the chosen links marked."""
+    apply_threads(threads)
     from xlfast.align import align_lines, pair_scores, pair_vectors
     from xlfast.errors import XlfastError
     from xlfast.run import Run

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from xlfast.cli.common import Tokenize, console, err_console, table, write_json
+from xlfast.cli.common import ThreadsOption, Tokenize, apply_threads, console, err_console, table, write_json
 from xlfast.errors import XlfastError
 
 
@@ -130,7 +130,7 @@ def train(
     spm_vocab: Annotated[int, typer.Option(help="SentencePiece pieces per language (shrunk for tiny corpora).")] = 1000,
     select_words: Annotated[int, typer.Option(help="--mono: most frequent words per language scored by the selection criterion.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed (runs are reproducible).")] = 1,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch. Default: torch's choice.")] = None,
+    threads: ThreadsOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bfloat16 autocast. Default: on where the hardware has bf16 arithmetic.", show_default=False)] = None,
     backend: Annotated[Optional[str], typer.Option(help="Subword-lookup kernel backend (default: fastest available).")] = None,
@@ -146,6 +146,8 @@ def train(
 
     from xlfast.tokenize import TokenizerSpec
     from xlfast.train import TrainConfig, Trainer
+
+    apply_threads(threads)
 
     specs, mono_specs = ([], parse_mono(corpora, langs or [])) if mono else (parse_corpora(corpora, langs or []), [])
     if mono and batch_size is None:

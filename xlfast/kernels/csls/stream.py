@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from xlfast import threads
 from xlfast.kernels.csls.base import Mode, Running, Search, TiledBackend, TopK, clip_k, means_of, take, tile_shape
 
 
@@ -43,6 +44,7 @@ def stream(backend: TiledBackend, Xn, Yn, *, k_rows, k_cols, mode, r_T, r_S, mem
     cterm = r_S if r_S is not None else np.zeros(m, np.float32)
     bx, by = tile_shape(n, m, Xn.shape[1], mem)
     for i0, j0, S in tiles(backend, Xn, Yn, bx, by):
+        threads.poll()  # between tiles: share the CPUs when other work runs (xlfast.threads)
         backend.update(
             S, i0, j0,
             rows.vals if k_rows else empty_v, rows.idx if k_rows else empty_i,
