@@ -5,15 +5,19 @@ its options, runs it under a progress bar and renders the report (`--json` write
 """
 from __future__ import annotations
 
+import signal
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from string import Formatter
 from typing import Annotated, Optional
 
+import torch
 import typer
 
 from xlfast.bench import csls, embed, load, train
-from xlfast.cli.common import ThreadsOption, XlfastGroup, apply_threads, console, setup_logging, table, write_json
+from xlfast.cli.common import (ThreadsOption, XlfastGroup, apply_threads, console, err_console, setup_logging, table,
+                               write_json)
 from xlfast.errors import XlfastError
 
 app = typer.Typer(cls=XlfastGroup, no_args_is_help=True, rich_markup_mode="rich")
@@ -116,7 +120,88 @@ def embed_cmd(
         write_json(json_path, res)
 
 
+def train_cmd(
+    corpus: Annotated[Optional[list[str]], typer.Option(help="Corpora: grk-it, shp-es (repeatable).")] = None,
+    subword: Annotated[Optional[list[str]], typer.Option(help="Subword modes: none, ave, cnn (repeatable).")] = None,
+    backend: Annotated[Optional[list[str]], typer.Option(help="Lookup backends to compare (default: torch and the automatic choice).")] = None,
+    steps: Annotated[int, typer.Option(help="Timed steps per round.")] = 5,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds.")] = 3,
+    threads: ThreadsOption = None,
+    dim: Annotated[Optional[int], typer.Option(help="Model size (default: the low preset, 500).")] = None,
+    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: as training).", show_default=False)] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write rows as JSON ('-' for stdout).")] = None,
+) -> None:
+    """One full training step on real corpora, per lookup backend, with the lookup's share of step time."""
+    apply_threads(threads)
+    rows = train.run_bench(corpus or ["grk-it"], subword or ["none", "ave", "cnn"], backend or ["torch", "auto"], steps,
+                           rounds, threads, dim, bf16, log=lambda m: console.print(f"[yellow]{m}[/]"))
+    cols = ["corpus", "subword", "backend", "bf16", "ms/step", "s/epoch", "lookup share", "checkpoint (waited / written)",
+            "eval s", "× faster than authors"]
+    console.print(table(
+        f"xlfast bench train (threads {torch.get_num_threads()}, median of {rounds} alternated rounds)",
+        cols,
+        [[r["corpus"], r["subword"], r["backend"], r["bf16"], r["step_ms"], r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
+          f"{1000 * r['ckpt_blocking_s']:.0f} / {1000 * r['ckpt_write_s']:.0f} ms ({100 * r['ckpt_share']:.1f}% of an epoch, "
+          f"{r['ckpt_mb']:.0f} MB)", r["eval_s"], r.get("vs_authors", "–")] for r in rows],
+    ))
+    if json_out:
+        write_json(json_out, rows)
+
+
+def load_cmd(
+    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="train (a grk-it step), csls (20k×20k×300 top-10), demo (a step on the 600-pair synthetic pair at dim 32). Default: train and csls.")] = None,
+    config: Annotated[Optional[list[str]], typer.Option("--config", help="Thread configurations: before (runtime defaults, fixed threads), after (xlfast's), passive (OMP_WAIT_POLICY=PASSIVE), or NAME:KEY=VALUE,... Default: before and after.")] = None,
+    scenario: Annotated[Optional[list[str]], typer.Option("--scenario", help="alone, busy, two, three (repeatable). Default: all; alone is always run.")] = None,
+    rounds: Annotated[int, typer.Option(help="Alternated rounds.")] = 2,
+    seconds: Annotated[Optional[float], typer.Option(help="Timed seconds per scenario (default: train 4, csls 8).")] = None,
+    warm: Annotated[float, typer.Option(help="Seconds of untimed work first, with the competitors already running.")] = 1.0,
+    dim: Annotated[Optional[int], typer.Option(help="Training model size (default: the low preset, 500).")] = None,
+    n: Annotated[int, typer.Option("--n", help="CSLS vectors per side.")] = 20000,
+    csls_dim: Annotated[int, typer.Option(help="CSLS vector dimension.")] = 300,
+    threads: Annotated[Optional[int], typer.Option(help="--threads of each worker (default: its CPU budget).")] = None,
+    wait_quiet_s: Annotated[float, typer.Option("--wait-quiet", help="Before each scenario, wait up to this many seconds for other work on the machine to stop.")] = 0.0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON ('-' for stdout).")] = None,
+) -> None:
+    """Speed beside other work: alone, beside a busy loop, beside a second xlfast, and all three."""
+    kinds = kind or ["train", "csls"]
+    for k in kinds:
+        if k not in load.KINDS:
+            raise typer.BadParameter(f"unknown kind {k!r} ({', '.join(load.KINDS)})")
+    scen = ["alone"] + [s for s in (scenario or load.SCENARIOS) if s != "alone"]
+    for s in scen:
+        if s not in load.SCENARIOS:
+            raise typer.BadParameter(f"unknown scenario {s!r} ({', '.join(load.SCENARIOS)})")
+    if threads is not None and threads < 1:
+        raise typer.BadParameter("--threads must be at least 1")
+    cfgs = [load.parse_config(c) for c in (config or ["before", "after"])]
+    # SIGTERM (and SIGINT where a shell started us in the background with it ignored) must still run the
+    # finally blocks that stop the workers and busy loops
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    secs = {"train": seconds or 4.0, "csls": seconds or 8.0, "demo": seconds or 3.0}
+    res = load.run_bench(kinds, cfgs, scen, rounds, warm, secs, dim, n, csls_dim, threads,
+                         log=lambda m: err_console.print(m, highlight=False), quiet=wait_quiet_s)
+    cols = ["work", "config", "beside", "ms per unit", "× alone", "s/epoch", "rounds (ms)", "background", "threads used"]
+    console.print(table(
+        f"xlfast bench load ({res['online_cpus']} CPUs, budget {res['cpu_budget']}; median of {rounds} alternated rounds)",
+        cols,
+        [[r["kind"], r["config"], load.SCENARIO_HELP[r["scenario"]], r["ms_per_unit"],
+          "–" if r["vs_alone"] is None else f"{r['vs_alone']:.2f}", r.get("epoch_s", "–"), " ".join(f"{x:.0f}" for x in r["rounds"]),
+          f"{r['background']:.1f}", _threads_used(r)] for r in res["rows"]],
+    ))
+    if any(r["background"] >= 0.3 for r in res["rows"]):
+        err_console.print("[yellow]other work ran on this machine during some scenarios (background ≥ 0.3 runnable "
+                          "tasks besides the benchmark): those figures are not clean; see --wait-quiet[/]")
+    if json_out:
+        write_json(json_out, res)
+
+
+def _threads_used(row: dict) -> str:
+    """Thread counts the timed units ran with, over all rounds and workers: '2', '1', '1-2'."""
+    seen = sorted({int(t) for rnd in row["threads_used"] for w in rnd for t in w})
+    return "-".join(str(t) for t in (seen[0], seen[-1])) if len(seen) > 1 else (str(seen[0]) if seen else "–")
+
+
 app.command("csls", help="Top-k cosine/CSLS retrieval: every backend beside faiss and a MUSE-style baseline.")(csls_cmd)
 app.command("embed", help="Fused subword-average lookup, forward+backward, against the torch reference.")(embed_cmd)
-app.command("train", help="One full training step on real corpora, per lookup backend.")(train.cli)
-app.command("load", help="Speed beside other work: alone, beside a busy loop, beside a second xlfast, and all three.")(load.cli)
+app.command("train", help="One full training step on real corpora, per lookup backend.")(train_cmd)
+app.command("load", help="Speed beside other work: alone, beside a busy loop, beside a second xlfast, and all three.")(load_cmd)
