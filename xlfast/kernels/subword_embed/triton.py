@@ -7,7 +7,6 @@ with atomic adds — on a GPU atomics into a table this small are cheap, and the
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
