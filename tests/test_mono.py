@@ -11,7 +11,8 @@ from xlfast.evaluate import bli
 from xlfast.model import BOS, EOS, LMBatch, ModelConfig, MultilingualLM
 from xlfast.run import Run
 from xlfast.synthetic import make_mono_pair
-from xlfast.train import MonoData, epoch_plan
+from xlfast.corpora import MonoData
+from xlfast.train import epoch_plan
 
 torch.manual_seed(0)
 

@@ -15,7 +15,8 @@ from xlfast.evaluate import bli
 from xlfast.run import Run
 from xlfast.synthetic import make_pair
 from xlfast.tokenize import TokenizerSpec
-from xlfast.train import CorpusSpec, TrainConfig, Trainer, bucketed_batches, PairData
+from xlfast.corpora import CorpusSpec, PairData
+from xlfast.train import TrainConfig, Trainer, bucketed_batches
 
 SMALL = dict(dim=64, batch_size=16, spm_vocab=200, tokenizer=TokenizerSpec("none"))
 
@@ -42,11 +43,11 @@ def lexicon_p1(run_dir, lexicon):
 
 def test_short_training_lowers_the_loss_and_finds_translations(synth, tmp_path):
     pair, corpus = synth
-    trainer = Trainer(cfg_for(corpus, tmp_path / "r", epochs=1), log=lambda m: None)
+    trainer = Trainer.new(cfg_for(corpus, tmp_path / "r", epochs=1), log=lambda m: None)
     trainer.fit()
     p1_start = lexicon_p1(tmp_path / "r", pair.lexicon)
     first_loss = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[0])["loss"]
-    trainer = Trainer(cfg_for(corpus, tmp_path / "r", epochs=30, patience=50), resume=True, log=lambda m: None)
+    trainer = Trainer.resume(tmp_path / "r", dict(epochs=30, patience=50), log=lambda m: None)
     summary = trainer.fit()
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, 31))
@@ -62,10 +63,10 @@ def test_short_training_lowers_the_loss_and_finds_translations(synth, tmp_path):
 
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(synth, tmp_path):
     _, corpus = synth
-    straight = Trainer(cfg_for(corpus, tmp_path / "a", epochs=3, patience=99), log=lambda m: None)
+    straight = Trainer.new(cfg_for(corpus, tmp_path / "a", epochs=3, patience=99), log=lambda m: None)
     straight.fit()
-    Trainer(cfg_for(corpus, tmp_path / "b", epochs=1, patience=99), log=lambda m: None).fit()
-    resumed = Trainer(cfg_for(corpus, tmp_path / "b", epochs=3, patience=99), resume=True, log=lambda m: None)
+    Trainer.new(cfg_for(corpus, tmp_path / "b", epochs=1, patience=99), log=lambda m: None).fit()
+    resumed = Trainer.resume(tmp_path / "b", dict(epochs=3), log=lambda m: None)
     resumed.fit()
     for (k, p), (_, q) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.allclose(p.float(), q.float(), atol=1e-6), k
@@ -84,7 +85,7 @@ def test_patience_counts_epochs_without_a_strict_improvement(synth, tmp_path, mo
     scores = iter([0.50, 0.60, 0.60, 0.55, 0.60, 0.60, 0.70, 0.70, 0.70, 0.9])
     # a huge pseudo-dictionary: no sampling noise, so only exact ties move the kept model
     monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 10**9)])
-    trainer = Trainer(cfg_for(corpus, tmp_path / "p", epochs=10, patience=3), log=lambda m: None)
+    trainer = Trainer.new(cfg_for(corpus, tmp_path / "p", epochs=10, patience=3), log=lambda m: None)
     monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0, threads=[1]))
     summary = trainer.fit()
     # the score rises strictly at epochs 1 and 2, then ties (3), falls (4) and ties (5): three epochs
@@ -105,7 +106,7 @@ def test_the_kept_model_is_the_latest_within_one_standard_error(synth, tmp_path,
     # 100 query words: at P@1 0.8 one standard error is sqrt(0.8·0.2/100) = 0.04
     scores = iter([0.50, 0.80, 0.77, 0.75, 0.70, 0.79])
     monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 100)])
-    trainer = Trainer(cfg_for(corpus, tmp_path / "s", epochs=6, patience=10), log=lambda m: None)
+    trainer = Trainer.new(cfg_for(corpus, tmp_path / "s", epochs=6, patience=10), log=lambda m: None)
     monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0, threads=[1]))
     summary = trainer.fit()
     log = [json.loads(x) for x in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
@@ -118,7 +119,7 @@ def test_the_kept_model_is_the_latest_within_one_standard_error(synth, tmp_path,
 
 def test_refuses_to_overwrite_an_existing_run(synth, tmp_path):
     _, corpus = synth
-    Trainer(cfg_for(corpus, tmp_path / "r", epochs=1), log=lambda m: None).fit()
+    Trainer.new(cfg_for(corpus, tmp_path / "r", epochs=1), log=lambda m: None).fit()
     result = CliRunner().invoke(app, ["train", str(corpus), "--langs", "src,tgt", "-o", str(tmp_path / "r"), "--epochs", "1"])
     assert result.exit_code == 1
     assert "already holds a run" in result.output
