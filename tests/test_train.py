@@ -1,6 +1,8 @@
 """Training end to end on the synthetic pair: learning, resume, several corpora, the CLI."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from xlfast.run import Run
 from xlfast.synthetic import make_pair
 from xlfast.tokenize import TokenizerSpec
 from xlfast.corpora import CorpusSpec, PairData
+from xlfast.errors import XlfastError
 from xlfast.train import TrainConfig, Trainer, bucketed_batches
 
 SMALL = dict(dim=64, batch_size=16, spm_vocab=200, tokenizer=TokenizerSpec("none"))
@@ -200,3 +203,134 @@ def test_missing_corpus_and_unknown_languages(tmp_path):
     f.write_text("a\tb\n", "utf-8")
     r = CliRunner().invoke(app, ["train", str(f), "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "--langs" in r.output
+
+
+# ------------------------------------------------------------------------------------------------ resume
+def one_line(text: str) -> str:
+    """A command's message as one line: Rich error panels wrap and frame it."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def files_of(run_dir):
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def trained(synth, tmp_path_factory):
+    """A 2-epoch run trained from Python (dim 32); each test below resumes its own copy."""
+    _, corpus = synth
+    out = tmp_path_factory.mktemp("trained") / "run"
+    Trainer.new(cfg_for(corpus, out, dim=32, epochs=2, spm_vocab=150), log=lambda m: None).fit()
+    return out
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+@pytest.mark.parametrize("args, named", [
+    (["{corpus}", "--langs", "src,tgt", "--dim", "64"], "--dim 64 (the run's: 32)"),
+    (["{corpus}", "--langs", "src,xx"], "{corpus} (src-xx) (the run's: {corpus} (src-tgt))"),
+    (["{other}", "--langs", "src,tgt"], "{other} (src-tgt) (the run's: {corpus} (src-tgt))"),
+    (["--subword", "cnn"], "--subword cnn (the run's: ave)"),
+    (["--spm-vocab", "300", "--min-count", "2"], "--min-count 2 (the run's: 1); --spm-vocab 300 (the run's: 150)"),
+])
+def test_resume_refuses_a_change_of_data_or_model_in_one_line(synth, run_copy, tmp_path, args, named):
+    """A resumed run would silently train the stored configuration: refuse, naming what differs, and
+    change nothing in the run directory."""
+    _, corpus = synth
+    other = tmp_path / "other.tsv"
+    shutil.copy(corpus, other)
+    before = files_of(run_copy)
+    argv = [a.format(corpus=corpus, other=other) for a in args]
+    r = CliRunner().invoke(app, ["train", *argv, "-o", str(run_copy), "--resume", "--tokenize", "none"])
+    assert r.exit_code == 1, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert named.format(corpus=corpus, other=other) in r.output
+    assert "start a new run with another -o" in r.output
+    assert files_of(run_copy) == before
+
+
+def test_resume_takes_more_epochs_and_says_so(run_copy, tmp_path):
+    summary = tmp_path / "summary.json"
+    r = CliRunner().invoke(app, ["train", "-o", str(run_copy), "--resume", "--epochs", "3", "--json", str(summary)])
+    assert r.exit_code == 0, r.output
+    assert "resuming with --epochs 3 (was 2)" in r.output
+    assert "resumed after epoch 2 with --epochs 3 (was 2)" in one_line(r.output)
+    assert [json.loads(x)["epoch"] for x in (run_copy / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    doc = json.loads(summary.read_text())
+    assert doc["resumed_after"] == 2 and doc["changes"] == ["--epochs 3 (was 2)"] and doc["epochs"] == 3
+    assert json.loads((run_copy / "config.json").read_text())["train"]["epochs"] == 3  # the next resume sees it
+
+
+def test_a_python_run_resumes_by_the_same_rules(run_copy):
+    with pytest.raises(XlfastError, match=r"--dim 64 \(the run's: 32\)"):
+        Trainer.resume(run_copy, {"dim": 64}, log=lambda m: None)
+    said = []
+    trainer = Trainer.resume(run_copy, {"lr": 1e-3, "epochs": 4, "dim": 32}, log=said.append)
+    # the optimiser's saved state carries the old rate; the new one is what the next step uses
+    assert [g["lr"] for g in trainer.opt.param_groups] == [1e-3]
+    assert trainer.changes == ["--epochs 4 (was 2)", "--lr 0.001 (was 0.003)"]
+    assert "resuming with --lr 0.001 (was 0.003)" in said
+
+
+def test_resume_checks_option_ranges_first(run_copy):
+    before = files_of(run_copy)
+    r = CliRunner().invoke(app, ["train", "-o", str(run_copy), "--resume", "--dim", "7"])
+    assert r.exit_code == 2 and "must be even" in one_line(r.output)
+    assert files_of(run_copy) == before
+
+
+# ------------------------------------------------------------------------------------- invalid options
+@pytest.mark.parametrize("args, code, message", [
+    (["--dim", "7"], 2, "Invalid value for --dim: 7 must be even"),
+    (["--dim", "-4"], 2, "--dim: -4 must be at least 2"),
+    (["--dim", "0"], 2, "--dim: 0 must be at least 2"),
+    (["--lr", "-1"], 2, "--lr: -1.0 must be greater than 0"),
+    (["--dropout", "2"], 2, "--dropout: 2.0 must be at least 0 and below 1"),
+    (["--batch-size", "0"], 2, "--batch-size: 0 must be at least 1"),
+    (["--enc-layers", "0"], 2, "--enc-layers: 0 must be at least 1"),
+    (["--threads", "0"], 2, "--threads"),
+    (["--patience", "-3"], 2, "--patience: -3 must be at least 1"),
+    (["--spm-vocab", "0"], 2, "--spm-vocab: 0 must be at least 1"),
+    (["--epochs", "0"], 2, "--epochs: 0 must be at least 1"),
+    (["--device", "tpu"], 2, "--device: 'tpu' must be auto, cpu, cuda or cuda:N"),
+    (["--backend", "bogus"], 2, "--backend: 'bogus' must be one of: auto,"),
+    (["--min-count", "100000"], 1, "--min-count 100000: no word of 'src' occurs that often (the most frequent,"),
+])
+def test_invalid_options_stop_before_any_work(synth, tmp_path, monkeypatch, args, code, message):
+    """Every option is checked before the run directory is created and before SentencePiece is trained."""
+    import xlfast.train as train_mod
+
+    def sentencepiece(*a, **k):
+        raise AssertionError("SentencePiece was trained before every option was checked")
+
+    monkeypatch.setattr(train_mod, "train_segmenters", sentencepiece)
+    _, corpus = synth
+    r = CliRunner().invoke(app, ["train", str(corpus), "--langs", "src,tgt", "-o", str(tmp_path / "o"), *args])
+    assert r.exit_code == code, r.output
+    assert message in one_line(r.output) and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_python_settings_are_checked_too(synth, tmp_path):
+    _, corpus = synth
+    for bad, message in ((dict(dim=0), "--dim 0: must be at least 2"), (dict(dropout=1.0), "--dropout 1.0: must be"),
+                         (dict(preset="huge"), "--preset huge: must be one of: low, medium, high")):
+        with pytest.raises(XlfastError, match=re.escape(message)):
+            Trainer.new(cfg_for(corpus, tmp_path / "o", **bad), log=lambda m: None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_that_is_a_file_or_a_missing_corpus_is_one_line(synth, tmp_path):
+    _, corpus = synth
+    taken = tmp_path / "taken"
+    taken.write_text("keep me\n")
+    r = CliRunner().invoke(app, ["train", str(corpus), "--langs", "src,tgt", "-o", str(taken)])
+    assert r.exit_code == 1 and "exists and is not a directory" in r.output and len(r.output.strip().splitlines()) == 1
+    assert taken.read_text() == "keep me\n"
+    # no --langs: the missing file is what is wrong, not its languages
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "nosuch.tsv"), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and f"{tmp_path / 'nosuch.tsv'}: no such file" in r.output
+    assert not (tmp_path / "o").exists()

@@ -68,7 +68,8 @@ def check_specs(corpora: list[CorpusSpec], mono: list[MonoSpec]) -> None:
         if len(c.langs) != 2 or c.langs[0] == c.langs[1]:
             raise XlfastError(f"{c.path}: a corpus pairs two languages, not {'-'.join(c.langs)}")
     if mono and len({m.lang for m in mono}) < 2:
-        raise XlfastError("--mono needs corpora of at least two languages (give --langs a,b when the suffixes are equal)")
+        raise XlfastError("--mono needs corpora of at least two languages "
+                          "(give --langs a,b when the suffixes are equal)")
 
 
 # ---------------------------------------------------------------------------------------------------

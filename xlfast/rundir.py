@@ -121,7 +121,7 @@ class RunDir:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise self.bad_config(type(exc).__name__) from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("train"), dict) or not isinstance(doc.get("model"), dict):
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(key), dict) for key in ("train", "model")):
             raise self.bad_config("no 'train' and 'model' settings")
         langs = doc.get("langs")
         if not isinstance(langs, list) or not all(isinstance(x, str) for x in langs):
@@ -206,9 +206,18 @@ class RunDir:
         return model.to(device)
 
     def read_log(self) -> list[dict]:
+        """The epochs' records. A last line cut short (the process was killed while appending it) is left out."""
         if not self.log_path.is_file():
             return []
-        return [json.loads(line) for line in self.log_path.read_text(encoding="utf-8").splitlines() if line]
+        lines = [line for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line]
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise InputError(self.log_path, "not a JSON record", number) from None
+        return records
 
     # ---------------------------------------------------------------------------------------- writing
     def write_config(self, doc: dict) -> None:
@@ -239,8 +248,8 @@ class RunDir:
             os.fsync(f.fileno())
 
     def truncate_log(self, epoch: int) -> None:
-        """Drop the lines of epochs after `epoch` (a resumed run trains them again)."""
-        kept = [r for r in self.read_log() if r["epoch"] <= epoch]
+        """Drop the lines of epochs after `epoch` (a resumed run trains them again; a new run: all)."""
+        kept = [r for r in self.read_log() if r["epoch"] <= epoch] if epoch else []
         atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in kept))
 
 

@@ -218,10 +218,12 @@ def reconcile(rundir: RunDir, stored: TrainConfig, changes: Mapping[str, Any]) -
     new = apply_changes(stored, changes)
     new.validate()
     new, old = new.resolved(), stored.resolved()
-    differ = [f.name for f in fields(TrainConfig) if f.name != "out" and not _same(f.name, getattr(old, f.name), getattr(new, f.name))]
+    differ = [f.name for f in fields(TrainConfig)
+              if f.name != "out" and not _same(f.name, getattr(old, f.name), getattr(new, f.name))]
     refused = [name for name in differ if name not in RESUMABLE]
     if refused:
-        what = "; ".join(f"{flag(n)} {_shown(n, getattr(new, n))} (the run's: {_shown(n, getattr(old, n))})" for n in refused)
+        what = "; ".join(f"{flag(n)} {_shown(n, getattr(new, n))} (the run's: {_shown(n, getattr(old, n))})"
+                         for n in refused)
         shape = "it shapes" if len(refused) == 1 else "they shape"
         raise XlfastError(f"{rundir}: cannot resume with {what}: {shape} the data or the model the checkpoint was "
                           "trained on (start a new run with another -o)")
@@ -591,7 +593,8 @@ class Trainer:
             self.rundir.write_pieces(self.prep.subwords.piece_table)
 
     def _write_config(self) -> None:
-        self.rundir.write_config({"train": self.cfg.to_dict(), "model": self.model.cfg.to_dict(), "langs": self.prep.langs})
+        self.rundir.write_config({"train": self.cfg.to_dict(), "model": self.model.cfg.to_dict(),
+                                  "langs": self.prep.langs})
 
     def plan(self, rng: random.Random) -> list[tuple[int, list[int]]]:
         """The batches of an epoch: (index into prep.datasets, sentence indices)."""
