@@ -79,6 +79,45 @@ def test_a_damaged_config_is_one_line(trained, run_copy, tmp_path, content, why)
     one_error_line(CliRunner().invoke(app, ["train", "-o", str(run_copy), "--resume"]), expected)
 
 
+def every_command_that_loads_a_run(run_dir, corpus, tmp_path):
+    """The command lines of align, nn, eval bli, show and mine on `run_dir` (each writes under tmp_path)."""
+    words = tmp_path / "words.txt"
+    words.write_text("a b\n", encoding="utf-8")
+    side = tmp_path / "side.txt"
+    side.write_text("a b c\n", encoding="utf-8")
+    return {
+        "align": ["align", str(run_dir), str(corpus), "-o", str(tmp_path / "out.align")],
+        "nn": ["nn", str(run_dir), "w", "--lang", "src"],
+        "eval bli": ["eval", "bli", str(run_dir), "--dict", str(words)],
+        "show": ["show", str(run_dir), "--src", "a b", "--tgt", "c d", "-o", str(tmp_path / "out.png")],
+        "mine": ["mine", "--src", str(side), "--tgt", str(side), "--model", str(run_dir), "-o", str(tmp_path / "out.tsv")],
+    }
+
+
+@pytest.mark.parametrize("command", ["align", "nn", "eval bli", "show", "mine"])
+@pytest.mark.parametrize("damaged, expected", [
+    ("model.pt", "{run}/model.pt: not a readable checkpoint (truncated?)"),
+    ("config.json", "{run}/config.json: not a readable run configuration (JSONDecodeError)"),
+])
+def test_every_command_names_a_damaged_run_file_in_one_line(trained, run_copy, tmp_path, command, damaged, expected):
+    _, corpus = trained
+    truncate(run_copy / damaged)
+    argv = every_command_that_loads_a_run(run_copy, corpus, tmp_path)[command]
+    one_error_line(CliRunner().invoke(app, argv), expected.format(run=run_copy))
+    assert not list(tmp_path.glob("out.*"))
+
+
+def test_map_names_what_the_directory_lacks(run_copy, tmp_path):
+    """map reads a run's languages and vectors through RunDir: a folder that is not a run says so."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_error_line(CliRunner().invoke(app, ["map", str(empty)]), f"{empty}: not an xlfast run directory")
+    truncate(run_copy / "config.json")
+    one_error_line(CliRunner().invoke(app, ["map", str(run_copy)]),
+                   f"{run_copy / 'config.json'}: not a readable run configuration")
+    assert not (run_copy / "mapped").exists()
+
+
 def test_a_model_that_does_not_fit_its_configuration_is_one_line(run_copy):
     doc = json.loads((run_copy / "config.json").read_text())
     doc["model"]["dim"] = 32  # the saved tensors are 16 wide
