@@ -13,14 +13,11 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
-import typer
 
-from xlfast.cli.common import ThreadsOption, apply_threads, console, setup_logging, table, write_json
 from xlfast.kernels import csls as C
 
 
@@ -164,8 +161,9 @@ def approx_methods(X, Y, k, knn, kinds=C.APPROX) -> list[tuple[str, str, int, Ca
 
 
 def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backends=None,
-              peers=True, progress=True, seed=0, approx=False, data="gaussian", X=None, Y=None) -> dict:
-    """`approx`: add faiss IVF / IVF-PQ rows (needs faiss). `data`: 'gaussian' or 'clustered' (see
+              peers=True, progress=None, seed=0, approx=False, data="gaussian", X=None, Y=None) -> dict:
+    """`progress(done, total, label)` is called after each timed call.
+    `approx`: add faiss IVF / IVF-PQ rows (needs faiss). `data`: 'gaussian' or 'clustered' (see
     `clustered`); or pass unit-row matrices X, Y (e.g. real embeddings) and n, m, dim follow them."""
     if X is None or Y is None:
         m = n if m is None else m
@@ -229,26 +227,23 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
     recall: dict[tuple[str, str], float] = {}
     times: dict[tuple[str, str], list[float]] = {(mm, me): [] for mm, me, _, _ in methods}
     extra: dict[tuple[str, str], float] = {}
-    from rich.progress import Progress
-
-    with Progress(console=console, transient=True, disable=not progress) as bar:
-        task = bar.add_task("csls bench", total=len(methods) * repeats)
-        for rep in range(repeats):
-            for method, metric, _, fn in methods:
-                bar.update(task, description=f"{method} {metric} (round {rep + 1})")
-                sec, mib, out = measure(fn)
-                times[(method, metric)].append(sec)
-                if mib is not None:
-                    extra[(method, metric)] = max(extra.get((method, metric), 0.0), mib)
-                if rep == 0:
-                    idx = out.indices if isinstance(out, C.TopK) else out[1]
-                    idx = idx.to(torch.int64)
-                    ref = reference.setdefault(metric, idx)
-                    agree[(method, metric)] = float((idx[:, 0] == ref[:, 0]).double().mean()) if len(ref) else 1.0
-                    agree_k[(method, metric)] = float((idx == ref).all(1).double().mean()) if len(ref) else 1.0
-                    recall[(method, metric)] = recall_at_k(idx, ref)
-                del out
-                bar.advance(task)
+    total = len(methods) * repeats
+    for rep in range(repeats):
+        for method, metric, _, fn in methods:
+            sec, mib, out = measure(fn)
+            times[(method, metric)].append(sec)
+            if mib is not None:
+                extra[(method, metric)] = max(extra.get((method, metric), 0.0), mib)
+            if rep == 0:
+                idx = out.indices if isinstance(out, C.TopK) else out[1]
+                idx = idx.to(torch.int64)
+                ref = reference.setdefault(metric, idx)
+                agree[(method, metric)] = float((idx[:, 0] == ref[:, 0]).double().mean()) if len(ref) else 1.0
+                agree_k[(method, metric)] = float((idx == ref).all(1).double().mean()) if len(ref) else 1.0
+                recall[(method, metric)] = recall_at_k(idx, ref)
+            del out
+            if progress:
+                progress(sum(map(len, times.values())), total, f"{method} {metric} (round {rep + 1})")
 
     best_gemm = max(peak.values())
     flop = 2.0 * n * m * dim
@@ -280,62 +275,3 @@ def recall_at_k(idx: torch.Tensor, ref: torch.Tensor) -> float:
         return 1.0
     hit = (idx[:, :, None] == ref[:, None, :]) & (ref[:, None, :] >= 0)
     return float(hit.any(2).sum(1).double().mean() / ref.shape[1])
-
-
-def print_report(res: dict) -> None:
-    p, env = res["cpu_state"], res["env"]
-    console.print(
-        f"CPU state: [bold]{p['state']}[/] (torch GEMM {p['gflops_1']:.0f} GFLOP/s at 1 thread, "
-        f"×{p['speedup']:.2f} at {p['threads']}); BLAS: OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
-        f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; GEMM peak this run: "
-        + ", ".join(f"{k} {v:.0f}" for k, v in res["gemm_peak_gflops"].items()) + " GFLOP/s",
-        highlight=False,
-    )
-    cols = ["method", "metric", "pass", "sec", "GF/s", "%peak", "+MiB", "/faiss", "xMUSE", "top1=", "topk="]
-    show_recall = any(r["method"].startswith("approx-") for r in res["results"])
-    if show_recall:
-        cols.append(f"rec@{res['k']}")
-    rows = [[r["method"], r["metric"], r["passes"], r["seconds"], r["gflops"], f"{100 * r['frac_peak']:.0f}",
-             "n/a" if r["extra_mib"] is None else f"{r['extra_mib']:.0f}",
-             "—" if r["vs_faiss_cos"] is None else f"{r['vs_faiss_cos']:.2f}",
-             "—" if r["speedup_vs_muse"] is None else f"{r['speedup_vs_muse']:.2f}",
-             f"{100 * r['top1_agree']:.1f}%", f"{100 * r['topk_agree']:.1f}%"]
-            + ([f"{r['recall']:.4f}"] if show_recall else []) for r in res["results"]]
-    tile = res["tile"]
-    console.print(table(f"top-{res['k']} retrieval, {res['n']:,}×{res['m']:,}×{res['dim']} (K={res['knn']}, "
-                        f"tile {tile[0]}×{tile[1]}, median of {res['repeats']} alternated rounds)", cols, rows))
-    console.print("sec: median seconds; GF/s: GEMM work done (passes × 2NMd) per second; %peak: of the best "
-                  "GEMM rate above; +MiB: peak extra resident memory; /faiss: time ÷ faiss plain kNN time; "
-                  "xMUSE: speed-up over MUSE-style, same metric; top1= / topk=: rows whose top-1 / whole top-k index "
-                  "list equals the first backend's (fp32); +bf16: bf16 tiles, exact re-scoring, certified "
-                  "(uncertified rows recomputed in fp32)."
-                  + (f" rec@k: recall@k of the index lists vs the first backend (fp32, exact); approx-*: faiss "
-                     f"IVF / IVF-PQ (index build included; nprobe {C.APPROX_NPROBE['ivf']})." if show_recall else ""),
-                  highlight=False)
-
-
-def cli(
-    n: Annotated[int, typer.Option("--n", help="Source vectors (rows of X). Default 20000.")] = 20000,
-    m: Annotated[Optional[int], typer.Option("--m", help="Target vectors (rows of Y). Default: same as --n.")] = None,
-    dim: Annotated[int, typer.Option("--dim", help="Vector dimension. Default 300.")] = 300,
-    k: Annotated[int, typer.Option("--k", help="Neighbours returned per row. Default 10.")] = 10,
-    knn: Annotated[int, typer.Option("--knn", help="CSLS neighbourhood size K. Default 10.")] = 10,
-    mem: Annotated[Optional[str], typer.Option("--mem", help="Tile memory budget, e.g. 256M. Default 128M.")] = None,
-    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per method. Default 2.")] = 2,
-    backend: Annotated[Optional[list[str]], typer.Option(
-        "--backend", help="Only these xlfast backends (repeatable). Default: every available one but torch.")] = None,
-    no_peers: Annotated[bool, typer.Option("--no-peers", help="Skip faiss and MUSE-style. Default: run them.")] = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    approx: Annotated[bool, typer.Option(
-        "--approx", help="Also time approximate search (faiss IVF, IVF-PQ) with a recall@k column. Default: off.")] = False,
-    data: Annotated[str, typer.Option(
-        "--data", help="gaussian or clustered (random centres; what IVF relies on). Default gaussian.")] = "gaussian",
-    threads: ThreadsOption = None,
-) -> None:
-    """Top-k cosine/CSLS retrieval: every backend beside faiss and a MUSE-style baseline."""
-    apply_threads(threads)
-    setup_logging()
-    res = run_bench(n, m, dim, k, knn, mem, repeats, backend, peers=not no_peers, approx=approx, data=data)
-    print_report(res)
-    if json_path:
-        write_json(json_path, res)

@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
-from typing import Annotated, Optional
 
 import numba
 import torch
-import typer
 
-from xlfast.cli.common import ThreadsOption, apply_threads, console, setup_logging, table, write_json
-from xlfast.errors import XlfastError
 from xlfast.kernels.subword_embed import (FusedBackend, PieceLayout, reference_subword_embed, registry,
                                           subword_embed)
 
@@ -186,78 +181,3 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
 def _quantile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
-def print_report(res: dict) -> None:
-    s = res["cpu_state"]
-    console.print(f"CPU state: {s['state']} (GEMM 2-thread/1-thread ×{s['speedup']:.2f}); P={res['num_pieces']} "
-                  f"pieces, {res['pieces_per_word']} per word, dropout {res['dropout']}, median of {res['repeats']} "
-                  "alternated rounds",
-                  highlight=False)
-    rows = [[f"{r['vocab']}×{r['dim']}", r["backend"], r["fwd_ms"], r["bwd_ms"], r["speedup"],
-             f"{r['fwd_gbs']:.1f} ({100 * r['fwd_of_copy']:.0f}%)", f"{r['bwd_gbs']:.1f} ({100 * r['bwd_of_copy']:.0f}%)",
-             r["copy_gbs"], f"{r['max_abs_err']:.1e}"] for r in res["results"]]
-    console.print(table("subword-average lookup, fp32", ["V×d", "backend", "fwd ms", "bwd ms", "×torch",
-                                                         "fwd GB/s (of copy)", "bwd GB/s (of copy)", "copy GB/s",
-                                                         "max|err|"], rows))
-    console.print("numba-simple: the issue's baseline (row sum + finishing pass; transposed-CSR backward). "
-                  "×torch: reference fwd+bwd time ÷ this one. GB/s: the least bytes the pass must move (rows "
-                  "read/written once, piece table once) per second; copy GB/s: a copy of E into a reused "
-                  "buffer (read+write) in the same rounds.", highlight=False)
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise XlfastError(f"--{what}: expected comma-separated integers, got '{text}'") from None
-    if not values or min(values) < 1:
-        raise XlfastError(f"--{what}: expected positive integers, got '{text}'")
-    return values
-
-
-def cli(
-    vocab: Annotated[str, typer.Option("--vocab", help="Vocabulary sizes, comma-separated. "
-                                       "Default 1000,50000,200000.")] = "1000,50000,200000",
-    dim: Annotated[str, typer.Option("--dim", help="Embedding sizes, paired with --vocab in order (one value "
-                                     "applies to all). Default 256,500,768.")] = "256,500,768",
-    grid: Annotated[bool, typer.Option("--grid", help="Every vocab × every dim instead of pairs. Default off.")]
-    = False,
-    pieces: Annotated[int, typer.Option("--pieces", help="Pieces per word. Default 3.")] = 3,
-    num_pieces: Annotated[int, typer.Option("--num-pieces", help="Rows of the piece table. Default 8000.")] = 8000,
-    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per size. Default 3.")] = 3,
-    backend: Annotated[Optional[list[str]], typer.Option(
-        "--backend", help="Only these backends beside the reference (repeatable). Default: all that run.")] = None,
-    dropout: Annotated[float, typer.Option("--dropout", help="Dropout on Z and on the table, as the model does: "
-                                           "F.dropout for the reference, fused for the others. Default 0.")] = 0.0,
-    no_simple: Annotated[bool, typer.Option("--no-simple", help="Skip the simple-Numba baseline. Default: run it.")]
-    = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    threads: ThreadsOption = None,
-) -> None:
-    """Fused subword-average lookup, forward+backward, against the torch reference."""
-    apply_threads(threads)
-    from rich.progress import Progress
-
-    setup_logging()
-    vs, ds = _ints(vocab, "vocab"), _ints(dim, "dim")
-    if grid:
-        sizes = [(v, d) for v in vs for d in ds]
-    elif len(ds) == 1 or len(vs) == 1:
-        sizes = [(v, d) for v in vs for d in ds]
-    elif len(vs) == len(ds):
-        sizes = list(zip(vs, ds))
-    else:
-        raise XlfastError("--vocab and --dim need the same number of values (or one of them a single value), "
-                          "or --grid")
-    if not 0.0 <= dropout < 1.0:
-        raise XlfastError(f"--dropout must lie in [0, 1), got {dropout}")
-    if pieces < 1 or num_pieces < 1 or repeats < 1:
-        raise XlfastError("--pieces, --num-pieces and --repeats must be positive")
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("embed bench", total=len(sizes) * repeats)
-        res = run_bench(sizes, num_pieces, pieces, repeats, backend, not no_simple, dropout,
-                        progress=lambda: bar.advance(task))
-    print_report(res)
-    if json_path:
-        write_json(json_path, res)
