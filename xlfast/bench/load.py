@@ -36,12 +36,14 @@ SCENARIO_HELP = {  # what runs beside the measured process
     "three": "+busy +xlfast",
 }
 # Thread configurations. Values are environment variables for the worker; None removes a variable.
-# "before" pins every runtime to its own default (what xlfast did before it managed threads).
-_UNSET = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None, "NUMBA_NUM_THREADS": None}
+# "before" pins every runtime to its own default and a fixed thread count (what xlfast did before it
+# managed threads); "after" is xlfast's defaults with the governor; "passive" the usual remedy.
+_UNSET = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None, "NUMBA_NUM_THREADS": None,
+          "NUMBA_THREADING_LAYER": None}
 CONFIGS = {
-    "before": {**_UNSET, "NUMBA_THREADING_LAYER": "default", "XLFAST_GOVERNOR": "0"},
-    "after": {**_UNSET, "NUMBA_THREADING_LAYER": None, "XLFAST_GOVERNOR": "1"},
-    "passive": {**_UNSET, "NUMBA_THREADING_LAYER": "default", "XLFAST_GOVERNOR": "0", "OMP_WAIT_POLICY": "PASSIVE"},
+    "before": {**_UNSET, "XLFAST_GOVERNOR": "0"},
+    "after": {**_UNSET, "XLFAST_GOVERNOR": "1"},
+    "passive": {**_UNSET, "XLFAST_GOVERNOR": "0", "OMP_WAIT_POLICY": "PASSIVE"},
 }
 KINDS = ("train", "csls", "demo")
 LIFETIME_S = 1800  # no child outlives this, whatever happens to the parent
@@ -123,8 +125,11 @@ def worker(kind: str, dim: Optional[int], n: int, csls_dim: int, threads: Option
 
     from xlfast import threads as T
 
-    # a watchdog: never outlive the benchmark, whatever happens to the parent
-    threading.Timer(LIFETIME_S, lambda: os._exit(3)).start()
+    # a watchdog: never outlive the benchmark, whatever happens to the parent (daemon: a normal exit
+    # does not wait for it)
+    watchdog = threading.Timer(LIFETIME_S, lambda: os._exit(3))
+    watchdog.daemon = True
+    watchdog.start()
     applied = T.configure(threads)
     work = _CslsWork(n, csls_dim) if kind == "csls" else _TrainWork(dim, "demo" if kind == "demo" else "grk-it")
     work.unit()  # compile, allocate
@@ -320,6 +325,7 @@ def run_bench(kinds: list[str], configs: list[tuple[str, dict]], scenarios: list
                        "vs_alone": per / alone if alone else None,
                        "rounds": [1000 * x["per_unit"] for x in runs],
                        "background": max(x["background"] for x in runs),
+                       "round_background": [x["background"] for x in runs],
                        "threads_end": [x["threads_end"] for x in runs],
                        "threads_used": [x["threads_used"] for x in runs]}
                 if kind in ("train", "demo"):

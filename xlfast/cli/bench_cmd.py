@@ -5,6 +5,8 @@ spec); the commands here parse options, run a benchmark and render its report (`
 """
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from string import Formatter
 from typing import Annotated, Optional
@@ -91,6 +93,9 @@ def load_cmd(
     """Speed beside other work: alone, beside a busy loop, beside a second xlfast, and all three."""
     configs = _configs(config) or [load.parse_config(c) for c in ("before", "after")]
     scenarios = ["alone"] + [s for s in (scenario or load.SCENARIOS) if s != "alone"]
+    # SIGTERM (and SIGINT where a shell started us in the background with it ignored) must still run the
+    # finally blocks that stop the workers and busy loops
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     secs = {"train": seconds or 4.0, "csls": seconds or 8.0, "demo": seconds or 3.0}
     res = load.run_bench(kind or ["train", "csls"], configs, scenarios, rounds, warm, secs, dim, n, csls_dim, threads,
                          log=lambda m: err_console.print(m, highlight=False), quiet=wait_quiet_s)
