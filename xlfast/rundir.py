@@ -42,25 +42,11 @@ class RunDir:
         return str(self.path)
 
     # ------------------------------------------------------------------------------------------ names
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.path / CHECKPOINT
-
-    @property
-    def model_path(self) -> Path:
-        return self.path / MODEL
-
-    @property
-    def log_path(self) -> Path:
-        return self.path / LOG
-
-    @property
-    def pieces_path(self) -> Path:
-        return self.path / PIECES
+    config_path = property(lambda self: self.path / CONFIG)
+    checkpoint_path = property(lambda self: self.path / CHECKPOINT)
+    model_path = property(lambda self: self.path / MODEL)
+    log_path = property(lambda self: self.path / LOG)
+    pieces_path = property(lambda self: self.path / PIECES)
 
     def vocab_path(self, lang: str) -> Path:
         return self.path / f"vocab.{lang}.txt"
