@@ -12,7 +12,8 @@ import csv
 import datetime
 from pathlib import Path
 
-from xlfast.bench.csls import print_report, run_bench
+from xlfast.bench.csls import run_bench
+from xlfast.cli.bench_cmd import csls_report
 from xlfast.io import read_vec
 
 FIELDS = ["when", "data", "n", "m", "dim", "k", "knn", "threads", "cpu_state", "method", "metric", "seconds",
@@ -38,7 +39,7 @@ def main() -> None:
                     data="clustered", X=X, Y=Y)
     if a.vec:
         res["data"] = f"{a.vec[0].name}×{a.vec[1].name}"
-    print_report(res)
+    csls_report(res)
     from xlfast.kernels.csls import APPROX_NPROBE
 
     new = not a.csv.exists()

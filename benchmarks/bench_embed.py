@@ -10,7 +10,8 @@ import csv
 import datetime
 from pathlib import Path
 
-from xlfast.bench.embed import print_report, run_bench
+from xlfast.bench.embed import run_bench
+from xlfast.cli.bench_cmd import embed_report
 
 FIELDS = ["when", "cpu_state", "threads", "num_pieces", "pieces_per_word", "dropout", "vocab", "dim", "backend", "fwd_ms",
           "bwd_ms", "total_ms", "speedup", "fwd_q20_ms", "fwd_q80_ms", "fwd_gbs", "bwd_gbs", "copy_gbs",
@@ -30,7 +31,7 @@ def main() -> None:
     vs, ds = [int(x) for x in a.vocab.split(",")], [int(x) for x in a.dim.split(",")]
     sizes = list(zip(vs, ds)) if len(vs) == len(ds) else [(v, d) for v in vs for d in ds]
     res = run_bench(sizes, a.num_pieces, a.pieces, a.repeats, dropout=a.dropout)
-    print_report(res)
+    embed_report(res)
     new = not a.csv.exists()
     when = datetime.datetime.now().isoformat(timespec="seconds")
     with a.csv.open("a", newline="") as fh:
