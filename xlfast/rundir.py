@@ -76,7 +76,7 @@ class RunDir:
         """The run's languages (config.json), or for a directory of vectors without one, the languages of
         its emb.<lang>.vec files."""
         if self.is_run():
-            return list(self.read_config()["langs"])
+            return list(self._config_doc()["langs"])
         return sorted(p.name[len("emb.") : -len(".vec")] for p in self.path.glob("emb.*.vec"))
 
     def check_writable(self) -> None:
@@ -100,6 +100,13 @@ class RunDir:
     # ---------------------------------------------------------------------------------------- reading
     def read_config(self) -> dict:
         """config.json as written by `write_config`: {"train": {...}, "model": {...}, "langs": [...]}."""
+        doc = self._config_doc()
+        if not all(isinstance(doc.get(key), dict) for key in ("train", "model")):
+            raise self.bad_config("no 'train' and 'model' settings")
+        return doc
+
+    def _config_doc(self) -> dict:
+        """config.json with its list of languages (all that a folder of vectors such as `map` reads needs)."""
         path = self.config_path
         if not path.is_file():
             raise XlfastError(f"{self.path}: not an xlfast run directory (no {CONFIG})")
@@ -107,7 +114,7 @@ class RunDir:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise self.bad_config(type(exc).__name__) from None
-        if not isinstance(doc, dict) or not all(isinstance(doc.get(key), dict) for key in ("train", "model")):
+        if not isinstance(doc, dict):
             raise self.bad_config("no 'train' and 'model' settings")
         langs = doc.get("langs")
         if not isinstance(langs, list) or not all(isinstance(x, str) for x in langs):
