@@ -340,5 +340,5 @@ def test_cli_errors_are_one_line(cli, rotated_files, tmp_path):
     _one_line_error(cli("map", src, broken, "-o", d / "o", "--identical"), "broken.vec")
     empty_run = tmp_path / "emptyrun"
     empty_run.mkdir()
-    _one_line_error(cli("map", empty_run), "--langs")
+    _one_line_error(cli("map", empty_run), "not an xlfast run directory")  # not "pick two languages"
     _one_line_error(cli("map", empty_run, "--langs", "a"), "exactly two")

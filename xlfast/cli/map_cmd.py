@@ -2,7 +2,6 @@
 the jointly trained spaces of an xlfast run (the combined framework of Wang et al. 2020)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -16,27 +15,21 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from xlfast.cli.common import ThreadsOption, apply_threads, console, err_console, table, write_json
 from xlfast.errors import InputError, XlfastError
 from xlfast import mapping
+from xlfast.rundir import RunDir
 
 
 def _run_languages(run_dir: Path, langs: Optional[str]) -> list[str]:
-    """The run's two languages: --langs, else config.json's "langs", else its emb.<lang>.vec files."""
+    """The run's two languages: --langs, else the run directory's own (RunDir.langs)."""
     if langs:
         chosen = [x.strip() for x in langs.split(",") if x.strip()]
         if len(chosen) != 2:
             raise XlfastError(f"--langs needs exactly two languages (source,target), got '{langs}'")
         return chosen
-    found: list[str] = []
-    config = run_dir / "config.json"
-    if config.is_file():
-        try:
-            found = [str(x) for x in json.loads(config.read_text(encoding="utf-8")).get("langs", [])]
-        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as exc:
-            raise InputError(config, f"not a readable run configuration ({type(exc).__name__})") from None
+    found = RunDir(run_dir).langs()
     if not found:
-        found = sorted(p.name[len("emb.") : -len(".vec")] for p in run_dir.glob("emb.*.vec"))
+        raise XlfastError(f"{run_dir}: not an xlfast run directory (no config.json and no emb.<lang>.vec files)")
     if len(found) != 2:
-        have = ", ".join(found) if found else "none"
-        raise XlfastError(f"{run_dir}: pick two languages with --langs src,tgt (the run has: {have})")
+        raise XlfastError(f"{run_dir}: pick two languages with --langs src,tgt (the run has: {', '.join(found)})")
     return found
 
 
@@ -50,7 +43,7 @@ def _input_pair(
         if target is not None:
             raise XlfastError(f"give either a run directory or two .vec files, not '{source}' and '{target}'")
         src_lang, tgt_lang = _run_languages(source, langs)
-        src_path, tgt_path = source / f"emb.{src_lang}.vec", source / f"emb.{tgt_lang}.vec"
+        src_path, tgt_path = RunDir(source).vec_path(src_lang), RunDir(source).vec_path(tgt_lang)
         for p, lang in ((src_path, src_lang), (tgt_path, tgt_lang)):
             if not p.is_file():
                 raise XlfastError(f"{source}: the run has no embeddings for '{lang}' ({p.name} is missing)")
@@ -194,10 +187,8 @@ def map_(
     io.write_vec(src_out, src_words, mapped_src)
     io.write_vec(tgt_out, tgt_words, tgt_vecs)
     w_path = out_dir / "W.npy"
-    tmp = out_dir / ".W.npy.tmp"
-    with open(tmp, "wb") as fh:
+    with io.atomic_open(w_path, "wb") as fh:
         np.save(fh, result.W)
-    os.replace(tmp, w_path)
 
     summary = {
         "mode": "run" if run_mode else "files",
