@@ -339,3 +339,15 @@ def test_one_spelling_for_lowercase(env, tmp_path):
     for flag in ("--lowercase", "--no-lowercase"):
         assert invoke("align", env["run"], env["dir"] / "six.tsv", "-o", tmp_path / "o", flag).exit_code == 0
     assert invoke("align", env["run"], env["dir"] / "six.tsv", "-o", tmp_path / "o", "--keep-case").exit_code == 2
+
+
+def test_the_profiler_of_bench_train_prints_nothing_of_its_own():
+    """`lookup_share` profiles training steps; kineto's start/stop lines must not reach the output."""
+    code = ("import torch, xlfast.bench.train as bench\n"
+            "bench._plan = lambda trainer: [(0, None)]\n"
+            "bench._step = lambda trainer, item: torch.ones(64, 64) @ torch.ones(64, 64)\n"
+            "bench.lookup_share(None)\n")
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and "USDT" not in done.stderr and "profiler_start" not in done.stderr, done.stderr
