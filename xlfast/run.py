@@ -47,6 +47,21 @@ class Run:
         vocabs = {lang: files.read_vocab(lang) for lang in mcfg.langs}
         return cls(files.path, model, vocabs, files.tokenizer(config), config, dev)
 
+    def language_pair(self, src_lang: str | None = None, tgt_lang: str | None = None) -> tuple[str, str]:
+        """(source, target): the run's first language and its other one unless given; each must be in the run."""
+        if len(self.langs) < 2 and (src_lang is None or tgt_lang is None):
+            raise XlfastError(f"the run has one language ({self.langs[0]}); pass --src-lang and --tgt-lang")
+        src_lang = src_lang or self.langs[0]
+        tgt_lang = tgt_lang or next(lang for lang in self.langs if lang != src_lang)
+        for lang in (src_lang, tgt_lang):
+            self._check_lang(lang)
+        return src_lang, tgt_lang
+
+    def tokenizer_with(self, name: str | None = None, lowercase: bool | None = None) -> TokenizerSpec:
+        """The tokenizer the run was trained with, with the parts given (not None) replaced."""
+        return TokenizerSpec(name=self.tokenizer.name if name is None else name,
+                             lowercase=self.tokenizer.lowercase if lowercase is None else lowercase)
+
     def _check_lang(self, lang: str) -> None:
         if lang not in self.vocabs:
             raise XlfastError(f"language '{lang}' is not in this run (it has: {', '.join(self.langs)})")

@@ -43,8 +43,13 @@ def corpora(names: list[str], log: Callable[[str], None] = lambda m: None):
 
 def lookup_share(trainer, steps: int = 3) -> float:
     """Share of a step's CPU time inside the subword lookup, forward and backward (profiled)."""
+    import os
+
     from torch.profiler import ProfilerActivity, profile, record_function
 
+    # Kineto prints its own `USDT: ... profiler_start/stop` lines on standard error unless told its log
+    # level; it reads the variable when the first profile starts.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")
     plan = _plan(trainer)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for k in range(steps):

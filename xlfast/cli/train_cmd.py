@@ -1,18 +1,17 @@
 """`xlfast train`: learn cross-lingual embeddings from parallel corpora (or, with --mono, monolingual ones)."""
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from xlfast.cli.common import ThreadsOption, Tokenize, apply_threads, console, err_console, table, write_json
+from xlfast.cli.common import ThreadsOption, Tokenize, apply_threads, choices, console, err_console, table, write_json
 from xlfast.model import PRESETS
 from xlfast.train import SUBWORD_MODES, TrainConfig
 
-Subword = Enum("Subword", {mode: mode for mode in SUBWORD_MODES}, type=str)
-Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)
+Subword = choices("Subword", SUBWORD_MODES)
+Preset = choices("Preset", PRESETS)
 DEFAULTS = TrainConfig(corpora=[], out="")
 
 
@@ -41,7 +40,7 @@ def train(
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bfloat16 autocast. Default: on where the hardware has bf16 arithmetic.", show_default=False)] = None,
     backend: Annotated[Optional[str], typer.Option(help="Subword-lookup kernel backend (default: fastest available).")] = None,
     tokenize: Annotated[Tokenize, typer.Option(help="default: Unicode-aware, splits punctuation; none: text is pre-tokenised.")] = Tokenize(DEFAULTS.tokenizer.name),
-    lowercase: Annotated[bool, typer.Option("--lowercase/--keep-case", help="Lowercase before tokenising.")] = DEFAULTS.tokenizer.lowercase,
+    lowercase: Annotated[bool, typer.Option("--lowercase/--no-lowercase", help="Lowercase before tokenising.")] = DEFAULTS.tokenizer.lowercase,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip (and count) malformed lines instead of stopping.")] = DEFAULTS.skip_bad_lines,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint. Options given are checked against the run's: --epochs, --patience, --lr, --threads, --device, --bf16 and --backend may change; any other difference is refused.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON ('-' for stdout).")] = None,
