@@ -34,7 +34,7 @@ import torch
 from xlfast import threads
 from xlfast.errors import XlfastError
 from xlfast.kernels.dispatch import bf16_native
-from xlfast.model import PRESETS, SPECIALS, UNK, LMBatch, ModelConfig, PairBatch, model_class
+from xlfast.model import BOS, EOS, PRESETS, SPECIALS, UNK, LMBatch, ModelConfig, PairBatch, model_class
 from xlfast.tokenize import TokenizerSpec
 
 
@@ -82,6 +82,7 @@ class TrainConfig:
     backend: str | None = None  # subword-embedding kernel backend (None = automatic)
     mono: list[MonoSpec] = field(default_factory=list)  # monolingual corpora: a multilingual LM run
     select_words: int = 5000  # mono: frequent words per language scored by the selection criterion
+    softmax: str = "full"  # full | sampled: the training loss over the batch's targets plus sampled words
 
     @property
     def kind(self) -> str:
@@ -280,6 +281,25 @@ def prepare_mono(cfg: TrainConfig, run_dir: Path, reuse: bool, log: Callable[[st
         mono.append(MonoData(lang, [[index.get(w, UNK) for w in s] for s in sents_of[lang]], lang))
         log(f"{lang}: {len(sents_of[lang]):,} sentences, {len(vocabs[lang]) - len(SPECIALS):,} words")
     return Prepared(langs, vocabs, [], pieces_per_word, piece_table, segmenters, dropped, mono)
+
+
+def class_counts(prep: Prepared) -> dict[str, torch.Tensor]:
+    """How often each output class (word id − 1: <pad> is none) is a decoder target, per language: every
+    word of every sentence, and <bos>/<eos> once per sentence."""
+    sents: dict[str, list[list[int]]] = {lang: [] for lang in prep.langs}
+    for p in prep.pairs:
+        sents[p.langs[0]] += p.src
+        sents[p.langs[1]] += p.tgt
+    for m in prep.mono:
+        sents[m.lang] += m.sents
+    counts = {}
+    for lang, ss in sents.items():
+        ids = torch.tensor([w for s in ss for w in s], dtype=torch.int64)
+        c = torch.bincount(ids, minlength=len(prep.vocabs[lang])).double()
+        c[BOS] += len(ss)
+        c[EOS] += len(ss)
+        counts[lang] = c[1:]
+    return counts
 
 
 def save_prepared(prep: Prepared, run_dir: Path) -> None:
@@ -522,9 +542,14 @@ class Trainer:
             subword=cfg.subword,
             dropout=cfg.dropout,
             kind=cfg.kind,
+            softmax=cfg.softmax,
         )
         torch.manual_seed(cfg.seed)
         self.model = model_class(mcfg)(mcfg, self.prep.pieces_per_word).to(self.device)
+        if cfg.softmax == "sampled":
+            from xlfast.kernels.linear_ce import UnigramSampler
+
+            self.model.sampler = UnigramSampler(class_counts(self.prep))
         # what selects the model: BLI P@1 on the Dice pseudo-dictionary, or (mono) mutual-NN CSLS
         self.criterion = "mutual_csls" if cfg.kind == "mono" else "dict_p1"
         # fused: one kernel for all parameters instead of ~10 elementwise passes each (Adam was ~20% of a step)

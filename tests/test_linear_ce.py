@@ -1,0 +1,242 @@
+"""The fused linear cross-entropy against the materialised-logits reference, its sampled-softmax variant,
+and the models that use it."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from xlfast.errors import BackendUnavailable, XlfastError
+from xlfast.kernels.linear_ce import UnigramSampler, linear_cross_entropy, reference_linear_cross_entropy, registry
+from xlfast.kernels.linear_ce import base
+
+CPU_BACKENDS = [n for n in registry.available("cpu") if n != "torch"]
+
+
+@pytest.fixture
+def rows_per_chunk(monkeypatch):
+    """Force chunks of k rows, so that small shapes exercise several chunks and a ragged last one."""
+
+    def set_rows(k: int) -> None:
+        monkeypatch.setattr(base, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(base, "MIN_CHUNK_ROWS", k)
+
+    return set_rows
+
+
+def problem(N, V, d, *, first_class=0, bias=False, ignore_every=0, seed=0, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, d, generator=gen) * scale
+    W = torch.randn(first_class + V, d, generator=gen) * scale
+    b = torch.randn(V, generator=gen) if bias else None
+    t = torch.randint(0, V, (N,), generator=gen)
+    if ignore_every:
+        t[::ignore_every] = -1
+    return x, W, t, b
+
+
+def loss_and_grads(fn, x, W, t, b, dtype, **kw):
+    xs = x.to(dtype, copy=True).requires_grad_()
+    Ws = W.to(dtype, copy=True).requires_grad_()
+    bs = None if b is None else b.to(dtype, copy=True).requires_grad_()
+    loss = fn(xs, Ws, t, bs, ignore_index=-1, **kw)
+    loss.backward()
+    return [loss.detach().double()] + [v.grad.double() for v in (xs, Ws, bs) if v is not None]
+
+
+def assert_within_derived_tolerance(got, fp32, exact, what):
+    """Each output's error against fp64 at most twice the plain fp32 torch error (plus a few ulps of the
+    output's scale, for outputs the fp32 reference happens to get exactly)."""
+    names = ["loss", "grad x", "grad weight", "grad bias"]
+    for name, a, r, e in zip(names, got, fp32, exact):
+        err = float((a - e).abs().max())
+        ref_err = float((r - e).abs().max())
+        floor = 8 * torch.finfo(torch.float32).eps * max(float(e.abs().max()), 1.0)
+        assert err <= 2 * ref_err + floor, f"{what} {name}: error {err:.3g}, torch fp32 {ref_err:.3g}"
+
+
+SHAPES = [
+    # (N, V, d, rows per chunk): N not a multiple of the chunk, tiny V, one row, wide vocabulary
+    (123, 1000, 37, 16),
+    (50, 2, 8, 7),
+    (1, 5, 3, 64),
+    (64, 5000, 16, 64),
+]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("N,V,d,chunk", SHAPES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_values_and_gradients_match_the_reference(backend, N, V, d, chunk, bias, rows_per_chunk):
+    rows_per_chunk(chunk)
+    x, W, t, b = problem(N, V, d, first_class=1, bias=bias, ignore_every=5)
+    kw = dict(first_class=1)
+    exact = loss_and_grads(reference_linear_cross_entropy, x, W, t, b, torch.float64, **kw)
+    fp32 = loss_and_grads(reference_linear_cross_entropy, x, W, t, b, torch.float32, **kw)
+    got = loss_and_grads(linear_cross_entropy, x, W, t, b, torch.float32, backend=backend, **kw)
+    assert_within_derived_tolerance(got, fp32, exact, f"{backend} {N}x{V}x{d}")
+    # <pad>, the row before the first class, is no class: no gradient
+    assert float(got[2][0].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_large_logits_keep_an_exact_log_sum_exp(backend):
+    """Logits in the hundreds: exp overflows without the max shift; the result must stay finite and right."""
+    x, W, t, b = problem(40, 300, 8, scale=6.0, seed=1)
+    exact = loss_and_grads(reference_linear_cross_entropy, x, W, t, b, torch.float64)
+    fp32 = loss_and_grads(reference_linear_cross_entropy, x, W, t, b, torch.float32)
+    got = loss_and_grads(linear_cross_entropy, x, W, t, b, torch.float32, backend=backend)
+    assert all(bool(torch.isfinite(g).all()) for g in got)
+    assert_within_derived_tolerance(got, fp32, exact, backend)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_all_rows_ignored_gives_zero_loss_and_zero_gradients(backend):
+    x, W, _, b = problem(9, 6, 4, bias=True)
+    t = torch.full((9,), -1)
+    loss, gx, gw, gb = loss_and_grads(linear_cross_entropy, x, W, t, b, torch.float32, backend=backend)
+    assert float(loss) == 0.0
+    assert all(float(g.abs().max()) == 0.0 for g in (gx, gw, gb))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradients_scale_with_the_incoming_gradient_and_are_used_once(backend):
+    x, W, t, _ = problem(30, 20, 6, ignore_every=4)
+    xs, Ws = x.clone().requires_grad_(), W.clone().requires_grad_()
+    loss = linear_cross_entropy(xs, Ws, t, ignore_index=-1, backend=backend)
+    (0.25 * loss).backward(retain_graph=True)
+    xr, Wr = x.clone().requires_grad_(), W.clone().requires_grad_()
+    (0.25 * reference_linear_cross_entropy(xr, Wr, t, ignore_index=-1)).backward()
+    torch.testing.assert_close(xs.grad, xr.grad, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(Ws.grad, Wr.grad, atol=1e-6, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="already used"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_loss_without_gradients_and_under_bf16_autocast(backend):
+    x, W, t, b = problem(70, 40, 12, bias=True, ignore_every=3)
+    expected = reference_linear_cross_entropy(x.double(), W.double(), t, b.double(), ignore_index=-1)
+    with torch.no_grad():
+        got = linear_cross_entropy(x, W, t, b, ignore_index=-1, backend=backend)
+    assert got.dtype == torch.float32
+    assert math.isclose(float(got), float(expected), rel_tol=1e-5)
+    # bf16 rows (a model under CPU autocast) are computed in fp32 against the fp32 table
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        xb = x.bfloat16().requires_grad_()
+        got = linear_cross_entropy(xb, W, t, b, ignore_index=-1, backend=backend)
+    got.backward()
+    want = reference_linear_cross_entropy(x.bfloat16().double(), W.double(), t, b.double(), ignore_index=-1)
+    assert math.isclose(float(got.detach()), float(want), rel_tol=1e-5)
+    assert xb.grad.dtype == torch.bfloat16
+
+
+def test_bad_arguments_are_one_line_errors():
+    x, W, t, _ = problem(4, 5, 3)
+    with pytest.raises(XlfastError, match="targets must lie in"):
+        linear_cross_entropy(x, W, torch.tensor([0, 1, 5, 2]))
+    with pytest.raises(XlfastError, match="bias"):
+        linear_cross_entropy(x, W, t, torch.zeros(4))
+    with pytest.raises(XlfastError, match="target"):
+        linear_cross_entropy(x, W, t[:3])
+    with pytest.raises(BackendUnavailable):
+        linear_cross_entropy(x, W, t, backend="triton")  # a GPU backend asked for on the CPU fails loudly
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sampled softmax
+
+
+def test_candidates_hold_every_target_uncorrected_and_map_targets_to_their_class():
+    counts = torch.tensor([50.0, 0.0, 30.0, 20.0, 10.0, 5.0, 1.0, 1.0, 0.0, 3.0])
+    sampler = UnigramSampler({"xx": counts}, draws=4)
+    target = torch.tensor([8, -1, 1, 8, 6])  # classes never drawn (count 0) are candidates as targets
+    cand, corr, mapped = sampler.candidates("xx", target, -1, torch.Generator().manual_seed(0))
+    assert torch.equal(cand, cand.sort().values)
+    assert {1, 6, 8} <= set(cand.tolist())
+    assert mapped[1] == -1
+    assert [int(cand[m]) for m in mapped[[0, 2, 3, 4]]] == [8, 1, 8, 6]
+    is_target = torch.isin(cand, torch.tensor([1, 6, 8]))
+    assert float(corr[is_target].abs().max()) == 0.0
+    # drawn-only classes: −log π ≥ 0, larger for rarer words
+    q = counts ** 0.75 / (counts ** 0.75).sum()
+    expect = -torch.log(1 - (1 - q[cand[~is_target]].double()) ** 4)
+    torch.testing.assert_close(corr[~is_target].double(), expect, rtol=1e-5, atol=1e-6)
+
+
+def test_log_q_correction_makes_the_partition_estimate_unbiased():
+    """E[Σ_targets e^s + Σ_drawn-only e^(s − log π)] = Σ_all e^s (Horvitz–Thompson)."""
+    gen = torch.Generator().manual_seed(0)
+    V = 30
+    counts = torch.rand(V, generator=gen) * 100 + 1
+    scores = torch.randn(V, generator=gen)
+    sampler = UnigramSampler({"xx": counts}, draws=6)
+    target = torch.tensor([2, 7])
+    trials = 4000
+    total = 0.0
+    for _ in range(trials):
+        cand, corr, _ = sampler.candidates("xx", target, -1, gen)
+        total += float(torch.exp(scores[cand] + corr).sum())
+    assert math.isclose(total / trials, float(torch.exp(scores).sum()), rel_tol=0.02)
+
+
+def test_sampled_loss_equals_the_full_loss_when_every_class_is_drawn():
+    x, W, t, b = problem(20, 8, 5, first_class=1, bias=True, ignore_every=3)
+    sampler = UnigramSampler({"xx": torch.ones(8)}, draws=2000)  # P(some class never drawn) ~ 1e-115
+    got = sampler.loss(x, W, t, "xx", b, ignore_index=-1, first_class=1, generator=torch.Generator().manual_seed(1))
+    full = reference_linear_cross_entropy(x, W, t, b, ignore_index=-1, first_class=1)
+    # every class is in with π = 1 − (7/8)^2000 = 1 in float64: the correction vanishes
+    assert math.isclose(float(got), float(full), rel_tol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The models
+
+
+def _grads(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kind", ["parallel", "mono"])
+def test_models_give_the_same_loss_and_gradients_fused_and_materialised(kind):
+    from test_model import S, T, batch_of, tiny_model
+    from test_mono import SENTS, tiny_lm
+    from xlfast.model import LMBatch
+
+    model = (tiny_model("ave", dropout=0.3) if kind == "parallel" else tiny_lm("ave", dropout=0.3)).train()
+    batch = batch_of(S, T) if kind == "parallel" else LMBatch.build("aa", SENTS)
+    results = {}
+    for output_backend in ("torch", None):
+        torch.manual_seed(5)  # the same dropout masks for both
+        loss, parts = model.loss(batch, output_backend=output_backend)
+        results[output_backend] = (loss, parts, _grads(model, loss))
+    (l0, p0, g0), (l1, p1, g1) = results["torch"], results[None]
+    assert math.isclose(float(l0), float(l1), rel_tol=1e-5)
+    assert p0.keys() == p1.keys() and all(math.isclose(p0[k], p1[k], rel_tol=1e-5) for k in p0)
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_the_sampled_model_trains_on_candidates_and_evaluates_on_the_full_vocabulary():
+    from test_model import S, T, batch_of, tiny_model
+
+    model = tiny_model("ave", dropout=0.0)
+    model.cfg.softmax = "sampled"
+    batch = batch_of(S, T)
+    with pytest.raises(ValueError, match="sampler"):
+        model.train().loss(batch)
+    # every class drawn every time: the sampled training loss is the full one
+    model.sampler = UnigramSampler({"aa": torch.ones(11), "bb": torch.ones(9)}, draws=3000)
+    sampled, _ = model.train().loss(batch)
+    full, _ = model.eval().loss(batch)
+    assert math.isclose(float(sampled), float(full), rel_tol=1e-5)
+    # one draw: training sees only a few classes, evaluation still the full softmax
+    model.sampler = UnigramSampler({"aa": torch.ones(11), "bb": torch.ones(9)}, draws=1)
+    torch.manual_seed(0)
+    sampled, _ = model.train().loss(batch)
+    assert not math.isclose(float(sampled), float(full), rel_tol=1e-3)
+    assert math.isclose(float(model.eval().loss(batch)[0]), float(full), rel_tol=1e-6)
