@@ -1,11 +1,16 @@
-"""`xlfast bench train`: full training steps on real corpora, per subword-lookup backend, alternated
-in one run (A B A B), with the share of step time spent in the lookup (from the torch profiler).
+"""`xlfast bench train`: full training steps on real corpora, per subword-lookup backend and output layer
+(`--output`: torch = logits materialised, fused = xlfast.kernels.linear_ce, sampled = fused + sampled
+softmax), alternated in one run (A B A B), with the share of step time spent in the lookup (from the torch
+profiler) and the kernel (system) time and page faults of a step.
 
 Seconds per epoch are projected from the median step time × the steps of one epoch, and compared with
 the authors' code as measured on this machine (METHOD.md §8.11, grk-it, 1 thread).
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import resource
 import statistics
 import tempfile
 import time
@@ -68,6 +73,23 @@ def _plan(trainer):
     return epoch_plan(trainer.prep.pairs, trainer.sizes["batch_size"], random.Random(0))
 
 
+OUTPUTS = ("torch", "fused", "sampled")
+
+
+@contextlib.contextmanager
+def output_layer(output: str):
+    """The output layer a step uses: 'torch' is the user's fallback, XLFAST_LINEAR_CE_BACKEND=torch."""
+    old = os.environ.get("XLFAST_LINEAR_CE_BACKEND")
+    os.environ["XLFAST_LINEAR_CE_BACKEND"] = "torch" if output == "torch" else "auto"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["XLFAST_LINEAR_CE_BACKEND"]
+        else:
+            os.environ["XLFAST_LINEAR_CE_BACKEND"] = old
+
+
 def _step(trainer, item) -> None:
     k, idx = item
     trainer.model.train()
@@ -98,7 +120,8 @@ def epoch_overheads(trainer, repeats: int = 3) -> dict:
 
 
 def run_bench(names: list[str], subwords: list[str], backends: list[str], steps: int, rounds: int,
-              threads: int | None, dim: int | None, bf16: bool | None = None) -> list[dict]:
+              threads: int | None, dim: int | None, bf16: bool | None = None,
+              outputs: list[str] = ("fused",)) -> list[dict]:
     from xlfast.tokenize import TokenizerSpec
     from xlfast.train import TrainConfig, Trainer
 
@@ -111,25 +134,34 @@ def run_bench(names: list[str], subwords: list[str], backends: list[str], steps:
         for sub in subwords:
             trainers = {}
             for be in (backends if sub != "none" else ["-"]):
-                tmp = tempfile.mkdtemp(prefix="xlfast-bench-")
-                cfg = TrainConfig(corpora=[spec], out=tmp, subword=sub, tokenizer=TokenizerSpec("none"), dim=dim,
-                                  backend=None if be in ("-", "auto") else be, bf16=bf16)
-                trainers[be] = Trainer(cfg, log=lambda m: None)
+                for out in outputs:
+                    tmp = tempfile.mkdtemp(prefix="xlfast-bench-")
+                    cfg = TrainConfig(corpora=[spec], out=tmp, subword=sub, tokenizer=TokenizerSpec("none"), dim=dim,
+                                      backend=None if be in ("-", "auto") else be, bf16=bf16,
+                                      softmax="sampled" if out == "sampled" else "full")
+                    trainers[be, out] = Trainer(cfg, log=lambda m: None)
             plan = _plan(next(iter(trainers.values())))
-            times = {be: [] for be in trainers}
+            times = {key: [] for key in trainers}
+            kernel = {key: [] for key in trainers}
             for r in range(rounds):  # alternate A B A B: the CPU's speed drifts
-                for be, tr in trainers.items():
-                    _step(tr, plan[0])  # warm-up (JIT, allocator)
-                    t0 = time.perf_counter()
-                    for s in range(steps):
-                        _step(tr, plan[(r * steps + s) % len(plan)])
-                    times[be].append((time.perf_counter() - t0) / steps)
-            for be, tr in trainers.items():
-                step_s = statistics.median(times[be])
+                for (be, out), tr in trainers.items():
+                    with output_layer(out):
+                        _step(tr, plan[0])  # warm-up (JIT, allocator)
+                        ru0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                        for s in range(steps):
+                            _step(tr, plan[(r * steps + s) % len(plan)])
+                        t1, ru1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+                    times[be, out].append((t1 - t0) / steps)
+                    kernel[be, out].append(((ru1.ru_stime - ru0.ru_stime) / steps, (ru1.ru_minflt - ru0.ru_minflt) / steps))
+            for (be, out), tr in trainers.items():
+                step_s = statistics.median(times[be, out])
                 epoch_s = step_s * len(plan)
-                row = dict(corpus=name, subword=sub, backend=be, bf16=tr.bf16, step_ms=step_s * 1000, epoch_s=epoch_s,
-                           steps_per_epoch=len(plan), lookup_share=lookup_share(tr) if sub != "none" else 0.0,
-                           **epoch_overheads(tr))
+                with output_layer(out):
+                    share = lookup_share(tr) if sub != "none" else 0.0
+                row = dict(corpus=name, subword=sub, backend=be, output=out, bf16=tr.bf16, step_ms=step_s * 1000,
+                           epoch_s=epoch_s, steps_per_epoch=len(plan), lookup_share=share,
+                           sys_ms=1000 * statistics.median(k[0] for k in kernel[be, out]),
+                           page_faults=statistics.median(k[1] for k in kernel[be, out]), **epoch_overheads(tr))
                 row["ckpt_share"] = row["ckpt_blocking_s"] / epoch_s
                 if name == "grk-it":
                     row["vs_authors"] = AUTHORS_GRK_IT[sub] / epoch_s
@@ -146,18 +178,23 @@ def cli(
     threads: ThreadsOption = None,
     dim: Annotated[Optional[int], typer.Option(help="Model size (default: the low preset, 500).")] = None,
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: as training).", show_default=False)] = None,
+    output: Annotated[Optional[list[str]], typer.Option(help="Output layers to compare: torch (logits materialised), fused, sampled (repeatable; default fused).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write rows as JSON ('-' for stdout).")] = None,
 ) -> None:
     """One full training step on real corpora, per lookup backend, with the lookup's share of step time."""
     apply_threads(threads)
+    unknown = set(output or []) - set(OUTPUTS)
+    if unknown:
+        raise typer.BadParameter(f"unknown output layer(s) {sorted(unknown)} (torch, fused, sampled)")
     rows = run_bench(corpus or ["grk-it"], subword or ["none", "ave", "cnn"], backend or ["torch", "auto"], steps,
-                     rounds, threads, dim, bf16)
-    cols = ["corpus", "subword", "backend", "bf16", "ms/step", "s/epoch", "lookup share", "checkpoint (waited / written)",
-            "eval s", "× faster than authors"]
+                     rounds, threads, dim, bf16, output or ["fused"])
+    cols = ["corpus", "subword", "backend", "output", "bf16", "ms/step", "sys ms/step", "page faults/step", "s/epoch",
+            "lookup share", "checkpoint (waited / written)", "eval s", "× faster than authors"]
     console.print(table(
         f"xlfast bench train (threads {torch.get_num_threads()}, median of {rounds} alternated rounds)",
         cols,
-        [[r["corpus"], r["subword"], r["backend"], r["bf16"], r["step_ms"], r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
+        [[r["corpus"], r["subword"], r["backend"], r["output"], r["bf16"], r["step_ms"], r["sys_ms"], r["page_faults"],
+          r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
           f"{1000 * r['ckpt_blocking_s']:.0f} / {1000 * r['ckpt_write_s']:.0f} ms ({100 * r['ckpt_share']:.1f}% of an epoch, "
           f"{r['ckpt_mb']:.0f} MB)", r["eval_s"], r.get("vs_authors", "–")] for r in rows],
     ))

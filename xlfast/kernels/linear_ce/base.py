@@ -21,11 +21,12 @@ import torch
 
 from xlfast.errors import XlfastError
 
-# Bytes of the reused logits chunk. Rows per chunk = this / (V · 4): large enough that dW's accumulation
-# (a GEMM with K = chunk rows, reading and writing all of dW) stays compute-bound, small enough that the
-# chunk stays in the last-level cache between its GEMMs. Measured with `xlfast bench linear-ce --chunk-mb`.
-CHUNK_BYTES = 8 << 20
-MIN_CHUNK_ROWS = 64
+# Bytes of the reused logits chunk; rows per chunk = this / (V · 4), at least MIN_CHUNK_ROWS. The three
+# GEMMs of a chunk have the chunk's rows as one dimension (dW's accumulation has them as K, and reads and
+# writes all of dW per chunk): below ~256 rows MKL ran them at half speed on the 2-core EPYC, while 32 MB
+# (≈420 rows at V = 20k) stays far below the materialised logits (`xlfast bench linear-ce --chunk-mb`).
+CHUNK_BYTES = 32 << 20
+MIN_CHUNK_ROWS = 128
 
 
 class RowKernel:
@@ -60,6 +61,11 @@ def logits_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device
     if buf is None or buf.numel() < rows * cols:
         buf = pool[key] = torch.empty(rows * cols, dtype=dtype, device=device)
     return buf[: rows * cols].view(rows, cols)
+
+
+def release_workspace() -> None:
+    """Free this thread's logits buffers (they are kept between calls on purpose)."""
+    _workspace.buffers = {}
 
 
 @dataclass
