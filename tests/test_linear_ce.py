@@ -240,3 +240,94 @@ def test_the_sampled_model_trains_on_candidates_and_evaluates_on_the_full_vocabu
     sampled, _ = model.train().loss(batch)
     assert not math.isclose(float(sampled), float(full), rel_tol=1e-3)
     assert math.isclose(float(model.eval().loss(batch)[0]), float(full), rel_tol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+@pytest.fixture(scope="module")
+def synth_corpus(tmp_path_factory):
+    from xlfast.synthetic import make_pair
+
+    d = tmp_path_factory.mktemp("synth")
+    make_pair(n_sentences=120, vocab=40, seed=3).write(d)
+    return d / "corpus.tsv"
+
+
+def _train(corpus, out, **kw):
+    from xlfast.tokenize import TokenizerSpec
+    from xlfast.train import CorpusSpec, TrainConfig, Trainer
+
+    cfg = TrainConfig(corpora=[CorpusSpec(str(corpus), None, ("src", "tgt"))], out=str(out), dim=32, batch_size=16,
+                      spm_vocab=200, tokenizer=TokenizerSpec("none"), epochs=3, patience=10, **kw)
+    trainer = Trainer(cfg, log=lambda m: None)
+    trainer.fit()
+    import json
+
+    return trainer, [json.loads(x)["loss"] for x in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_short_training_run_gives_the_same_loss_curve_fused_and_materialised(synth_corpus, tmp_path, monkeypatch):
+    import xlfast.kernels.linear_ce as lce
+
+    calls = []
+    fused = lce.fused_forward
+    monkeypatch.setattr(lce, "fused_forward", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    curves, fused_calls = {}, {}
+    for backend in ("torch", "auto"):  # torch: the user's fallback, XLFAST_LINEAR_CE_BACKEND=torch
+        monkeypatch.setenv("XLFAST_LINEAR_CE_BACKEND", backend)
+        calls.clear()
+        _, curves[backend] = _train(synth_corpus, tmp_path / backend)
+        fused_calls[backend] = len(calls)
+    assert fused_calls["torch"] == 0 and fused_calls["auto"] > 0
+    assert len(curves["torch"]) == 3
+    for a, b in zip(curves["torch"], curves["auto"]):
+        assert math.isclose(a, b, rel_tol=1e-4), curves
+
+
+def test_sampled_softmax_trains_from_the_corpus_counts(synth_corpus, tmp_path):
+    from xlfast.model import BOS, EOS
+
+    trainer, curve = _train(synth_corpus, tmp_path / "s", softmax="sampled")
+    assert trainer.model.cfg.softmax == "sampled"
+    assert curve[-1] < curve[0]
+    prep, q = trainer.prep, trainer.model.sampler.q
+    for lang, sents in (("src", prep.pairs[0].src), ("tgt", prep.pairs[0].tgt)):
+        counts = torch.zeros(len(prep.vocabs[lang]) - 1, dtype=torch.float64)
+        for s in sents:
+            for w in s:
+                counts[w - 1] += 1
+        counts[BOS - 1] += len(sents)
+        counts[EOS - 1] += len(sents)
+        torch.testing.assert_close(q[lang], counts ** 0.75 / (counts ** 0.75).sum())
+
+
+def test_train_cli_passes_the_softmax_choice_to_the_model(synth_corpus, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from xlfast.cli.main import app
+
+    out = tmp_path / "r"
+    r = CliRunner().invoke(app, ["train", str(synth_corpus), "--langs", "src,tgt", "-o", str(out), "--epochs", "1",
+                                 "--dim", "16", "--tokenize", "none", "--softmax", "sampled"])
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["softmax"] == "sampled" and config["model"]["softmax"] == "sampled"
+    r = CliRunner().invoke(app, ["train", str(synth_corpus), "-o", str(tmp_path / "x"), "--softmax", "some"])
+    assert r.exit_code != 0
+
+
+def test_bench_checks_every_backend_and_measures_the_materialised_logits():
+    from xlfast.bench.linear_ce import run_bench
+
+    res = run_bench(rows=1000, vocab=4000, dim=16, repeats=1, chunk_mb=[0.5], ignored=0.1)
+    by = {r["provider"]: r for r in res["results"]}
+    assert set(by) == {"torch"} | {f"{n}@0.5MB" for n in CPU_BACKENDS}
+    for name, r in by.items():
+        assert r["max_err"] < 1e-4, name
+        if name != "torch" and r["peak_extra_mb"] is not None:
+            # 16 MB of logits (and as much again for their gradient) against one 0.5 MB chunk
+            assert r["peak_extra_mb"] < 0.5 * by["torch"]["peak_extra_mb"], (name, r["peak_extra_mb"])

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-# Draws per batch and language. Measured on shp-es (V ≈ 11-14k words): 4,096 draws from unigram^0.75
-# give ≈2.5k distinct words, ≈3k candidates with a batch's targets.
+# Draws per batch and language. Measured on shp-es (V = 10.6k / 13.8k words): 4,096 draws from
+# unigram^0.75 and a batch's targets give 2.2k / 2.5k candidates (batch 16 or 64): ~5x fewer FLOPs.
 DRAWS = 4096
 POWER = 0.75
 
