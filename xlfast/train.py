@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from xlfast import threads
+from xlfast.allocator import keep_freed_memory
 from xlfast.errors import XlfastError
 from xlfast.kernels.dispatch import bf16_native
 from xlfast.model import BOS, EOS, PRESETS, SPECIALS, UNK, LMBatch, ModelConfig, PairBatch, model_class
@@ -528,6 +529,7 @@ class Trainer:
             self.cfg = cfg
         if cfg.threads:
             threads.configure(cfg.threads)
+        keep_freed_memory()  # a step's large tensors are reused from the heap, not faulted in afresh
         self.device = pick_device(cfg.device)
         self.bf16 = bf16_native(self.device.type) if cfg.bf16 is None else cfg.bf16
         self.sizes = cfg.resolved()
