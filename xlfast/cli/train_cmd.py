@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -21,11 +21,6 @@ class Subword(str, Enum):
     none = "none"
     ave = "ave"
     cnn = "cnn"
-
-
-class Softmax(str, Enum):
-    full = "full"
-    sampled = "sampled"
 
 
 class Preset(str, Enum):
@@ -139,7 +134,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bfloat16 autocast. Default: on where the hardware has bf16 arithmetic.", show_default=False)] = None,
     backend: Annotated[Optional[str], typer.Option(help="Subword-lookup kernel backend (default: fastest available).")] = None,
-    softmax: Annotated[Softmax, typer.Option(help="Training loss over the whole vocabulary (full), or over the batch's target words plus ~4k words drawn by unigram^0.75 with the log-Q correction (sampled: fewer FLOPs; evaluation stays full).")] = Softmax.full,
+    softmax: Annotated[Literal["full", "sampled"], typer.Option(help="Training loss over the whole vocabulary (full), or over the batch's target words plus ~4k words drawn by unigram^0.75 with the log-Q correction (sampled: fewer FLOPs; evaluation stays full).")] = "full",
     tokenize: Annotated[Tokenize, typer.Option(help="default: Unicode-aware, splits punctuation; none: text is pre-tokenised.")] = Tokenize.default,
     lowercase: Annotated[bool, typer.Option("--lowercase/--keep-case", help="Lowercase before tokenising.")] = False,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip (and count) malformed lines instead of stopping.")] = False,
@@ -163,7 +158,7 @@ def train(
         batch_size=batch_size, subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, lr=lr,
         min_count=min_count, spm_vocab=spm_vocab, seed=seed, select_words=select_words, threads=threads, device=device,
         tokenizer=TokenizerSpec(tokenize.value, lowercase), skip_bad_lines=skip_bad_lines, bf16=bf16, backend=backend,
-        softmax=softmax.value,
+        softmax=softmax,
     )
     key, label = ("mutual_csls", "mutual CSLS") if mono else ("dict_p1", "dict P@1")
     progress = Progress(
