@@ -14,17 +14,6 @@ from xlfast.kernels.linear_ce import base
 CPU_BACKENDS = [n for n in registry.available("cpu") if n != "torch"]
 
 
-@pytest.fixture
-def rows_per_chunk(monkeypatch):
-    """Force chunks of k rows, so that small shapes exercise several chunks and a ragged last one."""
-
-    def set_rows(k: int) -> None:
-        monkeypatch.setattr(base, "CHUNK_BYTES", 1)
-        monkeypatch.setattr(base, "MIN_CHUNK_ROWS", k)
-
-    return set_rows
-
-
 def problem(N, V, d, *, first_class=0, bias=False, ignore_every=0, seed=0, scale=1.0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(N, d, generator=gen) * scale
@@ -68,13 +57,14 @@ SHAPES = [
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("N,V,d,chunk", SHAPES)
 @pytest.mark.parametrize("bias", [False, True])
-def test_values_and_gradients_match_the_reference(backend, N, V, d, chunk, bias, rows_per_chunk):
-    rows_per_chunk(chunk)
+def test_values_and_gradients_match_the_reference(backend, N, V, d, chunk, bias):
     x, W, t, b = problem(N, V, d, first_class=1, bias=bias, ignore_every=5)
     kw = dict(first_class=1)
     exact = loss_and_grads(reference_linear_cross_entropy, x, W, t, b, torch.float64, **kw)
     fp32 = loss_and_grads(reference_linear_cross_entropy, x, W, t, b, torch.float32, **kw)
-    got = loss_and_grads(linear_cross_entropy, x, W, t, b, torch.float32, backend=backend, **kw)
+    # chunks of `chunk` fp32 rows: small shapes run through several chunks and a ragged last one
+    got = loss_and_grads(linear_cross_entropy, x, W, t, b, torch.float32, backend=backend,
+                         chunk_bytes=chunk * V * 4, **kw)
     assert_within_derived_tolerance(got, fp32, exact, f"{backend} {N}x{V}x{d}")
     # <pad>, the row before the first class, is no class: no gradient
     assert float(got[2][0].abs().max()) == 0.0
@@ -130,6 +120,41 @@ def test_loss_without_gradients_and_under_bf16_autocast(backend):
     want = reference_linear_cross_entropy(x.bfloat16().double(), W.double(), t, b.double(), ignore_index=-1)
     assert math.isclose(float(got.detach()), float(want), rel_tol=1e-5)
     assert xb.grad.dtype == torch.bfloat16
+
+
+def test_chunk_rows_come_from_the_argument_or_the_built_in_size_read_at_call_time(monkeypatch):
+    # given bytes: as many rows as fit, at least one, never more than the rows there are
+    assert base.chunk_rows(1000, 100, 4, chunk_bytes=7 * 400 + 399) == 7
+    assert base.chunk_rows(1000, 100, 4, chunk_bytes=10) == 1
+    assert base.chunk_rows(5, 100, 4, chunk_bytes=1 << 20) == 5
+    # the built-in size, changed after import, is what the next call uses; MIN_CHUNK_ROWS bounds it below
+    monkeypatch.setattr(base, "CHUNK_BYTES", 300 * 400)
+    assert base.chunk_rows(1000, 100, 4) == 300
+    monkeypatch.setattr(base, "CHUNK_BYTES", 400)
+    assert base.chunk_rows(1000, 100, 4) == base.MIN_CHUNK_ROWS
+    with pytest.raises(XlfastError, match="chunk_bytes must be positive"):
+        base.chunk_rows(10, 100, 4, chunk_bytes=0)
+
+
+def test_the_chunk_size_changes_how_many_chunks_run_not_the_result():
+    class CountingRows(base.RowKernel):
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def rows_(self, logits, target, bias, loss, grad):
+            self.calls += 1
+            self.inner.rows_(logits, target, bias, loss, grad)
+
+    x, W, t, _ = problem(100, 50, 8)
+    counted = CountingRows(registry.choose("cpu", CPU_BACKENDS[0])[1])
+    whole = base.fused_forward(counted, x, W, t, None, -1, 0, True, True, False)
+    assert counted.calls == 1
+    counted.calls = 0
+    chunked = base.fused_forward(counted, x, W, t, None, -1, 0, True, True, False, chunk_bytes=30 * 50 * 4)
+    assert counted.calls == 4  # 30 + 30 + 30 + 10 rows
+    torch.testing.assert_close(chunked.loss, whole.loss)
+    torch.testing.assert_close(chunked.grad_x, whole.grad_x)
+    torch.testing.assert_close(chunked.grad_weight, whole.grad_weight)
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -80,12 +80,11 @@ def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str]
             loss = F.cross_entropy(F.linear(x, W), target, ignore_index=-1, reduction="sum")
         else:
             name, mb = provider.split("@")
-            base.CHUNK_BYTES = int(float(mb[:-2]) * 2**20)
-            loss = linear_cross_entropy(x, W, target, ignore_index=-1, backend=name)
+            loss = linear_cross_entropy(x, W, target, ignore_index=-1, backend=name,
+                                        chunk_bytes=int(float(mb[:-2]) * 2**20))
         loss.backward()
         return loss.detach()
 
-    default_chunk = base.CHUNK_BYTES
     try:
         ref = step("torch")
         ref_grads = (x.grad.clone(), W.grad.clone())
@@ -109,7 +108,7 @@ def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str]
             if progress:
                 progress()
     finally:
-        base.CHUNK_BYTES = default_chunk
+        base.release_workspace()
     ref_ms = statistics.median(s[0] for s in samples["torch"]) * 1e3
     results = []
     for p in providers:

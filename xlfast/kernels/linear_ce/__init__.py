@@ -30,9 +30,10 @@ __all__ = ["linear_cross_entropy", "reference_linear_cross_entropy", "UnigramSam
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, target, bias, kernel, ignore_index, first_class):
+    def forward(ctx, x, weight, target, bias, kernel, ignore_index, first_class, chunk_bytes):
         need_x, need_w, _, need_b = ctx.needs_input_grad[:4]
-        res = fused_forward(kernel, x, weight, target, bias, ignore_index, first_class, need_x, need_w, need_b)
+        res = fused_forward(kernel, x, weight, target, bias, ignore_index, first_class, need_x, need_w, need_b,
+                            chunk_bytes)
         ctx.grads = (res.grad_x, res.grad_weight, res.grad_bias)
         return res.loss
 
@@ -46,7 +47,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if not bool(g == 1):  # reduction "sum": every gradient scales by the incoming scalar, in place
             grads = tuple(None if t is None else t.mul_(g.to(t.dtype)) for t in grads)
         dx, dw, db = grads
-        return dx, dw, None, db, None, None, None
+        return dx, dw, None, db, None, None, None, None
 
 
 class _Reference:
@@ -84,13 +85,15 @@ registry.register("torch", _Reference, devices=("cpu", "cuda"), rank=90)
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                          bias: torch.Tensor | None = None, *, ignore_index: int = -100, first_class: int = 0,
-                         backend: str | None = None) -> torch.Tensor:
+                         backend: str | None = None, chunk_bytes: int | None = None) -> torch.Tensor:
     """Summed cross-entropy of the logits `x @ weight[first_class:].T (+ bias)` against `target`.
 
     x: [N, d] rows; weight: [first_class + V, d] (the rows before `first_class`, e.g. a tied table's
     <pad>, are not classes and get a zero gradient); target: [N] class indices in [0, V) or
     `ignore_index`; bias: [V] or None. Returns a float32 scalar, differentiable in x, weight and bias.
     `backend` forces one ('cpp', 'numba', 'triton', 'torch'); a forced backend that cannot run raises.
+    `chunk_bytes`: the size of the reused logits chunk (as many rows as fit, at least one); None: the
+    built-in `base.CHUNK_BYTES`, read at each call.
     """
     _check(x, weight, target, bias, first_class)
     name, kernel = registry.choose(x.device.type, backend)
@@ -103,8 +106,10 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Te
     target = target.to(torch.int64).contiguous()
     with torch.autocast(x.device.type, enabled=False):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-            return _LinearCrossEntropy.apply(x, weight, target, bias, kernel, ignore_index, first_class)
-        return fused_forward(kernel, x, weight, target, bias, ignore_index, first_class, False, False, False).loss
+            return _LinearCrossEntropy.apply(x, weight, target, bias, kernel, ignore_index, first_class,
+                                             chunk_bytes)
+        return fused_forward(kernel, x, weight, target, bias, ignore_index, first_class, False, False, False,
+                             chunk_bytes).loss
 
 
 def _check(x, weight, target, bias, first_class) -> None:

@@ -42,8 +42,15 @@ class RowKernel:
 
 
 def chunk_rows(n: int, num_classes: int, elem_size: int, chunk_bytes: int | None = None) -> int:
-    """Rows per chunk for `n` rows against `num_classes` classes (`chunk_bytes`: CHUNK_BYTES)."""
-    rows = max(MIN_CHUNK_ROWS, (chunk_bytes or CHUNK_BYTES) // max(num_classes * elem_size, 1))
+    """Rows per chunk for `n` rows against `num_classes` classes. `chunk_bytes` given: as many rows as fit
+    in it (at least one); None: CHUNK_BYTES, read at call time, with at least MIN_CHUNK_ROWS rows."""
+    row_bytes = max(num_classes * elem_size, 1)
+    if chunk_bytes is None:
+        rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // row_bytes)
+    elif chunk_bytes < 1:
+        raise XlfastError(f"linear_cross_entropy: chunk_bytes must be positive, got {chunk_bytes}")
+    else:
+        rows = chunk_bytes // row_bytes
     return max(1, min(n, rows))
 
 
