@@ -698,7 +698,8 @@ class Trainer:
                 ckpt_s = self.save_checkpoint(keep_model=keep)
                 rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.criterion: score, **extra,
                        "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3),
-                       "checkpoint_seconds": round(ckpt_s, 3), "tokens": stats["tokens"], "best_epoch": self.best_epoch,
+                       "checkpoint_seconds": round(ckpt_s, 3), "elapsed_seconds": round(time.perf_counter() - start, 3),
+                       "tokens": stats["tokens"], "best_epoch": self.best_epoch,
                        "threads": stats["threads"]}
                 self._append_log(rec)
                 if self.progress:
