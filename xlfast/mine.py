@@ -44,6 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from xlfast import threads
 from xlfast.errors import XlfastError
 from xlfast.search import BestMatches, Rows, is_primary, scratch_dir, search, validate
 
@@ -116,6 +117,7 @@ def encode_corpus(encoder, side: str, lines: Sequence[str], work_dir, line_numbe
     token_sentence = np.repeat(np.arange(len(tokens), dtype=np.int32), lengths)
     progress(f"encode {side}", 0, len(tokens))
     for lo in range(0, len(tokens), batch_sentences):
+        threads.poll()  # between batches: share the CPUs when other work runs (xlfast.threads)
         batch = list(range(lo, min(lo + batch_sentences, len(tokens))))
         todo = [s for s in batch if lengths[s] > 0]
         embedded = encoder.embed(side, [tokens[s] for s in todo]) if todo else []

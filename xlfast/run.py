@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from xlfast import threads
 from xlfast.errors import XlfastError
 from xlfast.model import BOS, PAD, SPECIALS, UNK, ModelConfig, model_class
 from xlfast.tokenize import TokenizerSpec
@@ -122,6 +123,7 @@ class Run:
         out: list[torch.Tensor | None] = [None] * len(sentences)
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # little padding
         for k in range(0, len(order), batch_size):
+            threads.poll()  # between batches: share the CPUs when other work runs (xlfast.threads)
             chunk = order[k : k + batch_size]
             nonempty = [i for i in chunk if sentences[i]]
             for i in chunk:

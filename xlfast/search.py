@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from xlfast import threads
 from xlfast.errors import XlfastError
 from xlfast.kernels.csls import normalize, topk
 
@@ -263,13 +264,11 @@ def _save_unit_rows(rows: Rows, path: Path) -> None:
 
 
 def _worker(rank: int, world: int, port: int, work: str, metric: str, knn: int, mem, block_rows,
-            threads: int) -> None:
+            n_threads: int) -> None:
     """One of `nproc` local processes: it joins the group as a torchrun rank would, then runs `search`."""
     import torch.distributed as dist
 
-    from xlfast import threads as thread_budget
-
-    thread_budget.configure(threads)
+    threads.configure(n_threads)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     try:
         src, tgt = (Rows(np.load(os.path.join(work, f"search.{side}.npy"), mmap_mode="r"), normalized=True)
@@ -289,11 +288,9 @@ def _spawned_search(src: Rows, tgt: Rows, metric: str, knn: int, nproc: int, mem
     with scratch_dir(work_dir) as work:
         _save_unit_rows(src, work / "search.src.npy")
         _save_unit_rows(tgt, work / "search.tgt.npy")
-        from xlfast import threads as thread_budget
-
         # the parent's budget (its --threads, else the CPUs it may use), shared out between the ranks
-        threads = max(1, (thread_budget.active()["threads"] or thread_budget.default_threads()) // nproc)
-        mp.start_processes(_worker, args=(nproc, _free_port(), str(work), metric, knn, mem, block_rows, threads),
+        per_rank = max(1, (threads.active()["threads"] or threads.default_threads()) // nproc)
+        mp.start_processes(_worker, args=(nproc, _free_port(), str(work), metric, knn, mem, block_rows, per_rank),
                            nprocs=nproc, join=True, start_method="spawn")
         with np.load(work / "search.result.npz") as r:
             return BestMatches(r["fwd_s"], r["fwd_i"], r["bwd_s"], r["bwd_i"])

@@ -1,7 +1,7 @@
 """One CPU-thread budget for the whole process, and a governor that shares the CPUs with other work.
 
-A training process holds several thread pools: torch's OpenMP team (its bundled libgomp, also used by
-oneDNN and by our C++ extensions when they load after torch), MKL, Numba's threading layer, and
+A training process holds several thread pools: torch's OpenMP team (its bundled libgomp, which also
+serves oneDNN, MKL, Numba's 'omp' layer and our C++ extensions when they load after torch), and
 OpenBLAS's own pthreads (numpy). Each sizes itself to every CPU, and the OpenMP ones spin-wait at the end
 of every parallel region. Alone that is the fast setting; beside any other busy process a spinning
 thread burns the time slice its partner needs to finish the region, and a step with hundreds of small
@@ -20,7 +20,7 @@ What this module does:
   runnable tasks, /proc/loadavg, minus this process's threads in state R) at safe points between units
   of work (`poll()`: each training step, each CSLS tile), at most every `interval_s`.
 - `ENV_DEFAULTS`: settings the runtimes read once when they load; `xlfast/__init__.py` sets them with
-  `os.environ.setdefault`, so a user's own setting always wins.
+  `os.environ.setdefault`, so a user's own setting always wins (none at present: see there why).
 
 `configure(threads)` is what every computing command calls once at start-up; `XLFAST_GOVERNOR=0`
 switches the governor off (fixed thread count, as before it existed).
@@ -38,14 +38,16 @@ from typing import Callable, Iterable, NamedTuple, Optional
 log = logging.getLogger("xlfast")
 
 # Read by the runtimes when they load, so they are set in xlfast/__init__.py before torch, numpy or numba
-# are imported (setdefault: the user's environment wins).
-ENV_DEFAULTS = {
-    # Numba's 'omp' layer loads a second OpenMP runtime (the system libgomp; torch bundles its own) whose
-    # workers spin at the end of every Numba kernel while torch's threads need the cores. The workqueue
-    # layer is Numba's own pool: workers sleep on a condition variable, nothing spins, one OpenMP runtime
-    # per process. Measured on grk-it training steps: see the README's "Under load" results.
-    "NUMBA_THREADING_LAYER": "workqueue",
-}
+# are imported (setdefault: the user's environment wins). Empty, by measurement:
+# - OMP_WAIT_POLICY=PASSIVE / a small GOMP_SPINCOUNT end the collapse but cost 25–50% alone (a futex
+#   wake-up for every small parallel region of the LSTMs); the governor gets the same under load for free.
+# - NUMBA_THREADING_LAYER=workqueue (Numba's own sleeping pool instead of OpenMP) measured no faster
+#   alone (grk-it steps 194 vs 189 ms) and aborts the process when two Python threads call parallel
+#   kernels at once. Numba's 'omp' layer already shares torch's OpenMP runtime: torch loads its libgomp
+#   with global symbols, so once torch is imported the system libgomp that Numba's layer (and our
+#   -fopenmp extensions) pull in is mapped but unused, and a Numba kernel runs on torch's warm team
+#   (checked: no extra threads, and a passive policy given to the system libgomp changes nothing).
+ENV_DEFAULTS: dict[str, str] = {}
 
 
 def apply_env_defaults(env=None) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,12 +40,14 @@ SCENARIO_HELP = {  # what runs beside the measured process
     "three": "+busy +xlfast",
 }
 # Thread configurations. Values are environment variables for the worker; None removes a variable.
-# "before" pins every runtime to its own default (what xlfast did before it managed threads).
-_UNSET = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None, "NUMBA_NUM_THREADS": None}
+# "before" pins every runtime to its own default and a fixed thread count (what xlfast did before it
+# managed threads); "after" is xlfast's defaults with the governor; "passive" the usual remedy.
+_UNSET = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None, "NUMBA_NUM_THREADS": None,
+          "NUMBA_THREADING_LAYER": None}
 CONFIGS = {
-    "before": {**_UNSET, "NUMBA_THREADING_LAYER": "default", "XLFAST_GOVERNOR": "0"},
-    "after": {**_UNSET, "NUMBA_THREADING_LAYER": None, "XLFAST_GOVERNOR": "1"},
-    "passive": {**_UNSET, "NUMBA_THREADING_LAYER": "default", "XLFAST_GOVERNOR": "0", "OMP_WAIT_POLICY": "PASSIVE"},
+    "before": {**_UNSET, "XLFAST_GOVERNOR": "0"},
+    "after": {**_UNSET, "XLFAST_GOVERNOR": "1"},
+    "passive": {**_UNSET, "XLFAST_GOVERNOR": "0", "OMP_WAIT_POLICY": "PASSIVE"},
 }
 KINDS = ("train", "csls", "demo")
 LIFETIME_S = 1800  # no child outlives this, whatever happens to the parent
@@ -125,8 +128,11 @@ def worker(kind: str, dim: Optional[int], n: int, csls_dim: int, threads: Option
 
     from xlfast import threads as T
 
-    # a watchdog: never outlive the benchmark, whatever happens to the parent
-    threading.Timer(LIFETIME_S, lambda: os._exit(3)).start()
+    # a watchdog: never outlive the benchmark, whatever happens to the parent (daemon: a normal exit
+    # does not wait for it)
+    watchdog = threading.Timer(LIFETIME_S, lambda: os._exit(3))
+    watchdog.daemon = True
+    watchdog.start()
     applied = T.configure(threads)
     work = _CslsWork(n, csls_dim) if kind == "csls" else _TrainWork(dim, "demo" if kind == "demo" else "grk-it")
     work.unit()  # compile, allocate
@@ -322,6 +328,7 @@ def run_bench(kinds: list[str], configs: list[tuple[str, dict]], scenarios: list
                        "vs_alone": per / alone if alone else None,
                        "rounds": [1000 * x["per_unit"] for x in runs],
                        "background": max(x["background"] for x in runs),
+                       "round_background": [x["background"] for x in runs],
                        "threads_end": [x["threads_end"] for x in runs],
                        "threads_used": [x["threads_used"] for x in runs]}
                 if kind in ("train", "demo"):
@@ -362,6 +369,9 @@ def cli(
     if threads is not None and threads < 1:
         raise typer.BadParameter("--threads must be at least 1")
     cfgs = [parse_config(c) for c in (config or ["before", "after"])]
+    # SIGTERM (and SIGINT where a shell started us in the background with it ignored) must still run the
+    # finally blocks that stop the workers and busy loops
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     secs = {"train": seconds or 4.0, "csls": seconds or 8.0, "demo": seconds or 3.0}
     res = run_bench(kinds, cfgs, scen, rounds, warm, secs, dim, n, csls_dim, threads,
                     log=lambda m: err_console.print(m, highlight=False), quiet=wait_quiet_s)
