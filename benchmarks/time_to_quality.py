@@ -89,7 +89,8 @@ def measure(corpus: str, extra: list[str], work: Path) -> dict:
     if value is None:
         value = 100 * by_epoch[selected]["dict_p1"]
     return {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "corpus": corpus, "extra_args": " ".join(extra), "epochs_run": summary["epochs"], "stop": summary["stop"],
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "corpus": corpus, "extra_args": " ".join(extra),
+        "epochs_run": summary["epochs"], "stop": summary["stop"],
         "selected_epoch": selected, "metric": metric, "quality": round(value, 4),
         "seconds_to_selected": round(setup + by_epoch[selected]["elapsed_seconds"], 1),
         "seconds_total": round(wall, 1), "setup_s": round(setup, 1),
