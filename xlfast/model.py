@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xlfast.kernels.linear_ce import linear_cross_entropy
+from xlfast.kernels.linear_ce import linear_cross_entropy, sampled_cross_entropy
 from xlfast.kernels.subword_embed import PieceLayout, subword_embed, table_dropout
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -203,8 +203,8 @@ class _EmbeddingModel(nn.Module):
         if self.training and self.cfg.softmax == "sampled":
             if self.sampler is None:
                 raise ValueError('softmax="sampled" needs class counts: set model.sampler = UnigramSampler(...)')
-            return self.sampler.loss(x, weight, target, lang, bias, ignore_index=-1, first_class=first_class,
-                                     backend=backend)
+            return sampled_cross_entropy(self.sampler, x, weight, target, lang, bias, ignore_index=-1,
+                                         first_class=first_class, backend=backend)
         return linear_cross_entropy(x, weight, target, bias, ignore_index=-1, first_class=first_class, backend=backend)
 
     @property

@@ -13,14 +13,11 @@ import ctypes
 import resource
 import statistics
 import time
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-import typer
 
-from xlfast.cli.common import console, setup_logging, table, write_json
 from xlfast.errors import XlfastError
 from xlfast.kernels.linear_ce import base, linear_cross_entropy, registry
 
@@ -57,7 +54,8 @@ def _quantile(xs: list[float], q: float) -> float:
 
 
 def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str] | None = None,
-              chunk_mb: list[float] | None = None, ignored: float = 0.0, seed: int = 0, progress=None) -> dict:
+              chunk_mb: list[float] | None = None, ignored: float = 0.0, seed: int = 0,
+              progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Median step ms, kernel time, page faults and peak extra memory per provider: 'torch' (materialised
     logits) and every fused backend (at each chunk size of `chunk_mb`, default the built-in one)."""
     from xlfast.bench.csls import cpu_state_probe
@@ -99,14 +97,14 @@ def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str]
             base.release_workspace()
             memory[p] = peak_extra_mb(lambda: step(p))
         samples = {p: [] for p in providers}
-        for _ in range(repeats):  # A B A B: the CPU's speed drifts
+        for r in range(repeats):  # A B A B: the CPU's speed drifts
             for p in providers:
                 ru0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
                 step(p)
                 t1, ru1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
                 samples[p].append((t1 - t0, ru1.ru_stime - ru0.ru_stime, ru1.ru_minflt - ru0.ru_minflt))
             if progress:
-                progress()
+                progress(r + 1, repeats, "linear-ce rounds")
     finally:
         base.release_workspace()
     ref_ms = statistics.median(s[0] for s in samples["torch"]) * 1e3
@@ -127,56 +125,18 @@ def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str]
             "threads": torch.get_num_threads(), "cpu_state": state, "results": results}
 
 
-def print_report(res: dict) -> None:
+def report(res: dict) -> dict:
+    """The table of a `run_bench` result (same shape as `xlfast.bench.csls.report`)."""
     s = res["cpu_state"]
-    console.print(f"CPU state: {s['state']} (GEMM {s['threads']}-thread/1-thread ×{s['speedup']:.2f}); "
-                  f"N={res['rows']} rows × V={res['vocab']} × d={res['dim']}, {100 * res['ignored']:.0f}% rows "
-                  f"ignored, median of {res['repeats']} alternated rounds", highlight=False)
-    rows = [[r["provider"], r["ms"], f"{r['q20_ms']:.0f}–{r['q80_ms']:.0f}", r["speedup"], r["gflops"], r["sys_ms"],
-             r["page_faults"], "–" if r["peak_extra_mb"] is None else f"{r['peak_extra_mb']:.0f}",
-             "–" if r["memory_ratio"] is None else f"{r['memory_ratio']:.3f}", f"{r['max_err']:.1e}"]
-            for r in res["results"]]
-    console.print(table("output layer forward+backward, fp32",
-                        ["provider", "ms/step", "q20–q80", "×torch", "GFLOP/s (3 GEMMs)", "sys ms", "page faults",
-                         "peak extra MB", "of torch's", "max err"], rows))
-    console.print("torch: F.linear + F.cross_entropy (logits materialised). name@size: the fused kernel with "
-                  "that logits chunk. peak extra MB: resident high-water mark of one step above the resident "
-                  "size before it (the fused path's reused chunk buffer released first, so it counts).",
-                  highlight=False)
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise XlfastError(f"--chunk-mb: expected comma-separated numbers, got '{text}'") from None
-    if not values or min(values) <= 0:
-        raise XlfastError(f"--chunk-mb: expected positive sizes, got '{text}'")
-    return values
-
-
-def cli(
-    rows: Annotated[int, typer.Option("--rows", help="Rows (decoder positions) per step. Default 4096.")] = 4096,
-    vocab: Annotated[int, typer.Option("--vocab", help="Classes. Default 20000.")] = 20000,
-    dim: Annotated[int, typer.Option("--dim", help="Row size. Default 500.")] = 500,
-    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds. Default 5.")] = 5,
-    backend: Annotated[Optional[list[str]], typer.Option(
-        "--backend", help="Only these fused backends (repeatable). Default: all that run on the CPU.")] = None,
-    chunk_mb: Annotated[Optional[str], typer.Option(
-        "--chunk-mb", help="Logits chunk sizes to compare, MB, comma-separated. Default: the built-in one.")] = None,
-    ignored: Annotated[float, typer.Option("--ignored", help="Share of rows that are padding. Default 0.")] = 0.0,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-) -> None:
-    """Fused linear cross-entropy against F.linear + F.cross_entropy: time, kernel time, memory."""
-    from rich.progress import Progress
-
-    setup_logging()
-    if min(rows, vocab, dim, repeats) < 1 or not 0.0 <= ignored < 1.0:
-        raise XlfastError("--rows, --vocab, --dim and --repeats must be positive, --ignored in [0, 1)")
-    sizes = _floats(chunk_mb) if chunk_mb else None
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("linear-ce bench", total=repeats)
-        res = run_bench(rows, vocab, dim, repeats, backend, sizes, ignored, progress=lambda: bar.advance(task))
-    print_report(res)
-    if json_path:
-        write_json(json_path, res)
+    summary = (f"CPU state: {s['state']} (GEMM {s['threads']}-thread/1-thread ×{s['speedup']:.2f}); N={res['rows']} "
+               f"rows × V={res['vocab']} × d={res['dim']}, {100 * res['ignored']:.0f}% rows ignored, median of "
+               f"{res['repeats']} alternated rounds")
+    columns = [("provider", "{provider}"), ("ms/step", "{ms:.4g}"), ("q20–q80", "{q20_ms:.0f}–{q80_ms:.0f}"),
+               ("×torch", "{speedup:.3g}"), ("GFLOP/s (3 GEMMs)", "{gflops:.4g}"), ("sys ms", "{sys_ms:.3g}"),
+               ("page faults", "{page_faults:.0f}"), ("peak extra MB", "{peak_extra_mb:.0f}"),
+               ("of torch's", "{memory_ratio:.3f}"), ("max err", "{max_err:.1e}")]
+    notes = ("torch: F.linear + F.cross_entropy (logits materialised). name@size: the fused kernel with that logits "
+             "chunk. peak extra MB: resident high-water mark of one step above the resident size before it (the "
+             "fused path's reused chunk buffer released first, so it counts).")
+    return {"summary": summary, "title": "output layer forward+backward, fp32", "columns": columns,
+            "rows": res["results"], "notes": notes}

@@ -12,7 +12,7 @@ on the CPU, in Triton on GPUs; the GEMMs in BLAS. `torch` is the plain reference
 The CPU backends compute in float32: bf16 GEMMs are emulated on CPUs without AVX512-BF16/AMX (measured
 8 against 65-80 GFLOP/s for fp32 on an AVX2 EPYC), so inputs of another dtype are converted.
 
-`UnigramSampler` turns it into a sampled softmax for training (candidates: the batch's targets plus words
+`sampled_cross_entropy` with a `UnigramSampler` turns it into a sampled softmax for training (candidates: the batch's targets plus words
 drawn from unigram^0.75, with the log-Q correction).
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ from xlfast.kernels.linear_ce.base import RowKernel, fused_forward
 from xlfast.kernels.linear_ce.reference import reference_linear_cross_entropy
 from xlfast.kernels.linear_ce.sampled import UnigramSampler
 
-__all__ = ["linear_cross_entropy", "reference_linear_cross_entropy", "UnigramSampler", "registry"]
+__all__ = ["linear_cross_entropy", "reference_linear_cross_entropy", "sampled_cross_entropy", "UnigramSampler",
+           "registry"]
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -110,6 +111,18 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Te
                                              chunk_bytes)
         return fused_forward(kernel, x, weight, target, bias, ignore_index, first_class, False, False, False,
                              chunk_bytes).loss
+
+
+def sampled_cross_entropy(sampler: UnigramSampler, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                          lang: str, bias: torch.Tensor | None = None, *, ignore_index: int = -100,
+                          first_class: int = 0, backend: str | None = None,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sampled counterpart of `linear_cross_entropy(x, weight, target, bias, ...)` for one language: over
+    the candidates `sampler` draws for this batch, with their log-Q corrections as the bias."""
+    cand, correction, mapped = sampler.candidates(lang, target, ignore_index, generator)
+    W = weight.index_select(0, cand + first_class)
+    b = correction if bias is None else bias.index_select(0, cand) + correction
+    return linear_cross_entropy(x, W, mapped, b, ignore_index=ignore_index, backend=backend)
 
 
 def _check(x, weight, target, bias, first_class) -> None:

@@ -53,14 +53,3 @@ class UnigramSampler:
         mapped = torch.where(t == ignore_index, ignore_index, position[t.clamp(0, V - 1)])
         dev = target.device
         return cand.to(dev), correction.to(dev), mapped.to(dev)
-
-    def loss(self, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, lang: str,
-             bias: torch.Tensor | None = None, *, ignore_index: int = -100, first_class: int = 0,
-             backend: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sampled counterpart of `linear_cross_entropy(x, weight, target, bias, ...)` for one language."""
-        from xlfast.kernels.linear_ce import linear_cross_entropy
-
-        cand, correction, mapped = self.candidates(lang, target, ignore_index, generator)
-        W = weight.index_select(0, cand + first_class)
-        b = correction if bias is None else bias.index_select(0, cand) + correction
-        return linear_cross_entropy(x, W, mapped, b, ignore_index=ignore_index, backend=backend)
