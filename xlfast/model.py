@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xlfast.kernels.linear_ce import linear_cross_entropy, sampled_cross_entropy
 from xlfast.kernels.subword_embed import PieceLayout, subword_embed, table_dropout
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -43,6 +44,7 @@ class ModelConfig:
     dropout: float = 0.5
     init_range: float = 0.1
     kind: str = "parallel"  # parallel: CrossLingualModel; mono: MultilingualLM
+    softmax: str = "full"  # full | sampled (training only; needs a sampler, see _EmbeddingModel.output_loss)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -167,6 +169,7 @@ class _EmbeddingModel(nn.Module):
     """What both models share: the subword-aware tables, loading, initialisation and inference."""
 
     embed: SubwordEmbedding
+    sampler = None  # xlfast.kernels.linear_ce.UnigramSampler, set by the Trainer for softmax="sampled"
 
     @classmethod
     def from_state(cls, cfg: ModelConfig, state: dict) -> "_EmbeddingModel":
@@ -192,6 +195,17 @@ class _EmbeddingModel(nn.Module):
         shares the mask) — the same dropped matrix feeds the inputs and the tied output layer."""
         p = self.cfg.dropout if self.training else 0.0
         return {lang: self.embed.table(lang, dropout=p, backend=backend) for lang in langs}
+
+    def output_loss(self, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, lang: str,
+                    bias: torch.Tensor | None = None, first_class: int = 0, backend: str | None = None) -> torch.Tensor:
+        """Summed cross-entropy of the output layer (targets -1 ignored), fused so that the logits are never
+        stored; while training with softmax="sampled", over the batch's targets plus sampled words."""
+        if self.training and self.cfg.softmax == "sampled":
+            if self.sampler is None:
+                raise ValueError('softmax="sampled" needs class counts: set model.sampler = UnigramSampler(...)')
+            return sampled_cross_entropy(self.sampler, x, weight, target, lang, bias, ignore_index=-1,
+                                         first_class=first_class, backend=backend)
+        return linear_cross_entropy(x, weight, target, bias, ignore_index=-1, first_class=first_class, backend=backend)
 
     @property
     def context_dim(self) -> int:
@@ -256,8 +270,10 @@ class CrossLingualModel(_EmbeddingModel):
         ctx = torch.bmm(alpha, mem + mem_emb)
         return self.W(F.dropout(ctx + h, self.cfg.dropout, self.training))
 
-    def loss(self, batch: "PairBatch", backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Reconstruction + translation, both decoder directions, both languages as target."""
+    def loss(self, batch: "PairBatch", backend: str | None = None,
+             output_backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction + translation, both decoder directions, both languages as target. `backend`:
+        the subword lookup's; `output_backend`: the output layer's ('torch' materialises the logits)."""
         s, t = batch.langs
         tables = self.tables((s, t), backend)
         B = batch.size
@@ -280,9 +296,10 @@ class CrossLingualModel(_EmbeddingModel):
                 targets += [dec_out, dec_out]
             H = torch.cat(hs, 0)
             o = self._attend_project(H, mem, mem_emb, mem_mask)
-            logits = o @ tables[lang][1:].t()  # <pad> is not a class
             tgt = torch.cat(targets, 0) - 1  # pad (0) → -1, ignored
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-1, reduction="sum")
+            # <pad> (row 0) is not a class: class c is row c + 1 of the tied table
+            ce = self.output_loss(o.reshape(-1, o.shape[-1]), tables[lang], tgt.reshape(-1), lang, first_class=1,
+                                  backend=output_backend)
             parts[lang] = float(ce.detach()) / B
             total = total + ce
         return total / B, parts
@@ -332,7 +349,8 @@ class MultilingualLM(_EmbeddingModel):
         return torch.cat([W[UNK : UNK + 1], self.boundary_out, W[EOS + 1 :]]), torch.cat(
             [b[UNK : UNK + 1], self.boundary_bias, b[EOS + 1 :]])
 
-    def loss(self, batch: "LMBatch", backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: "LMBatch", backend: str | None = None,
+             output_backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Forward and backward LM cross-entropy of one batch of one language (summed, / batch size)."""
         lang = batch.lang
         table = self.tables((lang,), backend)[lang]
@@ -344,9 +362,8 @@ class MultilingualLM(_EmbeddingModel):
             targets.append(batch.dec_out[direction])
         H = F.dropout(torch.cat(hs, 0), self.cfg.dropout, self.training)
         W, b = self._classes(lang)
-        logits = F.linear(H, W, b)
         tgt = torch.cat(targets, 0).reshape(-1) - 1  # pad (0) → -1, ignored
-        ce = F.cross_entropy(logits.reshape(tgt.shape[0], -1), tgt, ignore_index=-1, reduction="sum")
+        ce = self.output_loss(H.reshape(tgt.shape[0], -1), W, tgt, lang, b, backend=output_backend)
         return ce / batch.size, {lang: float(ce.detach()) / batch.size}
 
     def encode(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

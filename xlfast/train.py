@@ -26,13 +26,15 @@ from xlfast import threads
 from xlfast.corpora import (CorpusSpec, MonoSpec, PairData, Prepared, Texts, check_specs, mono_datasets,
                             pair_datasets, read_mono_texts, read_parallel_texts, subwords, train_segmenters,
                             vocabularies)
+from xlfast.allocator import keep_freed_memory
 from xlfast.errors import InputError, XlfastError
 from xlfast.kernels.dispatch import bf16_native
-from xlfast.model import PRESETS, SPECIALS, ModelConfig, model_class
+from xlfast.model import BOS, EOS, PRESETS, SPECIALS, ModelConfig, model_class
 from xlfast.rundir import CHECKPOINT, CONFIG, MODEL, CheckpointWriter, RunDir
 from xlfast.tokenize import TokenizerSpec
 
 SUBWORD_MODES = ("none", "ave", "cnn")  # word embeddings only, SWave, SWcnn (Wada et al. 2021, §3.1)
+SOFTMAX_MODES = ("full", "sampled")  # the training loss over the whole vocabulary, or over sampled words
 # Sentences of one language per LM batch. The costs paid once per step whatever its size (table dropout
 # over the whole vocabulary, Adam over the output layers) would dominate batches of 16 short sentences.
 MONO_BATCH = 64
@@ -69,6 +71,7 @@ class TrainConfig:
     backend: str | None = None  # subword-embedding kernel backend (None = automatic)
     mono: list[MonoSpec] = field(default_factory=list)  # monolingual corpora: a multilingual LM run
     select_words: int = 5000  # mono: frequent words per language scored by the selection criterion
+    softmax: str = "full"  # full | sampled: the training loss over the batch's targets plus sampled words
 
     @property
     def kind(self) -> str:
@@ -147,6 +150,26 @@ def _device(value, cfg):
     return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) else "must be auto, cpu, cuda or cuda:N"
 
 
+def class_counts(prep: Prepared) -> dict[str, torch.Tensor]:
+    """How often each output class (word id − 1: <pad> is none) is a decoder target, per language: every
+    word of every sentence, and <bos>/<eos> once per sentence."""
+    sents: dict[str, list[list[int]]] = {lang: [] for lang in prep.langs}
+    for data in prep.datasets:
+        if isinstance(data, PairData):
+            sents[data.langs[0]] += data.src
+            sents[data.langs[1]] += data.tgt
+        else:
+            sents[data.lang] += data.sents
+    counts = {}
+    for lang, ss in sents.items():
+        ids = torch.tensor([w for s in ss for w in s], dtype=torch.int64)
+        c = torch.bincount(ids, minlength=len(prep.vocabs[lang])).double()
+        c[BOS] += len(ss)
+        c[EOS] += len(ss)
+        counts[lang] = c[1:]
+    return counts
+
+
 def _backend(value, cfg):
     from xlfast.kernels.subword_embed import registry
 
@@ -156,6 +179,7 @@ def _backend(value, cfg):
 SETTING_RULES: dict[str, Callable[[Any, TrainConfig], str | None]] = {
     "preset": _one_of(tuple(PRESETS)),
     "subword": _one_of(SUBWORD_MODES),
+    "softmax": _one_of(SOFTMAX_MODES),
     "dim": _dim,
     "enc_layers": _at_least(1),
     "dec_layers": _at_least(1),
@@ -512,9 +536,14 @@ class Trainer:
             subword=cfg.subword,
             dropout=cfg.dropout,
             kind=cfg.kind,
+            softmax=cfg.softmax,
         )
         torch.manual_seed(cfg.seed)
         self.model = model_class(mcfg)(mcfg, prep.subwords.pieces_per_word if prep.subwords else None).to(device)
+        if cfg.softmax == "sampled":
+            from xlfast.kernels.linear_ce import UnigramSampler
+
+            self.model.sampler = UnigramSampler(class_counts(prep))
         # fused: one kernel for all parameters instead of ~10 elementwise passes each (Adam was ~20% of a step)
         try:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
@@ -660,7 +689,8 @@ class Trainer:
                 ckpt_s = self.save_checkpoint(keep_model=keep)
                 rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.task.criterion: score.value,
                        **score.extra, "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3),
-                       "checkpoint_seconds": round(ckpt_s, 3), "tokens": stats["tokens"],
+                       "checkpoint_seconds": round(ckpt_s, 3), "elapsed_seconds": round(time.perf_counter() - start, 3),
+                       "tokens": stats["tokens"],
                        "best_epoch": self.selection.best_epoch, "threads": stats["threads"]}
                 self.rundir.append_log(rec)
                 if self.progress:
