@@ -1,4 +1,5 @@
-"""The cross-lingual encoder-decoder of Wada et al. (2021), METHOD.md §1 and §8.
+"""The cross-lingual encoder-decoder of Wada et al. (2021), with the details of the authors' released code
+(github.com/twadada/multilingual-nlm) where the paper is silent.
 
 One step trains every objective of a batch of one corpus pair (s, t) at once:
 - the shared encoder runs once over the source sentences of both languages (stacked as one batch);
@@ -25,7 +26,8 @@ SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 PRESETS = {
-    # METHOD.md §1 sizes: low-resource / medium / high.
+    # Model sizes of Wada et al. (2021): their low-resource settings, and the medium / high-resource ones
+    # used for the larger corpora of their Table 7.
     "low": dict(dim=500, enc_layers=1, dec_layers=1, batch_size=16),
     "medium": dict(dim=500, enc_layers=2, dec_layers=1, batch_size=32),
     "high": dict(dim=768, enc_layers=3, dec_layers=2, batch_size=80),
@@ -86,7 +88,7 @@ class SubwordEmbedding(nn.Module):
                 self.register_buffer(f"offsets_{lang}", lay.offsets.long(), persistent=True)
                 self.register_buffer(f"pieces_{lang}", lay.pieces.long(), persistent=True)
         if self.subword == "cnn":
-            # Conv1d(d→d, kernel 3, padding 1) over a word's pieces, then the mean (METHOD.md §8.6).
+            # Conv1d(d→d, kernel 3, padding 1) over a word's pieces, then the mean (SWcnn, Wada et al. 2021, §3.1; as the authors' code does it).
             self.conv = nn.Conv1d(d, d, kernel_size=3, padding=1)
 
     def layout(self, lang: str) -> PieceLayout:
@@ -99,7 +101,7 @@ class SubwordEmbedding(nn.Module):
 
     def table(self, lang: str, dropout: float = 0.0, backend: str | None = None) -> torch.Tensor:
         """Ẽ for the whole vocabulary of `lang`. With `dropout` (training): one mask on the piece table
-        and one on the resulting matrix, so every token of a word type shares it (METHOD.md §8.5)."""
+        and one on the resulting matrix, so every token of a word type shares it (the authors' code)."""
         E = self.E[lang]
         if self.subword == "none":
             return table_dropout(E, dropout, backend=backend) if dropout else E
@@ -252,7 +254,7 @@ class CrossLingualModel(_EmbeddingModel):
                 for direction in ("fwd", "bwd")
             }
         )
-        # One bias-free d×d output matrix shared by all languages and directions (METHOD.md §8.4).
+        # One bias-free d×d output matrix shared by all languages and directions (Wada et al. 2021, §3; as in the authors' code).
         self.W = nn.Linear(d, d, bias=False)
         self.reset_parameters()
 
@@ -306,7 +308,7 @@ class CrossLingualModel(_EmbeddingModel):
 
 
 class MultilingualLM(_EmbeddingModel):
-    """The multilingual neural language model of Wada & Iwata (METHOD.md §2): monolingual text only.
+    """The multilingual neural language model of Wada & Iwata (2018): monolingual text only.
 
     A forward and a backward LSTM language model shared by every language; per-language input tables
     (the same subword-aware tables and kernels as CrossLingualModel, pieces shared across languages)
@@ -417,7 +419,7 @@ class PairBatch:
 
 def lm_inputs(sents: list[list[int]], device="cpu") -> tuple[dict, dict]:
     """Inputs and targets of a forward and a backward language model over right-padded sentences:
-    forward <bos> y → y <eos>; backward <eos> rev(y) → rev(y) <bos> (METHOD.md §8.3). Position 0 of
+    forward <bos> y → y <eos>; backward <eos> rev(y) → rev(y) <bos> (the authors' code). Position 0 of
     every input row is the boundary token, which the multilingual LM replaces by its shared vector."""
     B = len(sents)
     T = max(len(x) for x in sents) + 1
