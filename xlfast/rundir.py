@@ -240,6 +240,12 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete the temporary files of writes a killed process never finished (`atomic_open` names them
+        `.<file>.<random>.tmp`): a checkpoint's is as large as the checkpoint."""
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
     def truncate_log(self, epoch: int) -> None:
         """Drop the lines of epochs after `epoch` (a resumed run trains them again; a new run: all)."""
         kept = [r for r in self.read_log() if r["epoch"] <= epoch] if epoch else []

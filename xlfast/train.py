@@ -591,6 +591,7 @@ class Trainer:
         state = rundir.load_state(CHECKPOINT)  # on the CPU: the RNG state must stay there
         trainer = cls(cfg, TASKS[cfg.kind].prepare(cfg, rundir, log), device, log, progress)
         trainer._restore(state)
+        rundir.remove_stale_temporaries()
         rundir.truncate_log(trainer.epoch)
         trainer._write_config()
         trainer.resumed_after, trainer.changes = trainer.epoch, accepted
