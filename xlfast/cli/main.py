@@ -7,7 +7,7 @@ import typer
 
 from xlfast import __version__
 from xlfast.cli import align_cmd, bench_cmd, demo_cmd, eval_cmd, mine_cmd, nn_cmd, show_cmd, train_cmd
-from xlfast.cli import map_cmd
+from xlfast.cli import map_cmd, sentence_cmd
 from xlfast.cli.common import XlfastGroup, console, setup_logging
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -40,8 +40,11 @@ def main(
 
 
 app.command("train")(train_cmd.train)
+app.command("train-sent")(sentence_cmd.train_sent)
 app.command("align")(align_cmd.align)
-app.add_typer(eval_cmd.app, name="eval", help="Score alignments (AER) and lexicons (BLI).")
+eval_cmd.app.command("mine")(sentence_cmd.eval_mine)
+eval_cmd.app.command("retrieval")(sentence_cmd.eval_retrieval)
+app.add_typer(eval_cmd.app, name="eval", help="Score alignments (AER), lexicons (BLI), mined pairs and retrieval.")
 app.command("mine")(mine_cmd.mine)
 app.command("map")(map_cmd.map_)
 app.add_typer(bench_cmd.app, name="bench", help="Benchmarks: kernels and training, side by side with peers.")
