@@ -156,7 +156,8 @@ class SentenceTrainer:
         languages and their masked copies, stacked as one batch."""
         s, t = self.langs
         model, B = self.model, len(batch)
-        tables = model.tables((s, t))
+        # one dropout mask per table and step, shared by inputs and AWP's tied output (as `xlfast train`)
+        tables = {lang: model.embed.table(lang, dropout=self.cfg.dropout) for lang in (s, t)}
         x_ids, x_len = self._padded([ex.src for ex in batch])
         y_ids, y_len = self._padded([ex.tgt for ex in batch])
         L = max(x_ids.shape[1], y_ids.shape[1])
