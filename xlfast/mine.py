@@ -8,12 +8,15 @@ Stages, each timed and shown as a progress stage:
    memory work), with each token's sentence and word-type id; sentence vectors (mean of the contextual
    token vectors, float32) are kept beside them.
 2. **search** – `xlfast.search.search`: the best target per source row and the best source per target
-   row, in one process, in blocks or sharded over processes, always with the one-process answer.
-3. **aggregate** – word level: token pairs above the threshold (both directions, a pair found both ways
+   row, in one process, in blocks or sharded over processes, always with the one-process answer
+   (sentence level: `search_topk`, the `candidates` best both ways).
+3. **rescore** (sentence level, two stages) – each candidate pair's word evidence from the token
+   vectors (`word_evidence`), combined with the cosine of the sentence vectors.
+4. **aggregate** – word level: token pairs above the threshold (both directions, a pair found both ways
    counts once) become word-type pairs with counts and mean score. Sentence level: forward and
    backward best candidates, highest margin first, one-to-one, above the threshold.
 
-`mine_corpora` runs the three stages as `xlfast mine` does: defaults by level and metric, a scratch
+`mine_corpora` runs the stages as `xlfast mine` does: defaults by level and metric, a scratch
 directory for the token vectors, the TSV written once (by the first rank under torchrun).
 
 `iterations > 0` runs the mine→update loop: per iteration a sample of sentences from each side is
@@ -533,6 +536,8 @@ class MiningSummary:
     best: list[tuple]
     token_pairs: int | None = None  # word level
     iterations: list[IterationStats] | None = None  # word level
+    candidates: int | None = None  # sentence level: stage 1's candidates per sentence, both ways
+    word_weight: float | None = None  # sentence level: stage 2's weight of the word evidence (0: one stage)
 
     @property
     def tokens_per_second(self) -> float:
@@ -584,7 +589,8 @@ def mine_corpora(encoder, src_lines: Sequence[str], tgt_lines: Sequence[str], ou
             text = sentence_pairs_tsv(sentences, src, tgt)
             best = [(float(v), src.lines[i], tgt.lines[j])
                     for i, j, v in list(zip(sentences.src, sentences.tgt, sentences.score))[:SHOWN_PAIRS]]
-            extra = dict(pairs=len(sentences))
+            extra = dict(pairs=len(sentences), candidates=options.get("candidates", DEFAULT_CANDIDATES),
+                         word_weight=options.get("word_weight", DEFAULT_WORD_WEIGHT))
         summary = MiningSummary(level, metric, threshold, knn, nproc, src_sentences=len(src.lines),
                                 tgt_sentences=len(tgt.lines), src_tokens=src.n_tokens, tgt_tokens=tgt.n_tokens,
                                 seconds=seconds, best=best, **extra)
