@@ -81,16 +81,36 @@ def score(out: Path, pair: str, runs: list[str], extra: list[str]) -> None:
         print(f"{name} | {label} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['mined']}")
 
 
+def sweep(out: Path, pair: str, tsv: Path, thresholds: list[float]) -> None:
+    """P/R/F1 of a mined TSV cut at each threshold: the selection is greedy in score order, so a higher
+    threshold keeps a prefix of what a lower one mined (mine once with --threshold -9 to see the curve)."""
+    from xlfast import evaluate
+    from xlfast.mine import read_sentence_pairs
+
+    d = out / pair
+    test = read_parallel(d / "gold.src", d / "gold.tgt")
+    gold = list(zip(test.src, test.tgt))
+    scores = [float(line.split("\t", 1)[0]) for line in tsv.read_text(encoding="utf-8").splitlines()[1:]]
+    pairs = read_sentence_pairs(tsv)
+    for t in thresholds:
+        r = evaluate.mining([p for p, v in zip(pairs, scores) if v >= t], gold)
+        print(f"threshold {t:6.3f}: P {r['precision']:.3f}  R {r['recall']:.3f}  F1 {r['f1']:.3f}  mined {r['mined']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=["prepare", "score"])
+    ap.add_argument("action", choices=["prepare", "score", "sweep"])
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--pair", choices=sorted(PAIRS))
     ap.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR, once per system")
     ap.add_argument("--mine-args", default="", help="extra `xlfast mine` options, e.g. '--threads 1'")
+    ap.add_argument("--tsv", type=Path, help="sweep: a mined TSV")
+    ap.add_argument("--thresholds", default="0,0.02,0.04,0.06,0.08,0.1,0.12,0.15,0.2")
     args = ap.parse_args()
     if args.action == "prepare":
         prepare(args.out)
+    elif args.action == "sweep":
+        sweep(args.out, args.pair, args.tsv, [float(t) for t in args.thresholds.split(",")])
     else:
         score(args.out, args.pair, args.run, shlex.split(args.mine_args))
 
