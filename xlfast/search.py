@@ -35,7 +35,7 @@ import torch
 
 from xlfast import threads
 from xlfast.errors import XlfastError
-from xlfast.kernels.csls import normalize, topk
+from xlfast.kernels.csls import normalize, parse_mem, topk
 
 METRICS = ("cos", "csls", "margin")
 SOURCE_BLOCK_BYTES = 256 << 20  # float32 source rows held at once per process
@@ -106,7 +106,7 @@ def search_topk(src, tgt, k: int, metric: str = "csls", knn: int = 10, *, nproc:
                 block_rows: int | None = None) -> BestMatches:
     """The k best matches both ways, as `search` finds the best one: arrays [n, min(k, m)] and
     [m, min(k, n)], scores descending, equal scores to the lower index."""
-    validate(metric, nproc)
+    validate(metric, nproc, mem)
     src, tgt = as_rows(src), as_rows(tgt)
     group = launched_group()
     if group is not None and group[1] > 1:
@@ -116,8 +116,9 @@ def search_topk(src, tgt, k: int, metric: str = "csls", knn: int = 10, *, nproc:
     return _grid_search(0, 1, src, tgt, metric, knn, k, mem, block_rows, lambda array: [array])
 
 
-def validate(metric: str, nproc: int = 1) -> None:
+def validate(metric: str, nproc: int = 1, mem=None) -> None:
     """The checks `search` makes, for callers that want them before hours of encoding."""
+    parse_mem(mem)
     if metric not in METRICS:
         raise XlfastError(f"unknown metric '{metric}' (choose {', '.join(METRICS)})")
     if nproc < 1:

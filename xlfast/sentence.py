@@ -37,10 +37,9 @@ import torch.nn.functional as F
 from xlfast import threads
 from xlfast.errors import XlfastError
 from xlfast.model import PAD
+from xlfast.rundir import CONFIG, MODEL, PIECES, RunDir
 
 SENTENCE_FILE = "sentence.json"  # marks a run whose encoder was trained for sentence embeddings
-# Files of the starting run that the new run keeps as they are (the model and its logs are replaced).
-RUN_FILES = ("config.json", "pieces.txt", "vocab.*.txt", "spm.*.model")
 
 
 @dataclass
@@ -254,8 +253,7 @@ def examples_from_corpus(run, src_lines, tgt_lines, src_lang: str, tgt_lang: str
     """Token ids and the run's own alignment links (intersection of both directions) of each pair."""
     from xlfast.align import align_lines
 
-    results, segs = align_lines(run, src_lines, tgt_lines, src_lang, tgt_lang, run.tokenizer, on="tokens",
-                                emb="mix")
+    results, segs = align_lines(run, src_lines, tgt_lines, src_lang, tgt_lang, run.tokenizer, on="tokens")
     out = []
     for res, (a, b) in zip(results, segs):
         if not a.tokens or not b.tokens:
@@ -283,7 +281,7 @@ def train_sentence_encoder(run_dir, corpus, out_dir, cfg: SentenceConfig, src_la
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise XlfastError("write the sentence encoder to a new run directory (-o), not over the starting run")
-    if (out_dir / "model.pt").exists():
+    if RunDir(out_dir).has_model():
         raise XlfastError(f"{out_dir} already holds a run: choose another -o")
     torch.manual_seed(cfg.seed)
     run = Run.load(run_dir)
@@ -309,17 +307,18 @@ def train_sentence_encoder(run_dir, corpus, out_dir, cfg: SentenceConfig, src_la
     trainer = SentenceTrainer(run, src_lang, tgt_lang, examples, heldout, cfg, log)
     best_state, history = trainer.fit(on_epoch)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for pattern in RUN_FILES:
-        for path in run_dir.glob(pattern):
-            shutil.copy2(path, out_dir / path.name)
-    from xlfast.io import atomic_write_text
-    from xlfast.train import atomic_torch_save
-
-    atomic_torch_save({"model": best_state, "epoch": history.best_epoch}, out_dir / "model.pt")
+    # the starting run's files as they are (configuration, vocabularies, pieces); the model is the new one
+    base, new = RunDir(run_dir), RunDir(out_dir)
+    for name in [CONFIG, PIECES] + [f(lang).name for lang in langs for f in (base.vocab_path, base.spm_path)]:
+        if (base.path / name).exists():
+            shutil.copy2(base.path / name, new.path / name)
+    new.save_state({"model": best_state, "epoch": history.best_epoch}, MODEL)
     summary = {"base_run": str(run_dir), "corpus": corpus.path, "langs": [src_lang, tgt_lang],
                "pooling": "mean", "config": asdict(cfg), "train_pairs": len(examples), "heldout_pairs": len(held_idx),
                "links": n_links, "best_epoch": history.best_epoch, "heldout_accuracy": history.best_accuracy,
                "epochs": history.epochs, "seconds": round(time.perf_counter() - t0, 2),
                "align_seconds": round(align_seconds, 2)}
+    from xlfast.io import atomic_write_text
+
     atomic_write_text(out_dir / SENTENCE_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary

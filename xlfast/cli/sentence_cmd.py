@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from xlfast.cli.common import ThreadsOption, apply_threads, console, err_console, table, write_json
+from xlfast.cli.common import JsonOption, ThreadsOption, apply_threads, console, err_console, table, write_json
 from xlfast.errors import XlfastError
 from xlfast.sentence import SentenceConfig
 
 DEFAULTS = SentenceConfig()
-JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON ('-' = stdout).")]
 
 
 def _weights(text: str) -> tuple[float, float, float]:
