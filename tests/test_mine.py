@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from xlfast import mine
+from xlfast import evaluate, mine
 from xlfast.search import BestMatches
 
 
@@ -155,7 +155,7 @@ def test_sentence_mining_recovers_shuffled_translations(tmp_path, center, thresh
     tgt = mine.encode_corpus(enc, "tgt", tgt_lines, tmp_path)
     # distractors share the word pool (margin up to 1.16 raw, 1.29 centred here); true pairs above 1.3 / 1.36
     pairs = mine.mine_sentences(src, tgt, threshold=threshold, knn=4, center=center, word_weight=0)
-    prf = mine.pair_prf(list(zip(pairs.src.tolist(), pairs.tgt.tolist())), gold)
+    prf = evaluate.pair_prf(list(zip(pairs.src.tolist(), pairs.tgt.tolist())), gold)
     assert prf["precision"] == 1.0 and prf["recall"] >= 0.95
     assert len(set(pairs.src.tolist())) == len(pairs)  # one-to-one
     text = mine.sentence_pairs_tsv(pairs, src, tgt).splitlines()
@@ -165,12 +165,12 @@ def test_sentence_mining_recovers_shuffled_translations(tmp_path, center, thresh
     # two stages (word evidence re-scoring the candidates) find the same pairs here: true pairs' margins
     # 0.26-0.31, distractors' at most 0.13
     two = mine.mine_sentences(src, tgt, knn=4, center=center, threshold=0.2)
-    prf = mine.pair_prf(list(zip(two.src.tolist(), two.tgt.tolist())), gold)
+    prf = evaluate.pair_prf(list(zip(two.src.tolist(), two.tgt.tolist())), gold)
     assert prf["precision"] == 1.0 and prf["recall"] >= 0.95
 
 
 def test_pair_prf_known_answer():
-    prf = mine.pair_prf([(0, 0), (1, 2), (2, 1)], [(0, 0), (1, 1), (2, 1), (3, 3)])
+    prf = evaluate.pair_prf([(0, 0), (1, 2), (2, 1)], [(0, 0), (1, 1), (2, 1), (3, 3)])
     assert prf["precision"] == pytest.approx(2 / 3) and prf["recall"] == 0.5
     assert prf["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
 

@@ -158,12 +158,20 @@ def bli(
     return result
 
 
+def pair_prf(mined: Sequence[tuple[int, int]], gold: Sequence[tuple[int, int]]) -> dict:
+    """Precision / recall / F1 of mined pairs against gold pairs (BUCC-style)."""
+    mined_set, gold_set = set(map(tuple, mined)), set(map(tuple, gold))
+    hit = len(mined_set & gold_set)
+    p = hit / len(mined_set) if mined_set else 0.0
+    r = hit / len(gold_set) if gold_set else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f, "mined": len(mined_set), "gold": len(gold_set), "correct": hit}
+
+
 def mining(pred_pairs: Iterable[tuple[str, str]], gold_pairs: Iterable[tuple[str, str]]) -> dict:
     """Precision, recall and F1 of mined sentence pairs against gold pairs (BUCC-style, Zweigenbaum et
     al. 2017): a mined pair is correct when both of its sides equal the sides of a gold pair after
     whitespace normalisation; repeated pairs count once."""
-    from xlfast.mine import pair_prf
-
     def norm(pairs):
         return [(" ".join(s.split()), " ".join(t.split())) for s, t in pairs]
 

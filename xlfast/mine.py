@@ -599,13 +599,3 @@ def mine_corpora(encoder, src_lines: Sequence[str], tgt_lines: Sequence[str], ou
     if is_primary():
         atomic_write_text(output, text)
     return summary
-
-
-def pair_prf(mined: Sequence[tuple[int, int]], gold: Sequence[tuple[int, int]]) -> dict:
-    """Precision / recall / F1 of mined pairs against gold pairs (BUCC-style)."""
-    mined_set, gold_set = set(map(tuple, mined)), set(map(tuple, gold))
-    hit = len(mined_set & gold_set)
-    p = hit / len(mined_set) if mined_set else 0.0
-    r = hit / len(gold_set) if gold_set else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": p, "recall": r, "f1": f, "mined": len(mined_set), "gold": len(gold_set), "correct": hit}
