@@ -147,7 +147,7 @@ def synthetic_run(tmp_path_factory):
     pair.write(d)
     cfg = TrainConfig(corpora=[CorpusSpec(str(d / "corpus.tsv"), None, ("src", "tgt"))], out=str(d / "run"), dim=32,
                       batch_size=16, spm_vocab=200, epochs=1, tokenizer=TokenizerSpec("none"))
-    Trainer(cfg, log=lambda m: None).fit()
+    Trainer.new(cfg, log=lambda m: None).fit()
     return d
 
 
