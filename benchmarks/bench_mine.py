@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xlfast import mine  # noqa: E402
+from xlfast import evaluate, mine  # noqa: E402
 from xlfast.kernels.csls import topk  # noqa: E402
 from xlfast.search import Rows, search  # noqa: E402
 
@@ -108,7 +108,7 @@ def evaluate_ne_en(run_dir: str, thresholds=(1.0, 1.02, 1.05, 1.1, 1.15, 1.2), k
         print(f" sentence level, {'centred' if center else 'raw'} mean vectors, K={knn}:")
         for thr in thresholds:
             pairs = mine.mine_sentences(src, tgt, threshold=thr, knn=knn, center=center)
-            prf = mine.pair_prf(list(zip(pairs.src.tolist(), pairs.tgt.tolist())), gold)
+            prf = evaluate.pair_prf(list(zip(pairs.src.tolist(), pairs.tgt.tolist())), gold)
             print(f"  margin > {thr:.2f}: mined {prf['mined']:5d}  P {prf['precision']:.3f}  R {prf['recall']:.3f}  "
                   f"F1 {prf['f1']:.3f}  (search {pairs.seconds['search']:.2f}s)")
         # Top-1 accuracy of the search itself (every ne sentence's best English candidate), for reference.

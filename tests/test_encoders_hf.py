@@ -88,7 +88,9 @@ def test_cli_mines_identical_corpora_to_the_identity(tiny_bert, tmp_path):
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "s.tsv"
     res = CliRunner().invoke(app, ["mine", "--src", str(corpus), "--tgt", str(corpus), "--hf-model", str(tiny_bert),
-                                   "-o", str(out), "--level", "sentence", "--threshold", "0.999", "--knn", "1"])
+                                   "-o", str(out), "--level", "sentence", "--threshold", "0.999", "--knn", "1",
+                                   "--word-weight", "0"])  # one stage: the margin alone
     assert res.exit_code == 0, res.output
-    got = [line.split("\t") for line in out.read_text(encoding="utf-8").splitlines()]
-    assert sorted((s, t) for _, s, t in got) == sorted((l, l) for l in lines)
+    got = [line.split("\t") for line in out.read_text(encoding="utf-8").splitlines()[1:]]
+    assert sorted((s, t) for *_, s, t in got) == sorted((l, l) for l in lines)
+    assert all(i == j for _, i, j, _, _ in got)

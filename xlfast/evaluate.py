@@ -158,6 +158,55 @@ def bli(
     return result
 
 
+def pair_prf(mined: Sequence[tuple[int, int]], gold: Sequence[tuple[int, int]]) -> dict:
+    """Precision / recall / F1 of mined pairs against gold pairs (BUCC-style)."""
+    mined_set, gold_set = set(map(tuple, mined)), set(map(tuple, gold))
+    hit = len(mined_set & gold_set)
+    p = hit / len(mined_set) if mined_set else 0.0
+    r = hit / len(gold_set) if gold_set else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f, "mined": len(mined_set), "gold": len(gold_set), "correct": hit}
+
+
+def mining(pred_pairs: Iterable[tuple[str, str]], gold_pairs: Iterable[tuple[str, str]]) -> dict:
+    """Precision, recall and F1 of mined sentence pairs against gold pairs (BUCC-style, Zweigenbaum et
+    al. 2017): a mined pair is correct when both of its sides equal the sides of a gold pair after
+    whitespace normalisation; repeated pairs count once."""
+    def norm(pairs):
+        return [(" ".join(s.split()), " ".join(t.split())) for s, t in pairs]
+
+    return pair_prf(norm(pred_pairs), norm(gold_pairs))
+
+
+def retrieval(src_vectors, tgt_vectors, src_texts: Sequence[str] | None = None,
+              tgt_texts: Sequence[str] | None = None) -> dict:
+    """Tatoeba-style bitext retrieval accuracy (Artetxe & Schwenk 2019), both directions: row i of each
+    side translates row i of the other; a query is correct when its nearest neighbour by cosine is its
+    translation (or, given the texts, a sentence written the same way: duplicates are not errors)."""
+    import numpy as np
+
+    from xlfast.kernels.csls import topk
+
+    n = len(src_vectors)
+    if n != len(tgt_vectors) or n == 0:
+        raise XlfastError(f"retrieval needs the same, non-zero number of sentences on both sides "
+                          f"(got {n} and {len(tgt_vectors)})")
+    res = topk(torch.as_tensor(np.asarray(src_vectors, np.float32)), torch.as_tensor(np.asarray(tgt_vectors, np.float32)),
+               1, metric="cos", both=True)
+    fwd, bwd = res.indices[:, 0].numpy(), res.rev_indices[:, 0].numpy()
+    truth = np.arange(n)
+
+    def correct(found, texts):
+        hit = found == truth
+        if texts is not None:
+            norm = [" ".join(t.split()) for t in texts]
+            hit |= np.array([norm[f] == norm[i] for i, f in enumerate(found)])
+        return float(hit.mean())
+
+    src2tgt, tgt2src = correct(fwd, tgt_texts), correct(bwd, src_texts)
+    return {"src2tgt": src2tgt, "tgt2src": tgt2src, "mean": 0.5 * (src2tgt + tgt2src), "sentences": n}
+
+
 def in_percent(result: dict) -> dict:
     """A `bli` result with P@k and coverage in percent, the unit the field reports (MUSE, vecmap)."""
     return {key: 100 * value if (key.startswith("p@") or key in RATES) and value is not None else value

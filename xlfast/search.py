@@ -1,8 +1,9 @@
 """Exact best matches both ways between two sets of vectors, in one process or split over several.
 
-    from xlfast.search import search
+    from xlfast.search import search, search_topk
     best = search(src, tgt, metric="csls", knn=10)          # arrays, or `Rows` streamed from a memmap
     best.fwd_indices[i]   # the best target of source row i; best.bwd_indices[j]: the best source of target j
+    top = search_topk(src, tgt, 8, metric="margin", knn=4)  # the same with the k best both ways: [n, k], [m, k]
 
 Scores come from `xlfast.kernels.csls.topk`, the project's only cosine / CSLS / margin code: cosine,
 CSLS (Conneau et al. 2018, §2.3) or the ratio margin (Artetxe & Schwenk 2019, "Margin-based scoring").
@@ -44,7 +45,8 @@ AllGather = Callable[[np.ndarray], list]  # every rank's array in rank order (fi
 
 @dataclass
 class BestMatches:
-    """Top-1 both ways: for each source row its best target (fwd_*), for each target its best source."""
+    """Top-1 both ways: for each source row its best target (fwd_*), for each target its best source
+    (`search_topk`: the k best, one row of k per source / target)."""
 
     fwd_scores: np.ndarray
     fwd_indices: np.ndarray
@@ -96,14 +98,22 @@ def search(src, tgt, metric: str = "csls", knn: int = 10, *, nproc: int = 1, mem
     (their inputs go through `work_dir`, default a temporary directory), or over the ranks of a torchrun
     launch, which takes precedence. `block_rows`: source rows per kernel call (default 256 MiB of
     float32 rows); `mem`: the kernel's tile budget."""
+    top = search_topk(src, tgt, 1, metric, knn, nproc=nproc, mem=mem, work_dir=work_dir, block_rows=block_rows)
+    return BestMatches(*(a[:, 0] for a in (top.fwd_scores, top.fwd_indices, top.bwd_scores, top.bwd_indices)))
+
+
+def search_topk(src, tgt, k: int, metric: str = "csls", knn: int = 10, *, nproc: int = 1, mem=None, work_dir=None,
+                block_rows: int | None = None) -> BestMatches:
+    """The k best matches both ways, as `search` finds the best one: arrays [n, min(k, m)] and
+    [m, min(k, n)], scores descending, equal scores to the lower index."""
     validate(metric, nproc, mem)
     src, tgt = as_rows(src), as_rows(tgt)
     group = launched_group()
     if group is not None and group[1] > 1:
-        return _grid_search(*group, src, tgt, metric, knn, mem, block_rows, _gloo_all_gather)
+        return _grid_search(*group, src, tgt, metric, knn, k, mem, block_rows, _gloo_all_gather)
     if nproc > 1:
-        return _spawned_search(src, tgt, metric, knn, nproc, mem, block_rows, work_dir)
-    return _grid_search(0, 1, src, tgt, metric, knn, mem, block_rows, lambda array: [array])
+        return _spawned_search(src, tgt, metric, knn, k, nproc, mem, block_rows, work_dir)
+    return _grid_search(0, 1, src, tgt, metric, knn, k, mem, block_rows, lambda array: [array])
 
 
 def validate(metric: str, nproc: int = 1, mem=None) -> None:
@@ -139,13 +149,14 @@ def _source_blocks(n: int, dim: int, block_rows: int | None) -> list[tuple[int, 
     return [(lo, min(lo + block, n)) for lo in range(0, n, block)]
 
 
-def _grid_search(rank: int, world: int, src: Rows, tgt: Rows, metric: str, knn: int, mem, block_rows,
+def _grid_search(rank: int, world: int, src: Rows, tgt: Rows, metric: str, knn: int, k: int, mem, block_rows,
                  all_gather: AllGather) -> BestMatches:
     """This rank's cells: every source block against its target shard. Every rank returns the whole answer."""
     n, m = len(src), len(tgt)
+    k_fwd, k_bwd = max(1, min(k, m)), max(1, min(k, n))
     if n == 0 or m == 0:
-        return BestMatches(np.full(n, -np.inf, np.float32), np.zeros(n, np.int64),
-                           np.full(m, -np.inf, np.float32), np.zeros(m, np.int64))
+        return BestMatches(np.full((n, k_fwd), -np.inf, np.float32), np.zeros((n, k_fwd), np.int64),
+                           np.full((m, k_bwd), -np.inf, np.float32), np.zeros((m, k_bwd), np.int64))
     knn = max(1, min(knn, n, m))
     lo, hi = shard_bounds(m, world)[rank]
     shard = tgt.block(lo, hi)  # a private float32 copy, even of a memmap
@@ -153,20 +164,24 @@ def _grid_search(rank: int, world: int, src: Rows, tgt: Rows, metric: str, knn: 
     # A single cell (one process, one block) is one plain kernel call: the kernel takes its own means.
     split = world > 1 or len(blocks) > 1
     means = _split_means(src, shard, blocks, knn, mem, all_gather) if metric != "cos" and split else None
-    fwd_s, fwd_i = np.full(n, -np.inf, np.float32), np.full(n, np.iinfo(np.int64).max, np.int64)
-    bwd_s, bwd_i = np.full(hi - lo, -np.inf, np.float32), np.zeros(hi - lo, np.int64)
+    # Padded to k_fwd columns: a shard smaller than k gives fewer, and every rank's lists must have one shape.
+    fwd_s, fwd_i = np.full((n, k_fwd), -np.inf, np.float32), np.full((n, k_fwd), np.iinfo(np.int64).max, np.int64)
+    bwd_s, bwd_i = [np.zeros((hi - lo, 0), np.float32)], [np.zeros((hi - lo, 0), np.int64)]
     for b0, b1 in blocks if hi > lo else []:  # with more ranks than targets a shard can be empty
         given = {} if means is None else {"means": (means[0][b0:b1], means[1])}
-        res = topk(torch.from_numpy(src.block(b0, b1)), torch.from_numpy(shard), 1, metric=metric, knn=knn,
+        res = topk(torch.from_numpy(src.block(b0, b1)), torch.from_numpy(shard), k, metric=metric, knn=knn,
                    both=True, normalized=True, mem=mem, **given)
-        fwd_s[b0:b1], fwd_i[b0:b1] = _np(res.scores)[:, 0], _np(res.indices)[:, 0] + lo
-        rs, ri = _np(res.rev_scores)[:, 0], _np(res.rev_indices)[:, 0] + b0
-        better = rs > bwd_s  # equal scores stay with the earlier block: the lower source index
-        bwd_s[better], bwd_i[better] = rs[better], ri[better]
-    # Forward: every shard's best per source row, merged; backward: each shard's rows, in shard order.
-    best_s, best_i = merge_topk([a[:, None] for a in all_gather(fwd_s)], [a[:, None] for a in all_gather(fwd_i)], 1)
-    return BestMatches(best_s[:, 0], best_i[:, 0], np.concatenate(all_gather(bwd_s)),
-                       np.concatenate(all_gather(bwd_i)))
+        width = _np(res.scores).shape[1]
+        fwd_s[b0:b1, :width], fwd_i[b0:b1, :width] = _np(res.scores), _np(res.indices) + lo
+        bwd_s.append(_np(res.rev_scores))
+        bwd_i.append(_np(res.rev_indices) + b0)
+    # The blocks' lists merged (block order is index order: equal scores stay with the lower source index).
+    bwd_s, bwd_i = merge_topk(bwd_s, bwd_i, k_bwd)
+    if bwd_s.shape[1] < k_bwd:  # an empty shard
+        bwd_s, bwd_i = np.zeros((0, k_bwd), np.float32), np.zeros((0, k_bwd), np.int64)
+    # Forward: every shard's lists per source row, merged; backward: each shard's rows, in shard order.
+    best_s, best_i = merge_topk(all_gather(fwd_s), all_gather(fwd_i), k_fwd)
+    return BestMatches(best_s, best_i, np.concatenate(all_gather(bwd_s)), np.concatenate(all_gather(bwd_i)))
 
 
 def _split_means(src: Rows, shard: np.ndarray, blocks, knn: int, mem, all_gather: AllGather):
@@ -264,7 +279,7 @@ def _save_unit_rows(rows: Rows, path: Path) -> None:
     out.flush()
 
 
-def _worker(rank: int, world: int, port: int, work: str, metric: str, knn: int, mem, block_rows,
+def _worker(rank: int, world: int, port: int, work: str, metric: str, knn: int, k: int, mem, block_rows,
             n_threads: int) -> None:
     """One of `nproc` local processes: it joins the group as a torchrun rank would, then runs `search`."""
     import torch.distributed as dist
@@ -274,7 +289,7 @@ def _worker(rank: int, world: int, port: int, work: str, metric: str, knn: int, 
     try:
         src, tgt = (Rows(np.load(os.path.join(work, f"search.{side}.npy"), mmap_mode="r"), normalized=True)
                     for side in ("src", "tgt"))
-        best = search(src, tgt, metric, knn, mem=mem, block_rows=block_rows)
+        best = search_topk(src, tgt, k, metric, knn, mem=mem, block_rows=block_rows)
         if rank == 0:
             np.savez(os.path.join(work, "search.result.npz"), fwd_s=best.fwd_scores, fwd_i=best.fwd_indices,
                      bwd_s=best.bwd_scores, bwd_i=best.bwd_indices)
@@ -282,7 +297,7 @@ def _worker(rank: int, world: int, port: int, work: str, metric: str, knn: int, 
         dist.destroy_process_group()
 
 
-def _spawned_search(src: Rows, tgt: Rows, metric: str, knn: int, nproc: int, mem, block_rows,
+def _spawned_search(src: Rows, tgt: Rows, metric: str, knn: int, k: int, nproc: int, mem, block_rows,
                     work_dir) -> BestMatches:
     import torch.multiprocessing as mp
 
@@ -291,7 +306,7 @@ def _spawned_search(src: Rows, tgt: Rows, metric: str, knn: int, nproc: int, mem
         _save_unit_rows(tgt, work / "search.tgt.npy")
         # the parent's budget (its --threads, else the CPUs it may use), shared out between the ranks
         per_rank = max(1, (threads.active()["threads"] or threads.default_threads()) // nproc)
-        mp.start_processes(_worker, args=(nproc, _free_port(), str(work), metric, knn, mem, block_rows, per_rank),
+        mp.start_processes(_worker, args=(nproc, _free_port(), str(work), metric, knn, k, mem, block_rows, per_rank),
                            nprocs=nproc, join=True, start_method="spawn")
         with np.load(work / "search.result.npz") as r:
             return BestMatches(r["fwd_s"], r["fwd_i"], r["bwd_s"], r["bwd_i"])

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from xlfast import __version__
-from xlfast.cli import align_cmd, bench_cmd, demo_cmd, eval_cmd, map_cmd, mine_cmd, nn_cmd, show_cmd, train_cmd
+from xlfast.cli import align_cmd, bench_cmd, demo_cmd, eval_cmd, map_cmd, mine_cmd, nn_cmd, sentence_cmd, show_cmd
+from xlfast.cli import train_cmd
 from xlfast.cli.common import XlfastCommand, XlfastGroup, console, setup_logging
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -39,8 +40,11 @@ def main(
 
 
 app.command("train", cls=XlfastCommand)(train_cmd.train)
+app.command("train-sent", cls=XlfastCommand)(sentence_cmd.train_sent)
 app.command("align", cls=XlfastCommand)(align_cmd.align)
-app.add_typer(eval_cmd.app, name="eval", help="Score alignments (AER) and lexicons (BLI).")
+eval_cmd.app.command("mine", cls=XlfastCommand)(sentence_cmd.eval_mine)
+eval_cmd.app.command("retrieval", cls=XlfastCommand)(sentence_cmd.eval_retrieval)
+app.add_typer(eval_cmd.app, name="eval", help="Score alignments (AER), lexicons (BLI), mined pairs and retrieval.")
 app.command("mine", cls=XlfastCommand)(mine_cmd.mine)
 app.command("map", cls=XlfastCommand)(map_cmd.map_)
 app.add_typer(bench_cmd.app, name="bench", help="Benchmarks: kernels and training, side by side with peers.")

@@ -62,6 +62,12 @@ def mine(
     ] = None,
     center: Annotated[bool, typer.Option(
         "--center/--no-center", help="Sentence level: subtract each corpus's mean sentence vector first.")] = True,
+    candidates: Annotated[int, typer.Option(
+        help="Sentence level: candidates per sentence, both ways, that stage 1 passes to stage 2.", min=1)
+    ] = mining.DEFAULT_CANDIDATES,
+    word_weight: Annotated[float, typer.Option(
+        help="Sentence level: weight of the word-level evidence in stage 2 (0: one stage, margin only). "
+             f"Stage 2's threshold defaults to {mining.RESCORED_THRESHOLD}.")] = mining.DEFAULT_WORD_WEIGHT,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the map initialisation.")] = 0,
     json_path: JsonOption = None,
     threads: ThreadsOption = None,
@@ -80,7 +86,7 @@ def mine(
     encoder = load_encoder(model, hf_model, tokenize and tokenize.value, lowercase, src_lang, tgt_lang)
     err_console.print(f"encoder: {encoder.name}, dim {encoder.dim}; search: xlfast.kernels.csls, {nproc} process(es)")
     by_level = (dict(iterations=iterations, sample=sample, map_update=map_update.value, min_count=min_count, seed=seed)
-                if level is Level.word else dict(center=center))
+                if level is Level.word else dict(center=center, candidates=candidates, word_weight=word_weight))
     with _StageProgress() as bar:
         summary = mining.mine_corpora(encoder, src_lines, tgt_lines, output, level=level.value,
                                       metric=metric and metric.value, threshold=threshold, knn=knn, nproc=nproc,
