@@ -209,23 +209,32 @@ def _sentence(rng, lemmas, lexicon: set) -> _Builder:
     return b
 
 
-def make_pair(n_sentences: int = 600, vocab: int = 120, seed: int = 0) -> SyntheticPair:
-    """A synthetic parallel corpus of ``n_sentences`` pairs over about ``vocab`` content lemmas."""
+def sentence_pairs(n_sentences: int, vocab: int = 120, seed: int = 0):
+    """Stream ``n_sentences`` synthetic (source words, target words, gold links, translations used) over
+    about ``vocab`` content lemmas, holding none of them (large corpora for benchmarks)."""
     if n_sentences < 1 or vocab < 10:
         raise XlfastError("synthetic pair: need at least 1 sentence and a vocabulary of at least 10")
     rng = random.Random(seed)
     lemmas = _make_lemmas(rng, vocab)
-    src_sents, tgt_sents, gold = [], [], []
-    used: set[tuple[str, str]] = set()
-    while len(src_sents) < n_sentences:
+    made = 0
+    while made < n_sentences:
         lexicon_here: set[tuple[str, str]] = set()
         b = _sentence(rng, lemmas, lexicon_here)
         if not (MIN_LEN <= len(b.src) <= MAX_LEN and MIN_LEN <= len(b.tgt) <= MAX_LEN):
             continue  # redraw: lengths stay in range without skewing one template
+        made += 1
+        yield b.src, b.tgt, b.links, lexicon_here
+
+
+def make_pair(n_sentences: int = 600, vocab: int = 120, seed: int = 0) -> SyntheticPair:
+    """A synthetic parallel corpus of ``n_sentences`` pairs over about ``vocab`` content lemmas."""
+    src_sents, tgt_sents, gold = [], [], []
+    used: set[tuple[str, str]] = set()
+    for src, tgt, links, lexicon_here in sentence_pairs(n_sentences, vocab, seed):
         used |= lexicon_here
-        src_sents.append(b.src)
-        tgt_sents.append(b.tgt)
-        gold.append(b.links)
+        src_sents.append(src)
+        tgt_sents.append(tgt)
+        gold.append(links)
     lexicon = sorted(used)
     pair = SyntheticPair(src_sents, tgt_sents, lexicon, gold, seed)
     pair.validate()
