@@ -14,6 +14,7 @@ problem with a user's file is an :class:`~xlfast.errors.InputError` naming the f
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
@@ -85,14 +86,13 @@ def _open_checked(path: PathLike) -> IO[bytes]:
         raise InputError(p, "no such file")
     if p.is_dir():
         raise InputError(p, "is a directory, expected a file")
+    if p.stat().st_size == 0:
+        raise InputError(p, "file is empty")
     try:
-        f = open(p, "rb")
+        # a .gz file is read through gzip (fastText ships its vectors as .vec.gz)
+        return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
     except OSError as exc:
         raise InputError(p, f"cannot open: {exc.strerror or exc}") from None
-    if p.stat().st_size == 0:
-        f.close()
-        raise InputError(p, "file is empty")
-    return f
 
 
 class _BadLine(Exception):
