@@ -24,7 +24,7 @@ def test_store_round_trips_word_ids_and_counts(tmp_path, monkeypatch):
     pair = make_pair(n_sentences=120, vocab=30, seed=3)
     records = list(zip(pair.src_sents, pair.tgt_sents)) + [(["lonely"], [])]  # an empty side: dropped
     store, counts, vocabs = corpus_store.build(
-        tmp_path / "store", [SideSpec("c0.src", "aa"), SideSpec("c0.tgt", "bb")], iter(records),
+        tmp_path / "store", [[SideSpec("c0.src", "aa"), SideSpec("c0.tgt", "bb")]], ((0, r) for r in records),
         _vocabularies(min_count=2), key={"k": 1}, unk=1)
     assert counts["aa"] == Counter(w for s in pair.src_sents for w in s)
     assert counts["bb"] == Counter(w for s in pair.tgt_sents for w in s)
@@ -41,10 +41,13 @@ def test_store_round_trips_word_ids_and_counts(tmp_path, monkeypatch):
 
 
 def test_reusable_only_with_the_same_key(tmp_path):
-    sides = [SideSpec("m.aa", "aa")]
-    corpus_store.build(tmp_path / "s", sides, iter([(["x", "y"],), (["y"],)]), _vocabularies(1), key={"a": 1}, unk=1)
+    groups = [[SideSpec("m.aa", "aa")], [SideSpec("m.bb", "bb")]]
+    records = [(0, (["x", "y"],)), (1, (["u"],)), (0, (["y"],))]
+    corpus_store.build(tmp_path / "s", groups, iter(records), _vocabularies(1), key={"a": 1}, unk=1)
     again = Store.reusable(tmp_path / "s", {"a": 1})
-    assert again is not None and again.sides["m.aa"].tolist() == [[3, 2], [2]]
+    assert again is not None and again.sides["m.aa"].tolist() == [[3, 2], [2]] and again.sides["m.bb"].tolist() == [[2]]
+    again.keep_array("dice.0", np.array([[2, 3]]))
+    assert Store.open(tmp_path / "s").array("dice.0").tolist() == [[2, 3]] and again.array("nothing") is None
     assert Store.reusable(tmp_path / "s", {"a": 2}) is None
     assert Store.reusable(tmp_path / "elsewhere", {"a": 1}) is None
 

@@ -76,3 +76,73 @@ def test_pretrained_model_round_trips_through_its_state():
     model, _ = _model()
     again = CrossLingualModel.from_state(model.cfg, model.state_dict())
     assert torch.equal(again.static_table("bb"), model.static_table("bb"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# End to end: a word the parallel corpus never shows retrieves its translation through the vectors
+
+
+def ppmi_svd_vectors(sentences: list[list[str]], dim: int, window: int = 2) -> tuple[list[str], np.ndarray]:
+    """Count-based word vectors (PPMI of a ±window co-occurrence matrix, truncated SVD): small
+    pre-trained vectors made from text, without a fastText install."""
+    words = sorted({w for s in sentences for w in s})
+    index = {w: i for i, w in enumerate(words)}
+    co = np.zeros((len(words), len(words)))
+    for s in sentences:
+        ids = [index[w] for w in s]
+        for i, a in enumerate(ids):
+            for b in ids[max(0, i - window) : i] + ids[i + 1 : i + 1 + window]:
+                co[a, b] += 1
+    total = co.sum()
+    expected = np.outer(co.sum(1), co.sum(0)) / total
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ppmi = np.nan_to_num(np.maximum(np.log(co / expected), 0.0))
+    u, s, _ = np.linalg.svd(ppmi)
+    return words, (u[:, :dim] * np.sqrt(s[:dim])).astype(np.float32)
+
+
+def test_an_out_of_corpus_word_retrieves_its_translation(tmp_path):
+    from collections import Counter
+
+    from xlfast.kernels.csls import topk
+    from xlfast.run import Run
+    from xlfast.synthetic import make_pair
+    from xlfast.train import TrainConfig, Trainer
+    from xlfast.corpora import CorpusSpec
+    from xlfast.tokenize import TokenizerSpec
+
+    pair = make_pair(n_sentences=600, vocab=24, seed=2)
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("".join(f"{' '.join(s)}\t{' '.join(t)}\n" for s, t in zip(pair.src_sents, pair.tgt_sents)))
+    # the most frequent target word with a single translation, and that translation
+    translations: dict[str, set[str]] = {}
+    for s, t in pair.lexicon:
+        translations.setdefault(t, set()).add(s)
+    counts = Counter(w for t in pair.tgt_sents for w in t)
+    target = next(w for w, _ in counts.most_common() if len(translations.get(w, ())) == 1)
+    (source,) = translations[target]
+    # Target-language text where a synonym, absent from the parallel corpus, takes the word's place in
+    # every other sentence: its pre-trained vector is the word's, up to noise
+    synonym = "zzqa"
+    mono, seen = [], 0
+    for t in pair.tgt_sents:
+        if target in t:
+            seen += 1
+            t = [synonym if w == target and seen % 2 else w for w in t]
+        mono.append(t)
+    words, vectors = ppmi_svd_vectors(mono, dim=32)
+    vec = tmp_path / "tgt.vec"
+    write_vec(vec, words, vectors)
+
+    cfg = TrainConfig(corpora=[CorpusSpec(str(corpus), None, ("src", "tgt"))], out=str(tmp_path / "run"),
+                      dim=32, epochs=8, patience=8, tokenizer=TokenizerSpec("none"), threads=1,
+                      pretrained={"tgt": str(vec)})
+    Trainer.new(cfg, log=lambda m: None).fit()
+    run = Run.load(tmp_path / "run")
+    tgt_words, tgt_table = run.word_vectors("tgt")
+    src_words, src_table = run.word_vectors("src")
+    assert synonym in tgt_words and synonym not in counts
+    assert run.model.cfg.vocab_sizes["tgt"] == len(SPECIALS) + len(counts)  # not an output class
+    best = topk(tgt_table.float(), src_table.float(), 1, metric="csls", knn=10,
+                rows=[tgt_words.index(synonym), tgt_words.index(target)])
+    assert [src_words[j] for j in best.indices[:, 0].tolist()] == [source, source]

@@ -128,31 +128,35 @@ class _Counts:
 
 def build(
     directory: Path,
-    sides: list[SideSpec],
-    records: Iterator[tuple[list[str], ...]],
+    groups: list[list[SideSpec]],
+    records: Iterator[tuple[int, tuple[list[str], ...]]],
     vocabularies: Callable[[dict[str, Counter]], dict[str, list[str]]],
     key: dict,
     unk: int,
 ) -> tuple["Store", dict[str, Counter], dict[str, list[str]]]:
-    """Stream `records` (one tokenised sentence per side: a sentence pair, or one sentence of a
-    monolingual corpus) into a store in `directory`. A record with an empty side is dropped (nothing to
-    learn from). `vocabularies(counts)` turns the word counts into the vocabularies (word lists, id =
-    position); words outside them become `unk`. Returns the store, the counts and the vocabularies."""
+    """Stream `records` into a store in `directory`. A group is the sides that are read together (the two
+    sides of a parallel corpus, or the one side of a language's monolingual text); a record is (group
+    index, one tokenised sentence per side of that group). A record with an empty side is dropped
+    (nothing to learn from). `vocabularies(counts)` turns the word counts into the vocabularies (word
+    lists, id = position); words outside them become `unk`. Returns the store, the counts and the
+    vocabularies."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    sides = [spec for group in groups for spec in group]
     langs = list(dict.fromkeys(s.lang for s in sides))
     counts = {lang: _Counts() for lang in langs}
-    writers = [_SideWriter(tmp, s.name) for s in sides]
+    writers = {s.name: _SideWriter(tmp, s.name) for s in sides}
     dropped = 0
     pending: dict[str, list[int]] = {lang: [] for lang in langs}  # provisional ids not yet counted (counted a chunk at a time)
-    for record in records:
+    for group, record in records:
         if not all(record):
             dropped += 1
             continue
-        for spec, writer, tokens in zip(sides, writers, record):
+        for spec, tokens in zip(groups[group], record):
             pids = counts[spec.lang].ids(tokens)
+            writer = writers[spec.name]
             writer.add(pids)
             pending[spec.lang] += pids
             if len(pending[spec.lang]) >= CHUNK_TOKENS:
@@ -160,19 +164,20 @@ def build(
                 pending[spec.lang] = []
     for lang in langs:
         counts[lang].add(pending[lang])
-    for writer in writers:
+    for writer in writers.values():
         writer.close()
     counters = {lang: counts[lang].counter() for lang in langs}
     vocabs = vocabularies(counters)
-    for spec, writer in zip(sides, writers):
+    for spec in sides:
+        writer = writers[spec.name]
         index = {w: i for i, w in enumerate(vocabs[spec.lang])}
         remap = np.full(max(len(counts[spec.lang].index), 1), unk, dtype=np.int32)
         for word, pid in counts[spec.lang].index.items():
             remap[pid] = index.get(word, unk)
         _finish_side(tmp, spec.name, writer, remap)
     manifest = dict(key=key, dropped=dropped,
-                    sides=[dict(name=s.name, lang=s.lang, sentences=w.sentences, tokens=w.tokens)
-                           for s, w in zip(sides, writers)])
+                    sides=[dict(name=s.name, lang=s.lang, sentences=writers[s.name].sentences,
+                                tokens=writers[s.name].tokens) for s in sides])
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
@@ -225,6 +230,17 @@ class Store:
         except ValueError:
             return None
         return cls.open(directory)
+
+    def array(self, name: str) -> np.ndarray | None:
+        """An array kept beside the sides (e.g. a pseudo-dictionary), or None."""
+        path = self.directory / f"{name}.npy"
+        return np.load(path) if path.is_file() else None
+
+    def keep_array(self, name: str, array: np.ndarray) -> None:
+        from xlfast.io import atomic_open
+
+        with atomic_open(self.directory / f"{name}.npy", "wb") as f:
+            np.save(f, array)
 
     @property
     def dropped(self) -> int:
