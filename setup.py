@@ -1,10 +1,13 @@
 """Builds xlfast's optional native extensions.
 
 Everything native is optional: the package always installs, and each kernel falls back to its
-Numba / torch backend when an extension is absent. Switches (environment):
-  XLFAST_NO_EXT=1      skip every native extension
-  XLFAST_FORCE_CUDA=1  build the CUDA extension even when no GPU is visible (needs nvcc and torch)
+Numba / torch backend when an extension is absent. The build is portable (no -march=native): each
+extension compiles its kernels once per instruction set (generic x86-64, AVX2 + FMA, AVX-512F; see
+csrc/cpu/multi_isa.h) and picks the one the CPU runs when it is imported. The CUDA kernels (csrc/cuda)
+are not built here: the 'cuda' backends build them with nvcc at first use, where a GPU is visible.
+Switch (environment): XLFAST_NO_EXT=1 skips every native extension.
 """
+import glob
 import os
 import shutil
 
@@ -22,6 +25,7 @@ def native_extensions():
     # One extension per source: csrc/cpu/<op>.cpp becomes the module xlfast._<op>_cpu.
     cpu_dir = os.path.join("csrc", "cpu")
     sources = sorted(f for f in os.listdir(cpu_dir) if f.endswith(".cpp")) if os.path.isdir(cpu_dir) else []
+    headers = sorted(glob.glob(os.path.join("csrc", "*.h")) + glob.glob(os.path.join(cpu_dir, "*.h")))
     gcc = shutil.which("gcc") is not None
     for src in sources:
         op = os.path.splitext(src)[0]
@@ -29,7 +33,8 @@ def native_extensions():
             Pybind11Extension(
                 f"xlfast._{op}_cpu",
                 [os.path.join(cpu_dir, src)],
-                extra_compile_args=["-O3", "-march=native", "-fopenmp"] if gcc else ["-O3"],
+                depends=headers,
+                extra_compile_args=["-O3", "-fopenmp"] if gcc else ["-O3"],
                 extra_link_args=["-fopenmp"] if gcc else [],
                 cxx_std=17,
             )

@@ -10,7 +10,8 @@ import csv
 import datetime
 from pathlib import Path
 
-from xlfast.bench.csls import print_report, run_bench
+from xlfast.bench.csls import report, run_bench
+from xlfast.cli.bench_cmd import render
 
 FIELDS = ["when", "n", "m", "dim", "k", "knn", "mem", "cpu_state", "coretype", "gemm_peak", "method", "metric",
           "passes", "seconds", "gflops", "frac_peak", "extra_mib", "vs_faiss_cos", "speedup_vs_muse", "top1_agree"]
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--csv", type=Path, default=Path(__file__).with_name("csls.csv"))
     a = ap.parse_args()
     res = run_bench(a.n, a.m, a.dim, a.k, a.knn, a.mem, a.repeats)
-    print_report(res)
+    render(report(res))
     new = not a.csv.exists()
     with a.csv.open("a", newline="") as fh:
         w = csv.DictWriter(fh, FIELDS, extrasaction="ignore")

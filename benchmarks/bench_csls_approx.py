@@ -1,5 +1,5 @@
-"""Thin script: approximate search (faiss IVF / IVF-PQ via `topk(approx=...)`) against the exact fp32 path
-and precision='bf16', recall@k and time, methods alternated A B A B in one process (`run_bench`); appends
+"""Thin script: approximate search (faiss IVF / IVF-PQ via `topk(strategy=Approx(...))`) against the exact fp32 path
+and the certified bf16 path, recall@k and time, methods alternated A B A B in one process (`run_bench`); appends
 one CSV row per method to benchmarks/csls_approx.csv.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_csls_approx.py --n 100000 --m 20000 --dim 300
@@ -12,8 +12,10 @@ import csv
 import datetime
 from pathlib import Path
 
-from xlfast.bench.csls import print_report, run_bench
+from xlfast.bench.csls import report, run_bench
+from xlfast.cli.bench_cmd import render
 from xlfast.io import read_vec
+from xlfast.kernels.csls.approx import APPROX_NPROBE
 
 FIELDS = ["when", "data", "n", "m", "dim", "k", "knn", "threads", "cpu_state", "method", "metric", "seconds",
           "seconds_all", "extra_mib", "recall", "top1_agree", "nprobe"]
@@ -38,8 +40,7 @@ def main() -> None:
                     data="clustered", X=X, Y=Y)
     if a.vec:
         res["data"] = f"{a.vec[0].name}×{a.vec[1].name}"
-    print_report(res)
-    from xlfast.kernels.csls import APPROX_NPROBE
+    render(report(res))
 
     new = not a.csv.exists()
     with a.csv.open("a", newline="") as fh:

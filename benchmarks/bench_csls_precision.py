@@ -2,7 +2,7 @@
 
 Clustered random unit vectors; each case alternates fp32 and bf16 (A B A B, 3 rounds) and prints the
 median seconds, the ratio and the share of rows whose whole top-k index list is the same (the rest are
-near-ties that fp32 rounding orders differently). `precision="auto"` switches at AUTO_BF16_MIN_PAIRS.
+near-ties that fp32 rounding orders differently). The automatic strategy switches at AUTO_BF16_MIN_PAIRS.
 
     .venv/bin/python benchmarks/bench_csls_precision.py
 """
@@ -14,6 +14,10 @@ import time
 import numpy as np
 
 from xlfast.kernels import csls as C
+from xlfast.kernels.csls.bf16 import AUTO_BF16_MIN_PAIRS
+from xlfast.kernels.dispatch import bf16_native
+
+STRATEGIES = {"fp32": C.Exact(), "bf16": C.Bf16()}
 
 CASES = [(2000, 2000, None), (5000, 5000, None), (10000, 10000, None), (20000, 20000, None),
          (14000, 10000, 220)]  # the last: a BLI query set (rows=) against a whole vocabulary
@@ -26,7 +30,7 @@ def clustered(rng, n, d, centres=200):
 
 def main(dim: int = 300, k: int = 10, rounds: int = 3) -> None:
     rng = np.random.default_rng(0)
-    print(f"bf16 native: {C.bf16_native()}; auto switches at {C.AUTO_BF16_MIN_PAIRS:,} similarities per pass")
+    print(f"bf16 native: {bf16_native()}; auto switches at {AUTO_BF16_MIN_PAIRS:,} similarities per pass")
     for n, m, q in CASES:
         X, Y = clustered(rng, n, dim), clustered(rng, m, dim)
         rows = np.arange(q) if q else None
@@ -35,7 +39,7 @@ def main(dim: int = 300, k: int = 10, rounds: int = 3) -> None:
             for _ in range(rounds):
                 for p in ("fp32", "bf16"):
                     t0 = time.perf_counter()
-                    out = C.topk(X, Y, k, metric=metric, normalized=True, precision=p, rows=rows)
+                    out = C.topk(X, Y, k, metric=metric, normalized=True, strategy=STRATEGIES[p], rows=rows)
                     t[p].append(time.perf_counter() - t0)
                     if p == "fp32":
                         ref = out.indices

@@ -10,7 +10,8 @@ import csv
 import datetime
 from pathlib import Path
 
-from xlfast.bench.embed import print_report, run_bench
+from xlfast.bench.embed import report, run_bench, sizes_of
+from xlfast.cli.bench_cmd import render
 
 FIELDS = ["when", "cpu_state", "threads", "num_pieces", "pieces_per_word", "dropout", "vocab", "dim", "backend", "fwd_ms",
           "bwd_ms", "total_ms", "speedup", "fwd_q20_ms", "fwd_q80_ms", "fwd_gbs", "bwd_gbs", "copy_gbs",
@@ -27,10 +28,9 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--csv", type=Path, default=Path(__file__).with_name("embed.csv"))
     a = ap.parse_args()
-    vs, ds = [int(x) for x in a.vocab.split(",")], [int(x) for x in a.dim.split(",")]
-    sizes = list(zip(vs, ds)) if len(vs) == len(ds) else [(v, d) for v in vs for d in ds]
+    sizes = sizes_of([int(x) for x in a.vocab.split(",")], [int(x) for x in a.dim.split(",")])
     res = run_bench(sizes, a.num_pieces, a.pieces, a.repeats, dropout=a.dropout)
-    print_report(res)
+    render(report(res))
     new = not a.csv.exists()
     when = datetime.datetime.now().isoformat(timespec="seconds")
     with a.csv.open("a", newline="") as fh:

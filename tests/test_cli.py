@@ -1,4 +1,4 @@
-"""The `xlfast` command line: help, version, commands not built yet, and bad input as one red line, exit 1."""
+"""The `xlfast` command line: help, version, and bad input as one red line, exit 1."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from xlfast import __version__, io
-from xlfast.cli.common import XlfastGroup, not_built
+from xlfast.cli.common import XlfastGroup
 from xlfast.cli.main import app
 
 runner = CliRunner()
@@ -50,26 +50,9 @@ def test_version():
 @pytest.mark.parametrize("argv", LEAVES, ids=lambda a: " ".join(a))
 def test_every_command_has_help_and_no_bare_traceback(argv):
     assert invoke(*argv, "--help").exit_code == 0
-    # without arguments a command either says it is not built yet or asks for its arguments: exit 2 both ways
+    # without arguments a command asks for its arguments: exit 2, no traceback
     result = invoke(*argv)
     assert result.exit_code == 2 and "Traceback" not in result.output
-    if "not built yet" in result.output:
-        assert "issue #" in result.output
-
-
-def test_not_built_exits_2_and_names_the_issue():
-    probe = typer.Typer(cls=XlfastGroup)
-
-    @probe.command()
-    def later():
-        not_built("xlfast later", 9)
-
-    @probe.command()
-    def other():
-        pass
-
-    result = invoke("later", target=probe)
-    assert result.exit_code == 2 and "xlfast later is not built yet" in result.stderr and "#9" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------- demo

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from xlfast.kernels import csls as C
+from xlfast.kernels.csls.base import clip_k
+from xlfast.kernels.csls.reference import reference_means, reference_scores
 
 pytest.importorskip("triton")
 from test_csls import assert_topk_matches, tolerance, unit_rows  # noqa: E402
@@ -62,12 +63,12 @@ def triton_results(tmp_path_factory):
 def test_triton_matches_reference(triton_results, case):
     name, n, m, d, k, metric, ex = case
     X, Y = inputs(name, n, m, d)
-    means = C.reference_means(X, Y, 3, normalized=True, exclude_self=ex)
-    ref = C.reference_scores(X, Y, metric, knn=3, normalized=True, exclude_self=ex)
+    means = reference_means(X, Y, 3, normalized=True, exclude_self=ex)
+    ref = reference_scores(X, Y, metric, knn=3, normalized=True, exclude_self=ex)
     tol = tolerance(metric, d, means)
     got = {f: torch.from_numpy(triton_results[f"{name}.{f}"]) for f in ("s", "i", "rs", "ri", "rT", "rS")}
-    assert_topk_matches(got["s"], got["i"], ref, C.clip_k(k, m, ex), tol, f"triton {name}")
-    assert_topk_matches(got["rs"], got["ri"], ref.T, C.clip_k(k, n, ex), tol, f"triton {name} rev")
+    assert_topk_matches(got["s"], got["i"], ref, clip_k(k, m, ex), tol, f"triton {name}")
+    assert_topk_matches(got["rs"], got["ri"], ref.T, clip_k(k, n, ex), tol, f"triton {name} rev")
     np.testing.assert_allclose(got["rT"].double(), means[0], atol=tolerance("cos", d))
     np.testing.assert_allclose(got["rS"].double(), means[1], atol=tolerance("cos", d))
     if ex:

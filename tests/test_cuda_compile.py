@@ -1,15 +1,22 @@
-"""Every csrc/cuda/*.cu compiles with nvcc (no GPU needed); skipped where nvcc is absent."""
+"""Every csrc/cuda/*.cu compiles with nvcc, and each 'cuda' backend's library builds and loads with the
+ctypes signatures it declares (no GPU needed for either); skipped where nvcc is absent."""
 from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-CUDA_DIR = Path(__file__).resolve().parent.parent / "csrc" / "cuda"
-SOURCES = sorted(CUDA_DIR.glob("*.cu"))
+from xlfast.kernels import nvcc
+
+SOURCES = sorted(nvcc.CUDA_SOURCES.glob("*.cu"))
 NVCC = shutil.which("nvcc")
+ENTRY_POINTS = {"csls": ["xlfast_csls_topk_rows"],
+                "subword_embed": ["xlfast_subword_embed_forward_f32", "xlfast_subword_embed_grad_pieces_f32"]}
+
+
+def test_every_cuda_source_has_a_backend():
+    assert {s.stem for s in SOURCES} == set(ENTRY_POINTS)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
@@ -19,19 +26,21 @@ def test_cu_compiles(source, tmp_path):
     proc = subprocess.run([NVCC, "-arch=sm_80", "-O2", "-c", str(source), "-o", str(obj)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert obj.stat().st_size > 0
-    if source.stem == "csls" and shutil.which("nm"):
+    if shutil.which("nm"):
         symbols = subprocess.run(["nm", "-g", str(obj)], capture_output=True, text=True, check=True).stdout
-        assert "xlfast_csls_topk_rows" in symbols  # extern "C": loadable with ctypes, no torch ABI coupling
-
+        for name in ENTRY_POINTS[source.stem]:  # extern "C": loadable with ctypes, no torch ABI coupling
+            assert name in symbols
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
-def test_cuda_backend_library_builds_and_loads(tmp_path, monkeypatch):
-    """The 'cuda' csls backend's nvcc build + ctypes load (no GPU needed to build and dlopen)."""
-    from xlfast.kernels import csls_cuda
+def test_cuda_backend_libraries_build_and_load(tmp_path, monkeypatch):
+    from xlfast.kernels.csls import cuda as csls_cuda
+    from xlfast.kernels.subword_embed import cuda as embed_cuda
 
     monkeypatch.setenv("XLFAST_CACHE", str(tmp_path))
-    so = csls_cuda._build()
-    assert so.xlfast_csls_topk_rows.restype is not None
-    assert list(tmp_path.glob("csls_cuda_*.so"))
+    for op, library in (("csls", csls_cuda.library), ("subword_embed", embed_cuda.library)):
+        so = library()
+        for name in ENTRY_POINTS[op]:
+            fn = getattr(so, name)
+            assert fn.argtypes and fn.restype is not None
+        assert list(tmp_path.glob(f"{op}_cuda_*.so"))

@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 
 from xlfast import search
-from xlfast.kernels.csls import neighbourhood_means, normalize, reference_topk, topk
+from xlfast.kernels.csls import neighbourhood_means, normalize, topk
+from xlfast.kernels.csls.reference import reference_topk
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from xlfast.errors import BackendUnavailable, XlfastError
-from xlfast.kernels.subword_embed import PieceLayout, reference_subword_embed, registry, subword_embed
+from xlfast.kernels.subword_embed import PieceLayout, registry, subword_embed
+from xlfast.kernels.subword_embed.reference import reference_subword_embed
 
-CPU_BACKENDS = [name for name in registry.names() if "cpu" in registry.backends[name].devices]
+CPU_BACKENDS = registry.names("cpu")
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-12, rtol=1e-12)}
 
 
@@ -137,8 +138,9 @@ def test_bad_calls_fail_loudly():
     E, Z = torch.randn(2, 3), torch.randn(2, 3)
     with pytest.raises(BackendUnavailable, match="unknown"):
         subword_embed(E, Z, layout, backend="nonsense")
-    with pytest.raises(BackendUnavailable, match="does not run on cpu"):
-        subword_embed(E, Z, layout, backend="triton")
+    for gpu_only in ("triton", "cuda"):
+        with pytest.raises(BackendUnavailable, match="does not run on cpu"):
+            subword_embed(E, Z, layout, backend=gpu_only)
     with pytest.raises(XlfastError, match="word ids"):
         subword_embed(E, Z, layout, torch.tensor([0, 2]))
     with pytest.raises(XlfastError, match="rows but the layout"):
@@ -287,3 +289,11 @@ def test_table_dropout_matches_its_mask_and_gradient(backend):
     Y.backward(torch.ones_like(Y))
     assert torch.allclose(X.grad, kept.float() * 2)
     assert table_dropout(X, 0.0) is X
+
+
+def test_cuda_backend_is_registered_but_loads_only_where_a_gpu_is():
+    assert registry.names("cuda")[-1] == "cuda"  # unmeasured: behind torch's own CUDA embedding_bag
+    if not torch.cuda.is_available():
+        assert not registry.backends["cuda"].available()
+        with pytest.raises(BackendUnavailable, match="backend 'cuda' is not available here"):
+            registry.choose("cuda", "cuda")

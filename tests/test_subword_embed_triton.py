@@ -15,8 +15,9 @@ pytest.importorskip("triton")
 
 SCRIPT = textwrap.dedent("""
     import torch
-    from xlfast.kernels.subword_embed import PieceLayout, reference_subword_embed
-    from xlfast.kernels.triton.subword_embed import TritonSubwordEmbed
+    from xlfast.kernels.subword_embed import PieceLayout
+    from xlfast.kernels.subword_embed.reference import reference_subword_embed
+    from xlfast.kernels.subword_embed.triton import TritonSubwordEmbed
 
     gen = torch.Generator().manual_seed(0)
     words = [[3], [0, 1, 2, 3, 4, 5, 0, 1, 1, 1, 1, 2], [5, 5], [2, 4, 2]]

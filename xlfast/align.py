@@ -111,7 +111,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 def pair_scores(src_vecs: Sequence[torch.Tensor], tgt_vecs: Sequence[torch.Tensor], knn: int = 3):
     """Cosine and in-pair CSLS for a batch of pairs: ([B,n,m] cos, [B,n,m] csls, src mask, tgt mask)."""
-    from xlfast.kernels.csls import csls_dense
+    from xlfast.kernels.csls_dense import csls_dense
 
     src, src_mask = pad(src_vecs)
     tgt, tgt_mask = pad(tgt_vecs)

@@ -2,35 +2,26 @@
 //
 // One block per query row x_i: the row is staged in shared memory, each thread scans a strided subset
 // of Y computing dot products, keeps a private running top-K (insertion only above its current K-th
-// best), and the block then merges the per-thread lists in shared memory. Scores: mode 0 cos,
-// 1 csls (2s − r_T[i] − r_S[j]), 2 margin (2s / max(r_T[i] + r_S[j], 1e-6)). No N×M buffer exists.
+// best), and the block then merges the per-thread lists in shared memory. Scores (mode: the int of
+// xlfast.kernels.csls.base.Mode): 0 cos, 1 csls (2s − r_T[i] − r_S[j]), 2 margin (2s / max(r_T[i] + r_S[j],
+// margin_eps)). No N×M buffer exists.
 // Column statistics (r_S, reverse top-k) launch the same kernel with X and Y swapped.
 #include <cuda_runtime.h>
 
 #include <cfloat>
 #include <cstdint>
 
+#include "../topk_insert.h"
+
 namespace {
 
 constexpr int kThreads = 128;
 constexpr int kMaxK = 32;
-constexpr float kMarginEps = 1e-6f;
-
-__device__ inline void insert(float* v, int64_t* ix, int k, float s, int64_t j) {
-  int p = k - 1;
-  while (p > 0 && v[p - 1] < s) {
-    v[p] = v[p - 1];
-    ix[p] = ix[p - 1];
-    --p;
-  }
-  v[p] = s;
-  ix[p] = j;
-}
 
 template <int K>
 __global__ void topk_rows_kernel(const float* __restrict__ X, const float* __restrict__ Y, int64_t n, int64_t m,
                                  int d, int mode, const float* __restrict__ rterm, const float* __restrict__ cterm,
-                                 bool exclude_self, int k_out, float* __restrict__ out_v,
+                                 float margin_eps, bool exclude_self, int k_out, float* __restrict__ out_v,
                                  int64_t* __restrict__ out_i) {
   extern __shared__ float xrow[];  // d floats, then kThreads*K candidate values
   const int64_t i = blockIdx.x;
@@ -51,8 +42,8 @@ __global__ void topk_rows_kernel(const float* __restrict__ X, const float* __res
     float s = 0.0f;
     for (int t = 0; t < d; ++t) s = fmaf(xrow[t], y[t], s);
     if (mode == 1) s = 2.0f * s - a - cterm[j];
-    if (mode == 2) s = 2.0f * s / fmaxf(a + cterm[j], kMarginEps);
-    if (s > v[K - 1]) insert(v, ix, K, s, j);
+    if (mode == 2) s = 2.0f * s / fmaxf(a + cterm[j], margin_eps);
+    if (s > v[K - 1]) topk_insert(v, ix, K, s, j);
   }
 
   float* cand_v = xrow + d;
@@ -94,11 +85,11 @@ __global__ void topk_rows_kernel(const float* __restrict__ X, const float* __res
 
 template <int K>
 cudaError_t launch_k(const float* X, const float* Y, int64_t n, int64_t m, int d, int mode, const float* rterm,
-                     const float* cterm, bool exclude_self, int k, float* out_v, int64_t* out_i,
+                     const float* cterm, float margin_eps, bool exclude_self, int k, float* out_v, int64_t* out_i,
                      cudaStream_t stream) {
   const size_t shared = d * sizeof(float) + kThreads * K * (sizeof(float) + sizeof(int64_t));
   topk_rows_kernel<K><<<static_cast<unsigned>(n), kThreads, shared, stream>>>(X, Y, n, m, d, mode, rterm, cterm,
-                                                                            exclude_self, k, out_v, out_i);
+                                                                            margin_eps, exclude_self, k, out_v, out_i);
   return cudaGetLastError();
 }
 
@@ -107,15 +98,15 @@ cudaError_t launch_k(const float* X, const float* Y, int64_t n, int64_t m, int d
 // Device pointers in, device pointers out ([n, k] values and indices). k ≤ 32 (the retrieval k of
 // BLI/mining is ≤ 10); the buffers must hold exactly k columns.
 extern "C" int xlfast_csls_topk_rows(const float* X, const float* Y, int64_t n, int64_t m, int d, int k, int mode,
-                                     const float* rterm, const float* cterm, int exclude_self, float* out_v,
-                                     int64_t* out_i, void* stream) {
+                                     const float* rterm, const float* cterm, float margin_eps, int exclude_self,
+                                     float* out_v, int64_t* out_i, void* stream) {
   if (n == 0 || k == 0) return 0;
   if (k > kMaxK || mode < 0 || mode > 2) return static_cast<int>(cudaErrorInvalidValue);
   auto s = static_cast<cudaStream_t>(stream);
   cudaError_t err;
-  if (k <= 1) err = launch_k<1>(X, Y, n, m, d, mode, rterm, cterm, exclude_self, k, out_v, out_i, s);
-  else if (k <= 5) err = launch_k<5>(X, Y, n, m, d, mode, rterm, cterm, exclude_self, k, out_v, out_i, s);
-  else if (k <= 10) err = launch_k<10>(X, Y, n, m, d, mode, rterm, cterm, exclude_self, k, out_v, out_i, s);
-  else err = launch_k<32>(X, Y, n, m, d, mode, rterm, cterm, exclude_self, k, out_v, out_i, s);
+  if (k <= 1) err = launch_k<1>(X, Y, n, m, d, mode, rterm, cterm, margin_eps, exclude_self, k, out_v, out_i, s);
+  else if (k <= 5) err = launch_k<5>(X, Y, n, m, d, mode, rterm, cterm, margin_eps, exclude_self, k, out_v, out_i, s);
+  else if (k <= 10) err = launch_k<10>(X, Y, n, m, d, mode, rterm, cterm, margin_eps, exclude_self, k, out_v, out_i, s);
+  else err = launch_k<32>(X, Y, n, m, d, mode, rterm, cterm, margin_eps, exclude_self, k, out_v, out_i, s);
   return static_cast<int>(err);
 }

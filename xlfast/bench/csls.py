@@ -7,21 +7,24 @@ the GEMM work it performs (passes × 2·N·M·d), that as a fraction of the best
 this run, peak extra resident memory (VmHWM reset through /proc/self/clear_refs, minus the resident
 size before the call — numpy/torch buffers included), and time ratios to faiss and to MUSE-style.
 A CPU-state probe times one GEMM at 1 and at 2 threads ("full": 2 threads ≈1.9×; "degraded": ≈1×).
+
+Pure measurement: `run_bench` returns the results (JSON-ready), `report` the table a command renders.
 """
 from __future__ import annotations
 
 import os
 import statistics
 import time
-from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
-import typer
 
-from xlfast.cli.common import ThreadsOption, apply_threads, console, setup_logging, table, write_json
+from xlfast.errors import XlfastError
 from xlfast.kernels import csls as C
+from xlfast.kernels.csls.approx import APPROX_NPROBE, KINDS, faiss_module
+from xlfast.kernels.csls.base import TiledBackend, parse_mem, tile_shape
+from xlfast.kernels.dispatch import bf16_native
 
 
 # ------------------------------------------------------------------------------- measurement
@@ -152,21 +155,24 @@ def clustered(n: int, m: int, dim: int, seed: int = 0, clusters: int = 1000, spr
     return draw(n), draw(m)
 
 
-def approx_methods(X, Y, k, knn, kinds=C.APPROX) -> list[tuple[str, str, int, Callable]]:
-    """faiss IVF / IVF-PQ through `topk(approx=...)` at its defaults (index build included in the time)."""
+def approx_methods(X, Y, k, knn, kinds=KINDS) -> list[tuple[str, str, int, Callable]]:
+    """faiss IVF / IVF-PQ through `topk(strategy=Approx(kind))` at its defaults (index build included in the
+    time)."""
     out = []
     for kind in kinds:
         for metric, passes in (("cos", 1), ("csls", 2)):
             out.append((f"approx-{kind}", metric, passes,
                         lambda kind=kind, metric=metric: C.topk(X, Y, k, metric=metric, knn=knn, normalized=True,
-                                                                approx=kind)))
+                                                                strategy=C.Approx(kind))))
     return out
 
 
 def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backends=None,
-              peers=True, progress=True, seed=0, approx=False, data="gaussian", X=None, Y=None) -> dict:
+              peers=True, progress: Callable[[int, int, str], None] | None = None, seed=0, approx=False,
+              data="gaussian", X=None, Y=None) -> dict:
     """`approx`: add faiss IVF / IVF-PQ rows (needs faiss). `data`: 'gaussian' or 'clustered' (see
-    `clustered`); or pass unit-row matrices X, Y (e.g. real embeddings) and n, m, dim follow them."""
+    `clustered`); or pass unit-row matrices X, Y (e.g. real embeddings) and n, m, dim follow them.
+    `progress(done, total, what)` is called before each timed call."""
     if X is None or Y is None:
         m = n if m is None else m
         rng = np.random.default_rng(seed)
@@ -177,7 +183,7 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
             X = C.normalize(rng.standard_normal((n, dim), dtype=np.float32)).numpy()
             Y = C.normalize(rng.standard_normal((m, dim), dtype=np.float32)).numpy()
         else:
-            raise C.XlfastError(f"unknown data '{data}' (gaussian or clustered)")
+            raise XlfastError(f"unknown data '{data}' (gaussian or clustered)")
     else:
         data = "given"
         X, Y = C.normalize(X).numpy(), C.normalize(Y).numpy()
@@ -189,24 +195,25 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
     for b in names:
         C.registry.choose("cpu", b)  # forced: fails loudly if asked for and missing
         methods.append((b, "cos", 1,
-                        lambda b=b: C.topk(X, Y, k, normalized=True, backend=b, mem=mem, precision="fp32")))
+                        lambda b=b: C.topk(X, Y, k, normalized=True, backend=b, strategy=C.Exact(mem=mem))))
         methods.append((b, "csls", 2,
-                        lambda b=b: C.topk(X, Y, k, metric="csls", knn=knn, normalized=True, backend=b, mem=mem,
-                                           precision="fp32")))
+                        lambda b=b: C.topk(X, Y, k, metric="csls", knn=knn, normalized=True, backend=b,
+                                           strategy=C.Exact(mem=mem))))
     # bf16 tiles + exact re-scoring (certified; uncertified rows recomputed in fp32), on the backends whose
     # kernels read bf16 tiles directly, where the CPU has native bf16
     bf16_stats: dict[str, dict] = {}
-    if C.bf16_native():
+    if bf16_native():
         for b in names:
-            if getattr(C.registry.choose("cpu", b)[1], "bf16_tiles", False):
+            impl = C.registry.choose("cpu", b)[1]
+            if isinstance(impl, TiledBackend) and impl.bf16_tiles:
                 for metric, passes in (("cos", 1), ("csls", 2)):
                     st = bf16_stats.setdefault(f"{b}+bf16 {metric}", {})
                     methods.append((f"{b}+bf16", metric, passes,
                                     lambda b=b, metric=metric, st=st: C.topk(
-                                        X, Y, k, metric=metric, knn=knn, normalized=True, backend=b, mem=mem,
-                                        precision="bf16", stats=st)))
+                                        X, Y, k, metric=metric, knn=knn, normalized=True, backend=b,
+                                        strategy=C.Bf16(mem=mem), stats=st)))
     if approx:
-        C._faiss("ivf")  # one clear line when faiss is missing
+        faiss_module()  # one clear line when faiss is missing
         methods += approx_methods(X, Y, k, knn)
     if peers:
         try:
@@ -229,26 +236,24 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
     recall: dict[tuple[str, str], float] = {}
     times: dict[tuple[str, str], list[float]] = {(mm, me): [] for mm, me, _, _ in methods}
     extra: dict[tuple[str, str], float] = {}
-    from rich.progress import Progress
-
-    with Progress(console=console, transient=True, disable=not progress) as bar:
-        task = bar.add_task("csls bench", total=len(methods) * repeats)
-        for rep in range(repeats):
-            for method, metric, _, fn in methods:
-                bar.update(task, description=f"{method} {metric} (round {rep + 1})")
-                sec, mib, out = measure(fn)
-                times[(method, metric)].append(sec)
-                if mib is not None:
-                    extra[(method, metric)] = max(extra.get((method, metric), 0.0), mib)
-                if rep == 0:
-                    idx = out.indices if isinstance(out, C.TopK) else out[1]
-                    idx = idx.to(torch.int64)
-                    ref = reference.setdefault(metric, idx)
-                    agree[(method, metric)] = float((idx[:, 0] == ref[:, 0]).double().mean()) if len(ref) else 1.0
-                    agree_k[(method, metric)] = float((idx == ref).all(1).double().mean()) if len(ref) else 1.0
-                    recall[(method, metric)] = recall_at_k(idx, ref)
-                del out
-                bar.advance(task)
+    done, total = 0, len(methods) * repeats
+    for rep in range(repeats):
+        for method, metric, _, fn in methods:
+            if progress:
+                progress(done, total, f"{method} {metric} (round {rep + 1})")
+            sec, mib, out = measure(fn)
+            times[(method, metric)].append(sec)
+            if mib is not None:
+                extra[(method, metric)] = max(extra.get((method, metric), 0.0), mib)
+            if rep == 0:
+                idx = out.indices if isinstance(out, C.TopK) else out[1]
+                idx = idx.to(torch.int64)
+                ref = reference.setdefault(metric, idx)
+                agree[(method, metric)] = float((idx[:, 0] == ref[:, 0]).double().mean()) if len(ref) else 1.0
+                agree_k[(method, metric)] = float((idx == ref).all(1).double().mean()) if len(ref) else 1.0
+                recall[(method, metric)] = recall_at_k(idx, ref)
+            del out
+            done += 1
 
     best_gemm = max(peak.values())
     flop = 2.0 * n * m * dim
@@ -269,8 +274,8 @@ def run_bench(n=20000, m=None, dim=300, k=10, knn=10, mem=None, repeats=2, backe
             "topk_agree": agree_k[(method, metric)],
             "recall": recall[(method, metric)],
         })
-    return {"n": n, "m": m, "dim": dim, "k": k, "data": data, "knn": knn, "mem": C.parse_mem(mem),
-            "tile": C.tile_shape(n, m, dim, mem), "repeats": repeats, "env": env, "cpu_state": probe,
+    return {"n": n, "m": m, "dim": dim, "k": k, "data": data, "knn": knn, "mem": parse_mem(mem),
+            "tile": tile_shape(n, m, dim, mem), "repeats": repeats, "env": env, "cpu_state": probe,
             "gemm_peak_gflops": peak, "bf16_certificates": bf16_stats, "results": rows}
 
 
@@ -282,60 +287,28 @@ def recall_at_k(idx: torch.Tensor, ref: torch.Tensor) -> float:
     return float(hit.any(2).sum(1).double().mean() / ref.shape[1])
 
 
-def print_report(res: dict) -> None:
+def report(res: dict) -> dict:
+    """The table of a `run_bench` result: summary line, title, columns (header, str.format template over a
+    result row; a cell whose fields are None shows '—'), rows, notes."""
     p, env = res["cpu_state"], res["env"]
-    console.print(
-        f"CPU state: [bold]{p['state']}[/] (torch GEMM {p['gflops_1']:.0f} GFLOP/s at 1 thread, "
-        f"×{p['speedup']:.2f} at {p['threads']}); BLAS: OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
-        f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; GEMM peak this run: "
-        + ", ".join(f"{k} {v:.0f}" for k, v in res["gemm_peak_gflops"].items()) + " GFLOP/s",
-        highlight=False,
-    )
-    cols = ["method", "metric", "pass", "sec", "GF/s", "%peak", "+MiB", "/faiss", "xMUSE", "top1=", "topk="]
+    summary = (f"CPU state: {p['state']} (torch GEMM {p['gflops_1']:.0f} GFLOP/s at 1 thread, ×{p['speedup']:.2f} at "
+               f"{p['threads']}); BLAS: OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
+               f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; GEMM peak this run: "
+               + ", ".join(f"{k} {v:.0f}" for k, v in res["gemm_peak_gflops"].items()) + " GFLOP/s")
+    columns = [("method", "{method}"), ("metric", "{metric}"), ("pass", "{passes}"), ("sec", "{seconds:.4g}"),
+               ("GF/s", "{gflops:.4g}"), ("%peak", "{frac_peak:.0%}"), ("+MiB", "{extra_mib:.0f}"),
+               ("/faiss", "{vs_faiss_cos:.2f}"), ("xMUSE", "{speedup_vs_muse:.2f}"), ("top1=", "{top1_agree:.1%}"),
+               ("topk=", "{topk_agree:.1%}")]
     show_recall = any(r["method"].startswith("approx-") for r in res["results"])
     if show_recall:
-        cols.append(f"rec@{res['k']}")
-    rows = [[r["method"], r["metric"], r["passes"], r["seconds"], r["gflops"], f"{100 * r['frac_peak']:.0f}",
-             "n/a" if r["extra_mib"] is None else f"{r['extra_mib']:.0f}",
-             "—" if r["vs_faiss_cos"] is None else f"{r['vs_faiss_cos']:.2f}",
-             "—" if r["speedup_vs_muse"] is None else f"{r['speedup_vs_muse']:.2f}",
-             f"{100 * r['top1_agree']:.1f}%", f"{100 * r['topk_agree']:.1f}%"]
-            + ([f"{r['recall']:.4f}"] if show_recall else []) for r in res["results"]]
+        columns.append((f"rec@{res['k']}", "{recall:.4f}"))
     tile = res["tile"]
-    console.print(table(f"top-{res['k']} retrieval, {res['n']:,}×{res['m']:,}×{res['dim']} (K={res['knn']}, "
-                        f"tile {tile[0]}×{tile[1]}, median of {res['repeats']} alternated rounds)", cols, rows))
-    console.print("sec: median seconds; GF/s: GEMM work done (passes × 2NMd) per second; %peak: of the best "
-                  "GEMM rate above; +MiB: peak extra resident memory; /faiss: time ÷ faiss plain kNN time; "
-                  "xMUSE: speed-up over MUSE-style, same metric; top1= / topk=: rows whose top-1 / whole top-k index "
-                  "list equals the first backend's (fp32); +bf16: bf16 tiles, exact re-scoring, certified "
-                  "(uncertified rows recomputed in fp32)."
-                  + (f" rec@k: recall@k of the index lists vs the first backend (fp32, exact); approx-*: faiss "
-                     f"IVF / IVF-PQ (index build included; nprobe {C.APPROX_NPROBE['ivf']})." if show_recall else ""),
-                  highlight=False)
-
-
-def cli(
-    n: Annotated[int, typer.Option("--n", help="Source vectors (rows of X). Default 20000.")] = 20000,
-    m: Annotated[Optional[int], typer.Option("--m", help="Target vectors (rows of Y). Default: same as --n.")] = None,
-    dim: Annotated[int, typer.Option("--dim", help="Vector dimension. Default 300.")] = 300,
-    k: Annotated[int, typer.Option("--k", help="Neighbours returned per row. Default 10.")] = 10,
-    knn: Annotated[int, typer.Option("--knn", help="CSLS neighbourhood size K. Default 10.")] = 10,
-    mem: Annotated[Optional[str], typer.Option("--mem", help="Tile memory budget, e.g. 256M. Default 128M.")] = None,
-    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per method. Default 2.")] = 2,
-    backend: Annotated[Optional[list[str]], typer.Option(
-        "--backend", help="Only these xlfast backends (repeatable). Default: every available one but torch.")] = None,
-    no_peers: Annotated[bool, typer.Option("--no-peers", help="Skip faiss and MUSE-style. Default: run them.")] = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    approx: Annotated[bool, typer.Option(
-        "--approx", help="Also time approximate search (faiss IVF, IVF-PQ) with a recall@k column. Default: off.")] = False,
-    data: Annotated[str, typer.Option(
-        "--data", help="gaussian or clustered (random centres; what IVF relies on). Default gaussian.")] = "gaussian",
-    threads: ThreadsOption = None,
-) -> None:
-    """Top-k cosine/CSLS retrieval: every backend beside faiss and a MUSE-style baseline."""
-    apply_threads(threads)
-    setup_logging()
-    res = run_bench(n, m, dim, k, knn, mem, repeats, backend, peers=not no_peers, approx=approx, data=data)
-    print_report(res)
-    if json_path:
-        write_json(json_path, res)
+    title = (f"top-{res['k']} retrieval, {res['n']:,}×{res['m']:,}×{res['dim']} (K={res['knn']}, "
+             f"tile {tile[0]}×{tile[1]}, median of {res['repeats']} alternated rounds)")
+    notes = ("sec: median seconds; GF/s: GEMM work done (passes × 2NMd) per second; %peak: of the best GEMM rate "
+             "above; +MiB: peak extra resident memory; /faiss: time ÷ faiss plain kNN time; xMUSE: speed-up over "
+             "MUSE-style, same metric; top1= / topk=: rows whose top-1 / whole top-k index list equals the first "
+             "backend's (fp32); +bf16: bf16 tiles, exact re-scoring, certified (uncertified rows recomputed in fp32)."
+             + (f" rec@k: recall@k of the index lists vs the first backend (fp32, exact); approx-*: faiss IVF / "
+                f"IVF-PQ (index build included; nprobe {APPROX_NPROBE['ivf']})." if show_recall else ""))
+    return {"summary": summary, "title": title, "columns": columns, "rows": res["results"], "notes": notes}

@@ -1,22 +1,22 @@
 """`xlfast bench embed`: the fused subword-average lookup, forward and backward, every backend beside the
 torch reference, alternated in one run, with the bytes each pass must move and the GB/s it reaches
 against a plain copy measured in the same run (the kernel is memory-bound: that ratio says how close to
-the limit it is)."""
+the limit it is).
+
+Pure measurement: `run_bench` returns the results (JSON-ready), `report` the table a command renders.
+"""
 from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Callable
 
 import numba
 import torch
-import typer
 
-from xlfast.cli.common import ThreadsOption, apply_threads, console, setup_logging, table, write_json
 from xlfast.errors import XlfastError
-from xlfast.kernels.subword_embed import (FusedBackend, PieceLayout, reference_subword_embed, registry,
-                                          subword_embed)
+from xlfast.kernels.subword_embed import FusedBackend, PieceLayout, registry, subword_embed
+from xlfast.kernels.subword_embed.reference import reference_subword_embed
 
 
 @numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
@@ -48,8 +48,8 @@ def _simple_grad_pieces(g, t_offsets, t_words, t_weights, grad_Z):
 
 
 class SimpleNumba(FusedBackend):
-    """The issue's baseline ("a simple parallel Numba forward+backward"): a row sum then a finishing pass,
-    and a backward over a transposed CSR (for each piece, the words that use it). Whole vocabulary only."""
+    """The baseline, a simple parallel Numba forward+backward: a row sum then a finishing pass, and a
+    backward over a transposed CSR (for each piece, the words that use it). Whole vocabulary only."""
 
     name = "numba-simple"
 
@@ -91,11 +91,27 @@ def _one(fn, inner: int = 1) -> float:
     return (time.perf_counter() - start) / inner
 
 
+def sizes_of(vocab: list[int], dim: list[int], grid: bool = False) -> list[tuple[int, int]]:
+    """(V, d) pairs: vocab and dim paired in order, or every combination with `grid` (or when one of them
+    has a single value)."""
+    if grid or len(vocab) == 1 or len(dim) == 1:
+        return [(v, d) for v in vocab for d in dim]
+    if len(vocab) != len(dim):
+        raise XlfastError("--vocab and --dim need the same number of values (or one of them a single value), "
+                          "or --grid")
+    return list(zip(vocab, dim))
+
+
 def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: int = 3, repeats: int = 5,
               backends: list[str] | None = None, simple: bool = True, dropout: float = 0.0,
-              progress=None) -> dict:
+              progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Median fwd/bwd ms per backend and size. With `dropout` > 0 the reference is the model's torch path
-    (`F.dropout` on Z, the lookup, `F.dropout` on the table) and the fused backends drop inside."""
+    (`F.dropout` on Z, the lookup, `F.dropout` on the table) and the fused backends drop inside.
+    `progress(done, total, what)` is called before each alternated round."""
+    if not 0.0 <= dropout < 1.0:
+        raise XlfastError(f"--dropout must lie in [0, 1), got {dropout}")
+    if num_pieces < 1 or per_word < 1 or repeats < 1:
+        raise XlfastError("--pieces, --num-pieces and --repeats must be positive")
     from xlfast.bench.csls import cpu_state_probe
 
     names = backends or [n for n in registry.available("cpu") if n != "torch"]
@@ -106,6 +122,7 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
     state = cpu_state_probe()
     gen = torch.Generator().manual_seed(0)
     results = []
+    done, total = 0, len(sizes) * repeats
     for V, d in sizes:
         layout = random_layout(V, num_pieces, per_word, gen)
         E = torch.randn(V, d, generator=gen).requires_grad_()
@@ -146,7 +163,10 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
         inner = max(1, min(200, int(0.02 / max(_one(lambda: call("torch")), 1e-6))))
         times = {n: {"fwd": [], "bwd": []} for n in names}
         times["copy"] = {"fwd": [], "bwd": []}
-        for _ in range(repeats):  # A B A B: every backend once per round, the copy too
+        for rnd in range(repeats):  # A B A B: every backend once per round, the copy too
+            if progress:
+                progress(done, total, f"{V}×{d} round {rnd + 1}")
+            done += 1
             if inner > 1:  # small sizes: wake this thread pool first (torch's OpenMP and Numba's compete)
                 copy_dst.copy_(E.detach())
             times["copy"]["fwd"].append(_one(lambda: copy_dst.copy_(E.detach()), inner))
@@ -158,8 +178,6 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
                 times[name]["bwd"].append(_one(lambda: torch.autograd.grad(outs[0], (E, Z), g,
                                                                            retain_graph=True), inner))
                 outs.clear()
-            if progress:
-                progress()
         elem = E.element_size()
         moved = pass_bytes(V, num_pieces, d, layout.pieces.numel(), elem)
         copy_s = statistics.median(times["copy"]["fwd"])
@@ -188,76 +206,20 @@ def _quantile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def print_report(res: dict) -> None:
+def report(res: dict) -> dict:
+    """The table of a `run_bench` result (same shape as `xlfast.bench.csls.report`)."""
     s = res["cpu_state"]
-    console.print(f"CPU state: {s['state']} (GEMM 2-thread/1-thread ×{s['speedup']:.2f}); P={res['num_pieces']} "
-                  f"pieces, {res['pieces_per_word']} per word, dropout {res['dropout']}, median of {res['repeats']} "
-                  "alternated rounds",
-                  highlight=False)
-    rows = [[f"{r['vocab']}×{r['dim']}", r["backend"], r["fwd_ms"], r["bwd_ms"], r["speedup"],
-             f"{r['fwd_gbs']:.1f} ({100 * r['fwd_of_copy']:.0f}%)", f"{r['bwd_gbs']:.1f} ({100 * r['bwd_of_copy']:.0f}%)",
-             r["copy_gbs"], f"{r['max_abs_err']:.1e}"] for r in res["results"]]
-    console.print(table("subword-average lookup, fp32", ["V×d", "backend", "fwd ms", "bwd ms", "×torch",
-                                                         "fwd GB/s (of copy)", "bwd GB/s (of copy)", "copy GB/s",
-                                                         "max|err|"], rows))
-    console.print("numba-simple: the issue's baseline (row sum + finishing pass; transposed-CSR backward). "
-                  "×torch: reference fwd+bwd time ÷ this one. GB/s: the least bytes the pass must move (rows "
-                  "read/written once, piece table once) per second; copy GB/s: a copy of E into a reused "
-                  "buffer (read+write) in the same rounds.", highlight=False)
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise XlfastError(f"--{what}: expected comma-separated integers, got '{text}'") from None
-    if not values or min(values) < 1:
-        raise XlfastError(f"--{what}: expected positive integers, got '{text}'")
-    return values
-
-
-def cli(
-    vocab: Annotated[str, typer.Option("--vocab", help="Vocabulary sizes, comma-separated. "
-                                       "Default 1000,50000,200000.")] = "1000,50000,200000",
-    dim: Annotated[str, typer.Option("--dim", help="Embedding sizes, paired with --vocab in order (one value "
-                                     "applies to all). Default 256,500,768.")] = "256,500,768",
-    grid: Annotated[bool, typer.Option("--grid", help="Every vocab × every dim instead of pairs. Default off.")]
-    = False,
-    pieces: Annotated[int, typer.Option("--pieces", help="Pieces per word. Default 3.")] = 3,
-    num_pieces: Annotated[int, typer.Option("--num-pieces", help="Rows of the piece table. Default 8000.")] = 8000,
-    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds per size. Default 3.")] = 3,
-    backend: Annotated[Optional[list[str]], typer.Option(
-        "--backend", help="Only these backends beside the reference (repeatable). Default: all that run.")] = None,
-    dropout: Annotated[float, typer.Option("--dropout", help="Dropout on Z and on the table, as the model does: "
-                                           "F.dropout for the reference, fused for the others. Default 0.")] = 0.0,
-    no_simple: Annotated[bool, typer.Option("--no-simple", help="Skip the simple-Numba baseline. Default: run it.")]
-    = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    threads: ThreadsOption = None,
-) -> None:
-    """Fused subword-average lookup, forward+backward, against the torch reference."""
-    apply_threads(threads)
-    from rich.progress import Progress
-
-    setup_logging()
-    vs, ds = _ints(vocab, "vocab"), _ints(dim, "dim")
-    if grid:
-        sizes = [(v, d) for v in vs for d in ds]
-    elif len(ds) == 1 or len(vs) == 1:
-        sizes = [(v, d) for v in vs for d in ds]
-    elif len(vs) == len(ds):
-        sizes = list(zip(vs, ds))
-    else:
-        raise XlfastError("--vocab and --dim need the same number of values (or one of them a single value), "
-                          "or --grid")
-    if not 0.0 <= dropout < 1.0:
-        raise XlfastError(f"--dropout must lie in [0, 1), got {dropout}")
-    if pieces < 1 or num_pieces < 1 or repeats < 1:
-        raise XlfastError("--pieces, --num-pieces and --repeats must be positive")
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("embed bench", total=len(sizes) * repeats)
-        res = run_bench(sizes, num_pieces, pieces, repeats, backend, not no_simple, dropout,
-                        progress=lambda: bar.advance(task))
-    print_report(res)
-    if json_path:
-        write_json(json_path, res)
+    summary = (f"CPU state: {s['state']} (GEMM 2-thread/1-thread ×{s['speedup']:.2f}); P={res['num_pieces']} "
+               f"pieces, {res['pieces_per_word']} per word, dropout {res['dropout']}, median of {res['repeats']} "
+               "alternated rounds")
+    columns = [("V×d", "{vocab}×{dim}"), ("backend", "{backend}"), ("fwd ms", "{fwd_ms:.4g}"),
+               ("bwd ms", "{bwd_ms:.4g}"), ("×torch", "{speedup:.4g}"),
+               ("fwd GB/s (of copy)", "{fwd_gbs:.1f} ({fwd_of_copy:.0%})"),
+               ("bwd GB/s (of copy)", "{bwd_gbs:.1f} ({bwd_of_copy:.0%})"), ("copy GB/s", "{copy_gbs:.4g}"),
+               ("max|err|", "{max_abs_err:.1e}")]
+    notes = ("numba-simple: a simple parallel Numba forward+backward (row sum + finishing pass; transposed-CSR "
+             "backward). ×torch: reference fwd+bwd time ÷ this one. GB/s: the least bytes the pass must move (rows "
+             "read/written once, piece table once) per second; copy GB/s: a copy of E into a reused buffer "
+             "(read+write) in the same rounds.")
+    return {"summary": summary, "title": "subword-average lookup, fp32", "columns": columns,
+            "rows": res["results"], "notes": notes}

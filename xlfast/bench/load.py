@@ -6,31 +6,28 @@ Every measured process is a worker child (`python -m xlfast.bench.load --worker 
 thread configuration with that configuration's environment (the runtimes read theirs when they load), so
 "before" (the runtimes' own defaults, fixed threads) and "after" (xlfast's defaults, the governor) run in
 one benchmark: scenarios × configurations are alternated A B A B, and every ratio is to the alone time
-of the same configuration in the same run (the machine's speed drifts, METHOD.md §9). Competing busy
+of the same configuration in the same run (the machine's speed drifts). Competing busy
 loops are children too; every child is bounded in time and killed in a finally.
 
 Protocol of a worker (stdin → stdout, one JSON line per answer): "run T0 T1" (absolute time.monotonic()
 instants, shared by all processes of a scenario): run units of work (warm-up) until T0, time whole units
 until one ends after T1, report; then keep working untimed — the others may still be timing — until
-"stop". "quit" ends it.
+"stop". "quit" ends it. `run_bench` returns the results; the CLI (`xlfast.cli.bench_cmd`) renders them.
 """
 from __future__ import annotations
 
 import json
 import os
 import select
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
-import typer
-
-from xlfast.cli.common import console, err_console, table, write_json
+from xlfast.errors import XlfastError
 
 SCENARIOS = ("alone", "busy", "two", "three")
 SCENARIO_HELP = {  # what runs beside the measured process
@@ -217,14 +214,14 @@ def parse_config(text: str) -> tuple[str, dict]:
     """'before', 'after', 'passive', or NAME:KEY=VALUE,KEY=VALUE (a custom environment)."""
     if ":" not in text:
         if text not in CONFIGS:
-            raise typer.BadParameter(f"unknown configuration {text!r} ({', '.join(CONFIGS)}, or NAME:KEY=VALUE,...)")
+            raise XlfastError(f"unknown configuration {text!r} ({', '.join(CONFIGS)}, or NAME:KEY=VALUE,...)")
         return text, dict(CONFIGS[text])
     name, _, rest = text.partition(":")
     env = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq:
-            raise typer.BadParameter(f"--config {text!r}: expected KEY=VALUE, got {item!r}")
+            raise XlfastError(f"--config {text!r}: expected KEY=VALUE, got {item!r}")
         env[key.strip()] = value.strip()
     return name, env
 
@@ -341,59 +338,6 @@ def _budget() -> int:
     from xlfast.threads import cpu_budget
 
     return cpu_budget()
-
-
-def cli(
-    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="train (a grk-it step), csls (20k×20k×300 top-10), demo (a step on the 600-pair synthetic pair at dim 32). Default: train and csls.")] = None,
-    config: Annotated[Optional[list[str]], typer.Option("--config", help="Thread configurations: before (runtime defaults, fixed threads), after (xlfast's), passive (OMP_WAIT_POLICY=PASSIVE), or NAME:KEY=VALUE,... Default: before and after.")] = None,
-    scenario: Annotated[Optional[list[str]], typer.Option("--scenario", help="alone, busy, two, three (repeatable). Default: all; alone is always run.")] = None,
-    rounds: Annotated[int, typer.Option(help="Alternated rounds.")] = 2,
-    seconds: Annotated[Optional[float], typer.Option(help="Timed seconds per scenario (default: train 4, csls 8).")] = None,
-    warm: Annotated[float, typer.Option(help="Seconds of untimed work first, with the competitors already running.")] = 1.0,
-    dim: Annotated[Optional[int], typer.Option(help="Training model size (default: the low preset, 500).")] = None,
-    n: Annotated[int, typer.Option("--n", help="CSLS vectors per side.")] = 20000,
-    csls_dim: Annotated[int, typer.Option(help="CSLS vector dimension.")] = 300,
-    threads: Annotated[Optional[int], typer.Option(help="--threads of each worker (default: its CPU budget).")] = None,
-    wait_quiet_s: Annotated[float, typer.Option("--wait-quiet", help="Before each scenario, wait up to this many seconds for other work on the machine to stop.")] = 0.0,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON ('-' for stdout).")] = None,
-) -> None:
-    """Speed beside other work: alone, beside a busy loop, beside a second xlfast, and all three."""
-    kinds = kind or ["train", "csls"]
-    for k in kinds:
-        if k not in KINDS:
-            raise typer.BadParameter(f"unknown kind {k!r} ({', '.join(KINDS)})")
-    scen = ["alone"] + [s for s in (scenario or SCENARIOS) if s != "alone"]
-    for s in scen:
-        if s not in SCENARIOS:
-            raise typer.BadParameter(f"unknown scenario {s!r} ({', '.join(SCENARIOS)})")
-    if threads is not None and threads < 1:
-        raise typer.BadParameter("--threads must be at least 1")
-    cfgs = [parse_config(c) for c in (config or ["before", "after"])]
-    # SIGTERM (and SIGINT where a shell started us in the background with it ignored) must still run the
-    # finally blocks that stop the workers and busy loops
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    secs = {"train": seconds or 4.0, "csls": seconds or 8.0, "demo": seconds or 3.0}
-    res = run_bench(kinds, cfgs, scen, rounds, warm, secs, dim, n, csls_dim, threads,
-                    log=lambda m: err_console.print(m, highlight=False), quiet=wait_quiet_s)
-    cols = ["work", "config", "beside", "ms per unit", "× alone", "s/epoch", "rounds (ms)", "background", "threads used"]
-    console.print(table(
-        f"xlfast bench load ({res['online_cpus']} CPUs, budget {res['cpu_budget']}; median of {rounds} alternated rounds)",
-        cols,
-        [[r["kind"], r["config"], SCENARIO_HELP[r["scenario"]], r["ms_per_unit"],
-          "–" if r["vs_alone"] is None else f"{r['vs_alone']:.2f}", r.get("epoch_s", "–"), " ".join(f"{x:.0f}" for x in r["rounds"]),
-          f"{r['background']:.1f}", _used(r)] for r in res["rows"]],
-    ))
-    if any(r["background"] >= 0.3 for r in res["rows"]):
-        err_console.print("[yellow]other work ran on this machine during some scenarios (background ≥ 0.3 runnable "
-                          "tasks besides the benchmark): those figures are not clean; see --wait-quiet[/]")
-    if json_out:
-        write_json(json_out, res)
-
-
-def _used(row: dict) -> str:
-    """Thread counts the timed units ran with, over all rounds and workers: '2', '1', '1-2'."""
-    seen = sorted({int(t) for rnd in row["threads_used"] for w in rnd for t in w})
-    return "-".join(str(t) for t in (seen[0], seen[-1])) if len(seen) > 1 else (str(seen[0]) if seen else "–")
 
 
 def _main(argv: list[str]) -> None:

@@ -2,26 +2,25 @@
 in one run (A B A B), with the share of step time spent in the lookup (from the torch profiler).
 
 Seconds per epoch are projected from the median step time × the steps of one epoch, and compared with
-the authors' code as measured on this machine (METHOD.md §8.11, grk-it, 1 thread).
+the authors' released code as measured on the development machine (grk-it, 1 thread). Returns rows; the
+CLI (`xlfast.cli.bench_cmd`) renders them.
 """
 from __future__ import annotations
 
 import statistics
 import tempfile
 import time
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Callable
 
-import torch
-import typer
+from xlfast.errors import XlfastError
 
-from xlfast.cli.common import ThreadsOption, apply_threads, console, table, write_json
-
-# Seconds per epoch of the authors' code on grk-it, this machine (METHOD.md §8.11; midpoints of the ranges).
+# Seconds per epoch of the authors' released code on grk-it, 1 thread, on the development machine (midpoints
+# of the measured ranges).
 AUTHORS_GRK_IT = {"none": 12.0, "ave": 22.0, "cnn": 81.0}
 
 
-def corpora(names: list[str]):
+def corpora(names: list[str], log: Callable[[str], None] = lambda m: None):
+    """The corpora among `names` whose data is there; `log` hears of those skipped."""
     from xlfast.paths import data_file
     from xlfast.train import CorpusSpec
 
@@ -34,11 +33,11 @@ def corpora(names: list[str]):
             src, tgt = data_file("shp-es", "train.tok.shp"), data_file("shp-es", "train.tok.es")
             langs = ("shp", "es")
         else:
-            raise typer.BadParameter(f"unknown corpus {name!r} (grk-it, shp-es)")
+            raise XlfastError(f"unknown corpus {name!r} (grk-it, shp-es)")
         if src.exists() and tgt.exists():
             out[name] = CorpusSpec(str(src), str(tgt), langs)
         else:
-            console.print(f"[yellow]{name}: data not found under {src.parent}; skipped[/]")
+            log(f"{name}: data not found under {src.parent}; skipped")
     return out
 
 
@@ -98,7 +97,8 @@ def epoch_overheads(trainer, repeats: int = 3) -> dict:
 
 
 def run_bench(names: list[str], subwords: list[str], backends: list[str], steps: int, rounds: int,
-              threads: int | None, dim: int | None, bf16: bool | None = None) -> list[dict]:
+              threads: int | None, dim: int | None, bf16: bool | None = None,
+              log: Callable[[str], None] = lambda m: None) -> list[dict]:
     from xlfast.tokenize import TokenizerSpec
     from xlfast.train import TrainConfig, Trainer
 
@@ -107,7 +107,7 @@ def run_bench(names: list[str], subwords: list[str], backends: list[str], steps:
 
         configure(threads)
     rows = []
-    for name, spec in corpora(names).items():
+    for name, spec in corpora(names, log).items():
         for sub in subwords:
             trainers = {}
             for be in (backends if sub != "none" else ["-"]):
@@ -136,30 +136,3 @@ def run_bench(names: list[str], subwords: list[str], backends: list[str], steps:
                 rows.append(row)
     return rows
 
-
-def cli(
-    corpus: Annotated[Optional[list[str]], typer.Option(help="Corpora: grk-it, shp-es (repeatable).")] = None,
-    subword: Annotated[Optional[list[str]], typer.Option(help="Subword modes: none, ave, cnn (repeatable).")] = None,
-    backend: Annotated[Optional[list[str]], typer.Option(help="Lookup backends to compare (default: torch and the automatic choice).")] = None,
-    steps: Annotated[int, typer.Option(help="Timed steps per round.")] = 5,
-    rounds: Annotated[int, typer.Option(help="Alternating rounds.")] = 3,
-    threads: ThreadsOption = None,
-    dim: Annotated[Optional[int], typer.Option(help="Model size (default: the low preset, 500).")] = None,
-    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: as training).", show_default=False)] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write rows as JSON ('-' for stdout).")] = None,
-) -> None:
-    """One full training step on real corpora, per lookup backend, with the lookup's share of step time."""
-    apply_threads(threads)
-    rows = run_bench(corpus or ["grk-it"], subword or ["none", "ave", "cnn"], backend or ["torch", "auto"], steps,
-                     rounds, threads, dim, bf16)
-    cols = ["corpus", "subword", "backend", "bf16", "ms/step", "s/epoch", "lookup share", "checkpoint (waited / written)",
-            "eval s", "× faster than authors"]
-    console.print(table(
-        f"xlfast bench train (threads {torch.get_num_threads()}, median of {rounds} alternated rounds)",
-        cols,
-        [[r["corpus"], r["subword"], r["backend"], r["bf16"], r["step_ms"], r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
-          f"{1000 * r['ckpt_blocking_s']:.0f} / {1000 * r['ckpt_write_s']:.0f} ms ({100 * r['ckpt_share']:.1f}% of an epoch, "
-          f"{r['ckpt_mb']:.0f} MB)", r["eval_s"], r.get("vs_authors", "–")] for r in rows],
-    ))
-    if json_out:
-        write_json(json_out, rows)

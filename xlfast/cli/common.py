@@ -61,12 +61,6 @@ class XlfastGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-def not_built(what: str, issue: int) -> None:
-    """Commands that later issues fill in say so plainly (exit code 2) instead of printing fake output."""
-    err_console.print(f"[yellow]{what} is not built yet[/] (tracked in issue #{issue}).")
-    raise typer.Exit(2)
-
-
 def setup_logging(verbose: bool = False) -> None:
     """Kernel dispatch reports its backend choice through the 'xlfast' logger."""
     logger = logging.getLogger("xlfast")

@@ -1,12 +1,13 @@
-"""Numba selection kernels for `xlfast.kernels.csls`: running top-k over one similarity tile.
+"""Numba selection kernels of the csls 'numba' backend: running top-k over one similarity tile.
 
 `rows_update` keeps, for every row of the tile, the k best scores seen so far (parallel over rows);
-`cols_update` does the same per column (parallel over stripes of columns, each stripe walking the rows
-so reads stay contiguous); `fused_update` does both from one read of the tile (threads own column
-stripes, row candidates go to private per-stripe buffers merged once per tile). All test each element against the current k-th best (a per-row /
-per-column threshold) and only then pay for an insertion, so most elements cost one compare.
+`fused_update` does that and the same per column from one read of the tile (threads own column stripes,
+each walking the rows so reads stay contiguous; row candidates go to private per-stripe buffers merged
+once per tile); `cols_update`, columns alone, is the fused kernel. All test each element
+against the current k-th best (a per-row / per-column threshold) and only then pay for an insertion, so
+most elements cost one compare.
 
-mode: 0 cos (s), 1 csls (2s − r_T[i] − r_S[j]), 2 margin (2s / max(r_T[i] + r_S[j], eps)).
+mode: the int of base.Mode — cos s, csls 2s − r_T[i] − r_S[j], margin 2s / max(r_T[i] + r_S[j], eps).
 A branch-free "count the hits in 64 elements first" pre-check measured slower than this plain loop
 (0.62 vs 0.59 s selection on 4096×16384, alternated), and tiles that fit in cache lost more in GEMM
 and launch overhead than they saved. Buffers hold values descending; ties keep the earlier index (strict '>').
@@ -16,8 +17,10 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-MARGIN_EPS = np.float32(1e-6)
-CHUNK = 64  # minimum column stripe width in cols_update
+from xlfast.kernels.csls.base import MARGIN_EPS, Mode
+
+_COS, _CSLS, _MARGIN = int(Mode.COS), int(Mode.CSLS), int(Mode.MARGIN)  # constants once compiled
+CHUNK = 64  # minimum column stripe width
 
 
 @njit(inline="always")
@@ -33,19 +36,20 @@ def _insert(vals, idx, s, j):
 
 
 @njit(inline="always")
-def _score(s, mode, a, b):
-    if mode == 1:
+def _score(s, mode, a, b, eps):
+    if mode == _CSLS:
         return np.float32(2.0) * s - a - b
-    if mode == 2:
+    if mode == _MARGIN:
         den = a + b
-        if den < MARGIN_EPS:
-            den = MARGIN_EPS
+        if den < eps:
+            den = eps
         return np.float32(2.0) * s / den
     return s
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def rows_update(S, i0, j0, vals, idx, mode, rterm, cterm, exclude_self):
+def rows_update(S, i0, j0, vals, idx, mode, rterm, cterm, exclude_self, margin_eps):
+    eps = np.float32(margin_eps)
     nb, mb = S.shape
     k = vals.shape[1]
     for bi in prange(nb):
@@ -54,9 +58,9 @@ def rows_update(S, i0, j0, vals, idx, mode, rterm, cterm, exclude_self):
         ix = idx[i]
         thr = v[k - 1]
         row = S[bi]
-        a = rterm[i] if mode != 0 else np.float32(0.0)
+        a = rterm[i] if mode != _COS else np.float32(0.0)
         for bj in range(mb):
-            s = _score(row[bj], mode, a, cterm[j0 + bj]) if mode != 0 else row[bj]
+            s = _score(row[bj], mode, a, cterm[j0 + bj], eps) if mode != _COS else row[bj]
             if s > thr:
                 j = j0 + bj
                 if exclude_self and j == i:
@@ -65,61 +69,24 @@ def rows_update(S, i0, j0, vals, idx, mode, rterm, cterm, exclude_self):
                 thr = v[k - 1]
 
 
-def cols_update(S, i0, j0, vals, idx, mode, rterm, cterm, exclude_self):
-    _cols_update(S, i0, j0, vals, idx, mode, rterm, cterm, exclude_self, get_num_threads())
+def cols_update(S, i0, j0, vals, idx, mode, rterm, cterm, exclude_self, margin_eps):
+    """Column buffers alone (a pass with no row top-k, rare): the fused kernel with throw-away row buffers."""
+    rows = i0 + S.shape[0]
+    fused_update(S, i0, j0, np.full((rows, 1), -np.inf, np.float32), np.full((rows, 1), -1, np.int64), vals, idx,
+                 mode, rterm, cterm, exclude_self, margin_eps)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _cols_update(S, i0, j0, vals, idx, mode, rterm, cterm, exclude_self, n_threads):
-    nb, mb = S.shape
-    k = vals.shape[1]
-    # a few wide stripes per thread: each thread streams long contiguous row segments
-    n_stripes = max(1, min((mb + CHUNK - 1) // CHUNK, 4 * n_threads))
-    stripe = (mb + n_stripes - 1) // n_stripes
-    for t in prange(n_stripes):
-        lo = t * stripe
-        hi = min(mb, lo + stripe)
-        if lo >= hi:
-            continue
-        thr = np.empty(hi - lo, dtype=np.float32)
-        for bj in range(lo, hi):
-            thr[bj - lo] = vals[j0 + bj, k - 1]
-        for bi in range(nb):
-            i = i0 + bi
-            row = S[bi]
-            a = rterm[i] if mode != 0 else np.float32(0.0)
-            for bj in range(lo, hi):
-                s = _score(row[bj], mode, a, cterm[j0 + bj]) if mode != 0 else row[bj]
-                if s > thr[bj - lo]:
-                    j = j0 + bj
-                    if exclude_self and j == i:
-                        continue
-                    _insert(vals[j], idx[j], s, i)
-                    thr[bj - lo] = vals[j, k - 1]
-
-
-def warmup() -> None:
-    """Compile (or load from cache) every specialisation once, so the first real call is not slow."""
-    S = np.zeros((2, 3), np.float32)
-    for mode in (0, 1, 2):
-        for ex in (False, True):
-            v = np.full((2, 1), -np.inf, np.float32)
-            rows_update(S, 0, 0, v, np.full((2, 1), -1, np.int64), mode, np.zeros(2, np.float32),
-                        np.zeros(3, np.float32), ex)
-            v = np.full((3, 1), -np.inf, np.float32)
-            cols_update(S, 0, 0, v, np.full((3, 1), -1, np.int64), mode, np.zeros(2, np.float32),
-                        np.zeros(3, np.float32), ex)
-
-
-def fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self, stripes=0):
-    """Row AND column buffers from one read of the tile (see csrc/cpu/csls.cpp: fused_kernel);
+def fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self, margin_eps, stripes=0):
+    """Row AND column buffers from one read of the tile (see csrc/cpu/csls_kernels.h: fused_kernel);
     `stripes` > 0 forces the number of column stripes (tests), else one per thread."""
-    _fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self,
+    _fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self, margin_eps,
                   stripes if stripes > 0 else get_num_threads(), stripes > 0)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self, n_threads, forced):
+def _fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclude_self, margin_eps, n_threads,
+                  forced):
+    eps = np.float32(margin_eps)
     # threads own column stripes (each column buffer has one writer); row candidates that beat the row's
     # current k-th best go to private per-stripe buffers (stripes × rows × k), merged once per tile
     nb, mb = S.shape
@@ -140,13 +107,13 @@ def _fused_update(S, i0, j0, rvals, ridx, cvals, cidx, mode, rterm, cterm, exclu
         for bi in range(nb):
             i = i0 + bi
             row = S[bi]
-            a = rterm[i] if mode != 0 else np.float32(0.0)
+            a = rterm[i] if mode != _COS else np.float32(0.0)
             v = pv[t, bi]
             ix = px[t, bi]
             gthr = rvals[i, kr - 1]
             rthr = max(gthr, v[kr - 1])
             for bj in range(lo, hi):
-                s = _score(row[bj], mode, a, cterm[j0 + bj]) if mode != 0 else row[bj]
+                s = _score(row[bj], mode, a, cterm[j0 + bj], eps) if mode != _COS else row[bj]
                 in_row = s > rthr
                 in_col = s > cthr[bj - lo]
                 if in_row or in_col:
@@ -202,12 +169,19 @@ def rescore(X, Y, idx, out):
             out[r, q] = np.float32(acc)
 
 
-def warmup_fused() -> None:
+def warmup() -> None:
+    """Compile (or load from cache) every specialisation once, so the first real call is not slow and a
+    broken Numba shows up as 'backend unavailable'."""
     S = np.zeros((2, 3), np.float32)
-    for mode in (0, 1, 2):
+    rt, ct = np.zeros(2, np.float32), np.zeros(3, np.float32)
+
+    def buffers(rows):
+        return np.full((rows, 1), -np.inf, np.float32), np.full((rows, 1), -1, np.int64)
+
+    for mode in Mode:
         for ex in (False, True):
-            fused_update(S, 0, 0, np.full((2, 1), -np.inf, np.float32), np.full((2, 1), -1, np.int64),
-                         np.full((3, 1), -np.inf, np.float32), np.full((3, 1), -1, np.int64), mode,
-                         np.zeros(2, np.float32), np.zeros(3, np.float32), ex)
+            rows_update(S, 0, 0, *buffers(2), int(mode), rt, ct, ex, MARGIN_EPS)
+            cols_update(S, 0, 0, *buffers(3), int(mode), rt, ct, ex, MARGIN_EPS)
+            fused_update(S, 0, 0, *buffers(2), *buffers(3), int(mode), rt, ct, ex, MARGIN_EPS)
     rescore(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.zeros((2, 1), np.int64),
             np.zeros((2, 1), np.float32))

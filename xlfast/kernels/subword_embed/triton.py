@@ -1,4 +1,5 @@
-"""Triton backend for the fused subword-average lookup (GPU; tested on the CPU with TRITON_INTERPRET=1).
+"""The subword_embed 'triton' backend: the fused subword-average lookup on a GPU (tested on the CPU with
+TRITON_INTERPRET=1).
 
 Forward: one program per (row, block of columns) sums the word's piece rows in registers and writes
 `E[w] + sum / count` once. Backward (grad_Z): the same grid scatters `g[i] / count` into the piece rows
@@ -6,21 +7,24 @@ with atomic adds — on a GPU atomics into a table this small are cheap, and the
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
-from xlfast.kernels.subword_embed import FusedBackend
+from xlfast.kernels.subword_embed.base import FusedBackend
+
+
+@triton.jit
+def _program_word(offsets, rows, d, BLOCK_D: tl.constexpr):
+    """This program's output row i, its columns (and which are inside d), its word w and w's pieces' span."""
+    i = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    w = tl.load(rows + i)
+    return i, cols, cols < d, w, tl.load(offsets + w), tl.load(offsets + w + 1)
 
 
 @triton.jit
 def _subword_embed_forward_kernel(E, Z, offsets, pieces, rows, out, d, BLOCK_D: tl.constexpr):
-    i = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    keep = cols < d
-    w = tl.load(rows + i)
-    start = tl.load(offsets + w)
-    stop = tl.load(offsets + w + 1)
+    i, cols, keep, w, start, stop = _program_word(offsets, rows, d, BLOCK_D)
     acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     for k in range(start, stop):
         p = tl.load(pieces + k)
@@ -32,12 +36,7 @@ def _subword_embed_forward_kernel(E, Z, offsets, pieces, rows, out, d, BLOCK_D: 
 
 @triton.jit
 def _subword_embed_grad_pieces_kernel(g, offsets, pieces, rows, grad_Z, d, BLOCK_D: tl.constexpr):
-    i = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    keep = cols < d
-    w = tl.load(rows + i)
-    start = tl.load(offsets + w)
-    stop = tl.load(offsets + w + 1)
+    i, cols, keep, w, start, stop = _program_word(offsets, rows, d, BLOCK_D)
     share = tl.load(g + i * d + cols, mask=keep, other=0.0) / (stop - start).to(g.dtype.element_ty)
     for k in range(start, stop):
         p = tl.load(pieces + k)

@@ -1,33 +1,15 @@
-"""Subword-aware embeddings, fused: `out[w] = E[w] + mean_{p in pieces(w)} Z[p]` (SWave, METHOD.md §1, §8.6).
-
-Weight tying means every training step needs this for the whole target vocabulary, forward and backward,
-so it is a hot path. The pieces of each word are a CSR (`PieceLayout`, built once per vocabulary); the
-mean is a *true* mean over the word's pieces (the authors' code divides a padded sum, a bug).
-
-Backends (ranked by measurement, see `xlfast bench embed`): Numba CPU (always there), C++/OpenMP when
-built (column sums blocked in registers; on par with Numba here), Triton on GPUs (CUDA source in csrc/cuda), and the plain-torch
-reference (`embedding_bag(mode="mean")` + add), which every other backend is tested against. The CPU
-backward partitions the piece table between threads: no atomics, no private copies, deterministic.
-
-Dropout (METHOD.md §8.5, one mask per table per call) is fused: `piece_dropout` / `word_dropout` masks
-are a counter-based hash of the element index, recomputed in the backward, never a stored Bernoulli draw
-(torch's `F.dropout` on a 50k x 500 table alone took ~525 ms here).
-
-Memory: the kernel is memory-bound, and a fresh 100 MB output costs more than the kernel itself (page
-faults), so outputs and piece gradients come from a small pool that hands a buffer out again only once
-nobody else holds it. With `ids=None` the gradient for `E` *is* the incoming gradient: no copy at all.
+"""What every backend of `xlfast.kernels.subword_embed` shares: the piece layout (CSR), the hashed dropout
+masks, the buffer pool, and the backend contracts — `SubwordEmbedBackend` (a callable lookup plus table
+dropout) and `FusedBackend` (kernels that write into given buffers, wrapped in one autograd Function).
+Backends import this module and nothing else of the package.
 """
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
 
 import torch
-import torch.nn.functional as F
 
 from xlfast.errors import XlfastError
-from xlfast.kernels.dispatch import KernelRegistry
-
-__all__ = ["PieceLayout", "subword_embed", "reference_subword_embed", "registry"]
 
 
 class PieceLayout:
@@ -43,6 +25,8 @@ class PieceLayout:
         if check:
             self._check()
         self._padded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._all_rows: torch.Tensor | None = None
+        self._inv_counts: dict[torch.dtype, torch.Tensor] = {}
 
     def _check(self) -> None:
         off, pcs = self.offsets, self.pieces
@@ -95,16 +79,15 @@ class PieceLayout:
 
     def all_rows(self) -> torch.Tensor:
         """`arange(V)`, kept: kernels take an explicit row list, and ids=None means every word."""
-        if getattr(self, "_all_rows", None) is None or self._all_rows.device != self.device:
+        if self._all_rows is None:
             self._all_rows = torch.arange(self.num_words, device=self.device)
         return self._all_rows
 
     def inv_counts(self, dtype: torch.dtype) -> torch.Tensor:
         """1 / pieces per word, in the tables' dtype (kernels multiply by it without promoting)."""
-        cache = self.__dict__.setdefault("_inv_counts", {})
-        if dtype not in cache:
-            cache[dtype] = (1.0 / self.counts.to(torch.float64)).to(dtype)
-        return cache[dtype]
+        if dtype not in self._inv_counts:
+            self._inv_counts[dtype] = (1.0 / self.counts.to(torch.float64)).to(dtype)
+        return self._inv_counts[dtype]
 
     def gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The CSR (offsets, pieces) of the rows `ids` (repeats allowed), in that order."""
@@ -115,17 +98,6 @@ class PieceLayout:
         nnz = int(new_offsets[-1])
         within = torch.arange(nnz, device=self.device) - torch.repeat_interleave(new_offsets[:-1], counts)
         return new_offsets, self.pieces[torch.repeat_interleave(starts, counts) + within]
-
-
-def reference_subword_embed(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout,
-                            ids: torch.Tensor | None = None) -> torch.Tensor:
-    """The plain-torch definition every backend is tested against (autograd does the backward)."""
-    if ids is None:
-        offsets, pieces, rows = layout.offsets, layout.pieces, E
-    else:
-        offsets, pieces = layout.gather(ids)
-        rows = E.index_select(0, ids)
-    return rows + F.embedding_bag(pieces, Z, offsets, mode="mean", include_last_offset=True)
 
 
 def _mix32(h: torch.Tensor) -> torch.Tensor:
@@ -152,7 +124,8 @@ def dropout_keep(shape: tuple[int, int], drop: tuple[int, int, float], device=No
     return (_mix32(x ^ key) >= threshold).to(dtype) * scale
 
 
-def _drop_spec(p: float, generator: torch.Generator | None, what: str) -> tuple[int, int, float] | None:
+def drop_spec(p: float, generator: torch.Generator | None, what: str) -> tuple[int, int, float] | None:
+    """The `drop` spec (key, threshold, scale) of dropout rate p with a key drawn from `generator`; None for 0."""
     if p == 0.0:
         return None
     if not 0.0 <= p < 1.0:
@@ -201,51 +174,71 @@ class BufferPool:
         self._buffers.clear()
 
 
-_pool = BufferPool()
+pool = BufferPool()
 
 
-class FusedBackend:
-    """A backend that writes the forward into a given buffer and the piece gradient into another.
+class SubwordEmbedBackend(ABC):
+    """What `subword_embed` and `table_dropout` call: the lookup with its dropouts (each a `drop` spec
+    (key, threshold, scale) or None), differentiable in E and Z, and a table dropout with the same masks."""
+
+    name: str
+
+    @abstractmethod
+    def __call__(self, E, Z, layout: PieceLayout, ids, drop=None, drop_words=None, drop_out=None) -> torch.Tensor:
+        ...
+
+    @abstractmethod
+    def table_dropout(self, X: torch.Tensor, drop) -> torch.Tensor:
+        ...
+
+
+class FusedBackend(SubwordEmbedBackend):
+    """A backend that writes the forward into a given buffer and the piece gradient into another; one
+    autograd Function (`_SubwordEmbed`) turns that into the lookup.
 
     Subclasses implement `forward_into(E, Z, layout, ids, out)` and `grad_pieces_into(g, layout, ids,
     grad_Z)` (every row of grad_Z written); inputs are contiguous and on the backend's device.
-    `dropout_into(X, drop, out)` applies the piece-dropout mask (`dropout_keep`); this default runs in
-    torch, backends override it with a kernel.
+    `dropout_into(X, drop, out)` applies a dropout mask (`dropout_keep`) and `forward_word_dropout_into`
+    the forward with the word-table mask; these defaults run in torch, backends override them with kernels.
     """
 
-    name = "fused"
+    @abstractmethod
+    def forward_into(self, E, Z, layout, ids, out) -> None:
+        ...
 
-    def dropout_into(self, X, drop, out):
+    @abstractmethod
+    def grad_pieces_into(self, g, layout, ids, grad_Z) -> None:
+        ...
+
+    def dropout_into(self, X, drop, out) -> None:
         torch.mul(X, dropout_keep(tuple(X.shape), drop, X.device, X.dtype), out=out)
 
-    def forward_into(self, E, Z, layout, ids, out):  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def grad_pieces_into(self, g, layout, ids, grad_Z):  # pragma: no cover - interface
-        raise NotImplementedError
+    def forward_word_dropout_into(self, E, Z, layout, ids, out, drop) -> None:
+        dropped = pool.empty(tuple(E.shape), E.dtype, E.device)
+        self.dropout_into(E, drop, dropped)
+        self.forward_into(dropped, Z, layout, ids, out)
 
     def __call__(self, E, Z, layout, ids, drop=None, drop_words=None, drop_out=None):
         return _SubwordEmbed.apply(E, Z, layout, ids, self, drop, drop_words, drop_out)
+
+    def table_dropout(self, X, drop):
+        return _TableDropout.apply(X, self, drop)
 
 
 class _SubwordEmbed(torch.autograd.Function):
     @staticmethod
     def forward(ctx, E, Z, layout, ids, impl, drop, drop_words, drop_out):
         rows = E.shape[0] if ids is None else ids.numel()
-        out = _pool.empty((rows, E.shape[1]), E.dtype, E.device)
+        out = pool.empty((rows, E.shape[1]), E.dtype, E.device)
         Z, E = Z.contiguous(), E.contiguous()
         # Dropped-out tables are only needed during this forward; the backward recomputes the masks.
         if drop is not None:
-            dropped = _pool.empty(tuple(Z.shape), Z.dtype, Z.device)
+            dropped = pool.empty(tuple(Z.shape), Z.dtype, Z.device)
             impl.dropout_into(Z, drop, dropped)
             Z = dropped
-        if drop_words is not None and hasattr(impl, "forward_word_dropout_into"):
-            impl.forward_word_dropout_into(E, Z, layout, ids, out, drop_words)  # mask fused in the kernel
+        if drop_words is not None:
+            impl.forward_word_dropout_into(E, Z, layout, ids, out, drop_words)
         else:
-            if drop_words is not None:
-                dropped_words = _pool.empty(tuple(E.shape), E.dtype, E.device)
-                impl.dropout_into(E, drop_words, dropped_words)
-                E = dropped_words
             impl.forward_into(E, Z, layout, ids, out)
         if drop_out is not None:
             impl.dropout_into(out, drop_out, out)
@@ -260,7 +253,7 @@ class _SubwordEmbed(torch.autograd.Function):
         g = g.contiguous()
         e_shape, z_shape, dtype = ctx.shapes
         if ctx.drop_out is not None:
-            masked = _pool.empty(tuple(g.shape), g.dtype, g.device)
+            masked = pool.empty(tuple(g.shape), g.dtype, g.device)
             ctx.impl.dropout_into(g, ctx.drop_out, masked)
             g = masked
         grad_E = grad_Z = None
@@ -268,14 +261,14 @@ class _SubwordEmbed(torch.autograd.Function):
             if ctx.ids is None and ctx.drop_words is None:
                 grad_E = g  # d out / d E is the identity: the incoming gradient is the answer
             elif ctx.ids is None:
-                grad_E = _pool.empty(tuple(e_shape), dtype, g.device)
+                grad_E = pool.empty(tuple(e_shape), dtype, g.device)
                 ctx.impl.dropout_into(g, ctx.drop_words, grad_E)
             else:
                 grad_E = torch.zeros(e_shape, dtype=dtype, device=g.device).index_add_(0, ctx.ids, g)
                 if ctx.drop_words is not None:
                     ctx.impl.dropout_into(grad_E, ctx.drop_words, grad_E)
         if ctx.needs_input_grad[1]:
-            grad_Z = _pool.empty(tuple(z_shape), dtype, g.device)
+            grad_Z = pool.empty(tuple(z_shape), dtype, g.device)
             ctx.impl.grad_pieces_into(g, ctx.layout, ctx.ids, grad_Z)
             if ctx.drop is not None:
                 ctx.impl.dropout_into(grad_Z, ctx.drop, grad_Z)
@@ -299,114 +292,3 @@ class _TableDropout(torch.autograd.Function):
         grad = torch.empty_like(g)
         ctx.impl.dropout_into(g.contiguous(), ctx.drop, grad)
         return grad, None, None
-
-
-def table_dropout(X: torch.Tensor, p: float, *, backend: str | None = None,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """`F.dropout(X, p)` for a 2-D table with the same hashed masks as the fused lookup (one mask per
-    call; the word-level model's embedding matrix and the SWcnn output use it): ~10x cheaper than
-    torch's Bernoulli draw at 50k x 500 here."""
-    drop = _drop_spec(float(p), generator, "dropout")
-    if drop is None:
-        return X
-    if X.dim() != 2:
-        raise XlfastError(f"table_dropout: expected a [rows, d] table, got shape {tuple(X.shape)}")
-    _, impl = registry.choose(X.device.type, backend)
-    if not isinstance(impl, FusedBackend):
-        return X * dropout_keep(tuple(X.shape), drop, X.device, X.dtype)
-    return _TableDropout.apply(X, impl, drop)
-
-
-class _Reference:
-    name = "torch"
-
-    def __call__(self, E, Z, layout, ids, drop=None, drop_words=None, drop_out=None):
-        if drop is not None:
-            Z = Z * dropout_keep(tuple(Z.shape), drop, Z.device, Z.dtype)
-        if drop_words is not None:
-            E = E * dropout_keep(tuple(E.shape), drop_words, E.device, E.dtype)
-        out = reference_subword_embed(E, Z, layout, ids)
-        if drop_out is not None:
-            out = out * dropout_keep(tuple(out.shape), drop_out, out.device, out.dtype)
-        return out
-
-
-registry = KernelRegistry("subword_embed")
-
-
-def _load_numba():
-    from xlfast.kernels.subword_embed_numba import NumbaSubwordEmbed
-
-    return NumbaSubwordEmbed()
-
-
-def _load_cpp():
-    from xlfast.kernels.subword_embed_cpp import CppSubwordEmbed
-
-    return CppSubwordEmbed()
-
-
-def _load_triton():
-    from xlfast.kernels.triton.subword_embed import TritonSubwordEmbed
-
-    return TritonSubwordEmbed()
-
-
-# Ranks follow `xlfast bench embed` on the 2-core CPU this was built on (V=50k, d=500, P=8k, 3 pieces/word,
-# fwd+bwd): Numba 60 ms, C++ 63 ms, torch 664 ms; with dropout 0.5 Numba 153 ms, C++ 156 ms, torch 1382 ms.
-# C++ is not faster overall (faster backward, slower forward), so Numba, always installed, goes first.
-registry.register("numba", _load_numba, devices=("cpu",), rank=10)
-registry.register("cpp", _load_cpp, devices=("cpu",), rank=20)
-registry.register("triton", _load_triton, devices=("cuda",), rank=10)
-registry.register("torch", _Reference, devices=("cpu", "cuda"), rank=90)
-
-
-def subword_embed(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: torch.Tensor | None = None,
-                  *, backend: str | None = None, piece_dropout: float = 0.0, word_dropout: float = 0.0,
-                  output_dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """`E[w] + mean(Z[pieces(w)])` for every word (`ids=None`, shape [V, d]) or for `ids` ([len(ids), d]).
-
-    Differentiable in `E` and `Z`. `backend` forces one ('torch', 'numba', 'cpp', 'triton'); a forced
-    backend that cannot run raises instead of falling back. `piece_dropout` > 0 drops elements of the
-    piece table (one mask per call, scaled by 1/(1-p), METHOD.md §8.5) inside the kernel; its seeds come
-    from `generator` (torch's default generator when None). `word_dropout` does the same for the word
-    table `E` (the whole matrix, once per call), ~14x faster here than `F.dropout(E)` (36 vs 525 ms at
-    50k x 500) because the mask is a hash, not a stored Bernoulli draw. `output_dropout` drops elements
-    of the result table instead (a drop-in for `F.dropout(subword_embed(...), p)`; needs `ids=None`, as
-    the mask belongs to the word type). Pass 0 at evaluation time.
-    """
-    _check_inputs(E, Z, layout, ids)
-    if ids is not None:
-        ids = ids.reshape(-1).to(device=E.device, dtype=torch.int64)
-    if layout.device != E.device:
-        layout = layout.to(E.device)
-    drop = _drop_spec(float(piece_dropout), generator, "piece_dropout")
-    drop_words = _drop_spec(float(word_dropout), generator, "word_dropout")
-    drop_out = _drop_spec(float(output_dropout), generator, "output_dropout")
-    if drop_out is not None and ids is not None:
-        raise XlfastError("subword_embed: output_dropout needs ids=None (one mask per word type); index the "
-                          "full table, or use word_dropout/piece_dropout")
-    _, impl = registry.choose(E.device.type, backend)
-    return impl(E, Z, layout, ids, drop, drop_words, drop_out)
-
-
-def _check_inputs(E: torch.Tensor, Z: torch.Tensor, layout: PieceLayout, ids: torch.Tensor | None) -> None:
-    if E.dim() != 2 or Z.dim() != 2 or E.shape[1] != Z.shape[1]:
-        raise XlfastError(f"subword_embed: E {tuple(E.shape)} and Z {tuple(Z.shape)} must be [V, d] and [P, d]")
-    if E.dtype != Z.dtype or E.device != Z.device:
-        raise XlfastError(f"subword_embed: E and Z differ in dtype or device ({E.dtype}/{Z.dtype}, "
-                          f"{E.device}/{Z.device})")
-    if E.shape[0] != layout.num_words:
-        raise XlfastError(f"subword_embed: E has {E.shape[0]} rows but the layout {layout.num_words} words")
-    if Z.shape[0] < layout.num_pieces:
-        raise XlfastError(f"subword_embed: Z has {Z.shape[0]} rows but the layout uses {layout.num_pieces} pieces")
-    if ids is not None and ids.numel():
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= layout.num_words:
-            raise XlfastError(f"subword_embed: word ids must lie in [0, {layout.num_words}), got [{lo}, {hi}]")
-
-
-def describe_backends(device: str = "cpu") -> dict[str, Any]:
-    """Which backends run here, for `xlfast bench embed` and `xlfast show`."""
-    return {name: registry.backends[name].available() for name in registry.names()
-            if device in registry.backends[name].devices}

@@ -1,4 +1,4 @@
-"""Triton backend of `xlfast.kernels.csls`: a fused tile product + running top-k kernel.
+"""The csls 'triton' backend: a fused tile product + running top-k kernel.
 
 Each program owns BLOCK_M rows of X and streams Y in BLOCK_N-row tiles: the tile of X·Yᵀ is built
 with tl.dot over BLOCK_D slices (fp32, "ieee" precision: no TF32 rounding), transformed to the metric's
@@ -17,9 +17,12 @@ import torch
 import triton
 import triton.language as tl
 
-from xlfast.kernels.csls_device import RowTopkBackend
+from xlfast.kernels.csls.base import MARGIN_EPS, Mode
+from xlfast.kernels.csls.device import RowTopkBackend
 
-MARGIN_EPS = 1e-6
+_CSLS: tl.constexpr = tl.constexpr(int(Mode.CSLS))
+_MARGIN: tl.constexpr = tl.constexpr(int(Mode.MARGIN))
+_MARGIN_EPS: tl.constexpr = tl.constexpr(MARGIN_EPS)
 
 
 @triton.jit
@@ -46,12 +49,12 @@ def _topk_rows_kernel(
             x = tl.load(X + rows[:, None] * D + dd[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
             y = tl.load(Y + cols[:, None] * D + dd[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)
             acc += tl.dot(x, tl.trans(y), input_precision="ieee")
-        if MODE == 1:
+        if MODE == _CSLS:
             b = tl.load(cterm + cols, mask=col_ok, other=0.0)
             acc = 2.0 * acc - a[:, None] - b[None, :]
-        elif MODE == 2:
+        elif MODE == _MARGIN:
             b = tl.load(cterm + cols, mask=col_ok, other=0.0)
-            acc = 2.0 * acc / tl.maximum(a[:, None] + b[None, :], MARGIN_EPS)
+            acc = 2.0 * acc / tl.maximum(a[:, None] + b[None, :], _MARGIN_EPS)
         keep = row_ok[:, None] & col_ok[None, :]
         if EXCLUDE_SELF:
             keep = keep & (rows[:, None] != cols[None, :])
@@ -81,7 +84,7 @@ class TritonBackend(RowTopkBackend):
     name = "triton"
 
     def __init__(self, device: str):
-        self.device = device
+        self.device = torch.device(device)
         interpret = os.environ.get("TRITON_INTERPRET") == "1"
         # the interpreter runs every program in Python: small blocks keep tests quick
         self.blocks = (16, 32, 32) if interpret else (64, 64, 32)

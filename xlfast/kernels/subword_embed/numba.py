@@ -1,4 +1,4 @@
-"""Numba CPU backend for the fused subword-average lookup (float32 and float64).
+"""The subword_embed 'numba' backend: the fused subword-average lookup on the CPU (float32 and float64).
 
 Forward: threads over words; words of 1-3 pieces are written in one fused pass, longer ones are summed
 in the output row (in L1) and finished in place.
@@ -16,8 +16,19 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from xlfast.kernels.subword_embed import FusedBackend
+from xlfast.kernels.subword_embed.base import FusedBackend
 
+@njit(inline="always")
+def _sum_pieces(Z, pieces, start, stop, out, i):
+    """out[i] = the sum of the word's piece rows Z[pieces[start:stop]] (summed in the output row, in L1)."""
+    d = out.shape[1]
+    p = pieces[start]
+    for j in range(d):
+        out[i, j] = Z[p, j]
+    for k in range(start + 1, stop):
+        p = pieces[k]
+        for j in range(d):
+            out[i, j] += Z[p, j]
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
@@ -44,13 +55,7 @@ def _forward(E, Z, offsets, pieces, rows, inv_counts, out):
             for j in range(d):
                 out[i, j] = E[w, j] + (Z[p, j] + Z[q, j] + Z[r, j]) * inv
         else:
-            p = pieces[start]
-            for j in range(d):
-                out[i, j] = Z[p, j]
-            for k in range(start + 1, stop):
-                p = pieces[k]
-                for j in range(d):
-                    out[i, j] += Z[p, j]
+            _sum_pieces(Z, pieces, start, stop, out, i)
             for j in range(d):
                 out[i, j] = E[w, j] + out[i, j] * inv
 
@@ -82,7 +87,7 @@ _M32 = np.uint64(0xFFFFFFFF)
 
 @njit(inline="always")
 def _mix32(h):
-    # The same 32-bit finaliser as xlfast.kernels.subword_embed.dropout_keep (kept in uint64: Numba
+    # The same 32-bit finaliser as base.dropout_keep (kept in uint64: Numba
     # would turn mixed signed/unsigned arithmetic into floats).
     h ^= h >> np.uint64(16)
     h = (h * np.uint64(0x7FEB352D)) & _M32
@@ -114,13 +119,7 @@ def _forward_word_dropout(E, Z, offsets, pieces, rows, inv_counts, out, key, thr
         start = offsets[w]
         stop = offsets[w + 1]
         inv = inv_counts[w]
-        p = pieces[start]
-        for j in range(d):
-            out[i, j] = Z[p, j]
-        for k in range(start + 1, stop):
-            p = pieces[k]
-            for j in range(d):
-                out[i, j] += Z[p, j]
+        _sum_pieces(Z, pieces, start, stop, out, i)
         base = np.uint64(w) * np.uint64(d)
         for j in range(d):
             h = _mix32(((base + np.uint64(j)) & _M32) ^ key)
