@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from xlfast.align import (
+    AlignOptions,
     align_batch,
     align_sentences,
     PairAlignment,
@@ -289,10 +290,11 @@ def test_align_lines_indexes_whitespace_tokens_whatever_the_tokenizer():
     run = FakeRun()
     src = ["the cat, eats", "the dog."]
     tgt = ["il gatto mangia", "il cane"]
-    words, _ = align_lines(run, src, tgt, "en", "it", TokenizerSpec("default"), emb="static")
+    static = AlignOptions(emb="static")
+    words, _ = align_lines(run, src, tgt, "en", "it", TokenizerSpec("default"), static)
     assert words[0].links == [(0, 0), (1, 1), (2, 2)]
     assert words[1].links == [(0, 0), (1, 1)]
-    tokens, segs = align_lines(run, src, tgt, "en", "it", TokenizerSpec("default"), on="tokens", emb="static")
+    tokens, segs = align_lines(run, src, tgt, "en", "it", TokenizerSpec("default"), static, on="tokens")
     assert segs[0][0].tokens == ["the", "cat", ",", "eats"]
     assert max(i for i, _ in tokens[0].links) == 3  # token indices reach past the three words
     for res, (a, b) in zip(words, segs):

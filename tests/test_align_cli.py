@@ -9,6 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from xlfast.cli.main import app
+from xlfast.run import Run
 from xlfast.tokenize import TokenizerSpec
 
 runner = CliRunner()
@@ -21,12 +22,14 @@ IT = ["il", "gatto", "cane", "mangia", "dorme", "casa", "grande", "piccolo", "ac
 class FakeRun:
     """The methods of xlfast.run.Run over hand-made vectors: translations share a vector (plus noise)."""
 
+    language_pair, tokenizer_with, _check_lang = Run.language_pair, Run.tokenizer_with, Run._check_lang
+
     def __init__(self):
         g = torch.Generator().manual_seed(0)
         self.langs = ["en", "it"]
         self.tokenizer = TokenizerSpec("none", lowercase=False)
         concepts = torch.randn(len(EN) + 1, 16, generator=g)
-        self.words = {"en": EN, "it": IT}
+        self.words = self.vocabs = {"en": EN, "it": IT}
         self.vecs = {lang: concepts[: len(EN)] + 0.05 * torch.randn(len(EN), 16, generator=g) for lang in self.langs}
         self.bos = concepts[len(EN)]
 
@@ -63,8 +66,9 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
+def one_line_error(result, *fragments, code=1):
+    """One line, no traceback; exit 1 for a problem with the data, 2 for a wrong command line."""
+    assert result.exit_code == code, result.output
     out = result.output.strip()
     assert "Traceback" not in out and len(out.splitlines()) == 1, out
     for f in fragments:
@@ -212,9 +216,9 @@ def test_eval_bli_on_a_run_and_on_vec_files(run_dir, tmp_path):
     r = invoke("eval", "bli", run_dir, "--dict", d, "--json", js, "--details")
     assert r.exit_code == 0, r.output
     result = json.loads(js.read_text())
-    assert result["csls"]["p@1"] == 1.0 and result["nn"]["p@1"] == 1.0
+    assert result["csls"]["p@1"] == 100.0 and result["nn"]["p@1"] == 100.0  # percent, as in the table
     assert result["csls"]["n_eval"] == 2 and result["csls"]["n_missing"] == 1
-    assert result["csls"]["coverage"] == pytest.approx(2 / 3)
+    assert result["csls"]["coverage"] == pytest.approx(200 / 3)
     assert "gatto" in r.output
 
     fake = FakeRun()
@@ -223,7 +227,7 @@ def test_eval_bli_on_a_run_and_on_vec_files(run_dir, tmp_path):
     write_vec(tgt_vec, IT[::-1], fake.vecs["it"].flip(0).numpy())
     r = invoke("eval", "bli", src_vec, tgt_vec, "--dict", d, "--json", js)
     assert r.exit_code == 0, r.output
-    assert json.loads(js.read_text())["csls"]["p@1"] == 1.0
+    assert json.loads(js.read_text())["csls"]["p@1"] == 100.0
 
 
 def test_eval_bli_errors(run_dir, tmp_path):
@@ -233,7 +237,7 @@ def test_eval_bli_errors(run_dir, tmp_path):
     vec = tmp_path / "a.vec"
     vec.write_text("1 2\ncat 0.1 0.2\n")
     d.write_text("cat gatto\n")
-    one_line_error(invoke("eval", "bli", vec, "--dict", d), "give the source and the target .vec files")
+    one_line_error(invoke("eval", "bli", vec, "--dict", d), "give the source and the target .vec files", code=2)
 
 
 # ------------------------------------------------------------------ nn and show

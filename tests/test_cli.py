@@ -1,4 +1,4 @@
-"""The `xlfast` command line: help, version, and bad input as one red line, exit 1."""
+"""The `xlfast` command line: help, version, and bad input as one red line, exit 1 (usage errors: exit 2)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,9 +50,11 @@ def test_version():
 @pytest.mark.parametrize("argv", LEAVES, ids=lambda a: " ".join(a))
 def test_every_command_has_help_and_no_bare_traceback(argv):
     assert invoke(*argv, "--help").exit_code == 0
-    # without arguments a command asks for its arguments: exit 2, no traceback
+    # without arguments a command asks for them: a usage error, one line, exit 2
     result = invoke(*argv)
     assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: Missing") and f"xlfast {' '.join(argv)} -h" in lines[0]
 
 
 # ---------------------------------------------------------------------------------------------- demo

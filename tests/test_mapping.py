@@ -244,8 +244,9 @@ def cli():
     return invoke
 
 
-def _one_line_error(result, fragment: str):
-    assert result.exit_code == 1, result.output
+def _one_line_error(result, fragment: str, code: int = 1):
+    """One line on standard error; exit 1 for a problem with the data, 2 for a wrong command line."""
+    assert result.exit_code == code, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     text = result.output.strip()
     assert "Traceback" not in text
@@ -276,8 +277,8 @@ def test_cli_recovers_rotation(cli, rotated_files, seed_args):
     summary = json.loads((d / "summary.json").read_text())
     assert summary == json.loads((out / "map.json").read_text())
     kept = summary["history"][[s["step"] for s in summary["history"]].index(summary["selected_step"])]
-    assert kept["evaluation"]["p@1"] == 1.0
-    assert kept["evaluation"]["coverage"] == 1.0
+    assert kept["evaluation"]["p@1"] == 100.0  # percent, as the field reports P@k
+    assert kept["evaluation"]["coverage"] == 100.0
     np.testing.assert_allclose(np.load(out / "W.npy"), R, atol=0.01)
     words, mapped = _read_vec(out / "src.vec")
     _, src = _read_vec(d / "src.vec")
@@ -325,11 +326,13 @@ def test_cli_run_directory_identity_start(cli, tmp_path):
 def test_cli_errors_are_one_line(cli, rotated_files, tmp_path):
     d, _ = rotated_files
     src, tgt = d / "src.vec", d / "tgt.vec"
-    _one_line_error(cli("map", src, tgt, "-o", d / "o"), "need a seed")
-    _one_line_error(cli("map", src, tgt, "-o", d / "o", "--identical", "--dict", d / "seed.txt"), "choose one seed")
+    _one_line_error(cli("map", src, tgt, "-o", d / "o"), "need a seed", code=2)
+    _one_line_error(cli("map", src, tgt, "-o", d / "o", "--identical", "--dict", d / "seed.txt"), "choose one seed",
+                    code=2)
     _one_line_error(cli("map", src, d / "missing.vec", "-o", d / "o", "--identical"), "missing.vec: no such file")
-    _one_line_error(cli("map", src, tgt, "--identical"), "-o OUT_DIR")
-    _one_line_error(cli("map", src, tgt, "-o", d / "o", "--identical", "--normalize", "unit,l2"), "unknown normalisation")
+    _one_line_error(cli("map", src, tgt, "--identical"), "-o OUT_DIR", code=2)
+    _one_line_error(cli("map", src, tgt, "-o", d / "o", "--identical", "--normalize", "unit,l2"),
+                    "unknown normalisation", code=2)
     (d / "nothing.txt").write_text("zzz qqq\n")
     _one_line_error(cli("map", src, tgt, "-o", d / "o", "--dict", d / "nothing.txt"), "no pair")
     small = d / "small.vec"
@@ -340,5 +343,9 @@ def test_cli_errors_are_one_line(cli, rotated_files, tmp_path):
     _one_line_error(cli("map", src, broken, "-o", d / "o", "--identical"), "broken.vec")
     empty_run = tmp_path / "emptyrun"
     empty_run.mkdir()
-    _one_line_error(cli("map", empty_run), "--langs")
-    _one_line_error(cli("map", empty_run, "--langs", "a"), "exactly two")
+    _one_line_error(cli("map", empty_run), "not an xlfast run directory")
+    _one_line_error(cli("map", empty_run, "--langs", "a"), "exactly two", code=2)
+    three = tmp_path / "three"
+    three.mkdir()
+    (three / "config.json").write_text(json.dumps({"langs": ["a", "b", "c"]}))
+    _one_line_error(cli("map", three), "pick two languages with --langs", code=2)

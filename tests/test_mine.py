@@ -257,7 +257,7 @@ def mono_run(tmp_path_factory):
     cfg = TrainConfig(corpora=[], mono=[MonoSpec(str(files["src"]), "xx"), MonoSpec(str(files["tgt"]), "yy")],
                       out=str(d / "run"), dim=16, epochs=1, subword="none", batch_size=16,
                       tokenizer=TokenizerSpec("none"))
-    Trainer(cfg, log=lambda message: None).fit()
+    Trainer.new(cfg, log=lambda message: None).fit()
     return files, d / "run"
 
 

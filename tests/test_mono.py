@@ -11,7 +11,8 @@ from xlfast.evaluate import bli
 from xlfast.model import BOS, EOS, LMBatch, ModelConfig, MultilingualLM
 from xlfast.run import Run
 from xlfast.synthetic import make_mono_pair
-from xlfast.train import MonoData, epoch_plan
+from xlfast.corpora import MonoData
+from xlfast.train import epoch_plan
 
 torch.manual_seed(0)
 
@@ -145,3 +146,20 @@ def test_mono_bad_arguments_are_one_line(tmp_path, argv, message):
     r = CliRunner().invoke(app, ["train", "--mono", str(a), str(b), "-o", str(tmp_path / "r"), *argv])
     assert r.exit_code == 1, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_python_and_the_cli_train_a_mono_run_with_the_same_batch(tmp_path):
+    """The multilingual LM's batch default belongs to the core: a TrainConfig built in Python and a
+    `xlfast train --mono` run without --batch-size use the same one (not the parallel preset's 16)."""
+    from xlfast.corpora import MonoSpec
+    from xlfast.model import PRESETS
+    from xlfast.train import MONO_BATCH, TrainConfig
+
+    files = make_mono_pair(concepts=8, n_sentences=40, seed=2).write(tmp_path)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--mono", str(files["src"]), str(files["tgt"]), "--langs", "xx,yy", "-o", str(out),
+                                 "--dim", "8", "--subword", "none", "--epochs", "1", "--tokenize", "none"])
+    assert r.exit_code == 0, r.output
+    cli_batch = json.loads((out / "config.json").read_text())["train"]["batch_size"]
+    python = TrainConfig(corpora=[], mono=[MonoSpec(str(files["src"]), "xx"), MonoSpec(str(files["tgt"]), "yy")], out="x")
+    assert cli_batch == python.resolved().batch_size == MONO_BATCH != PRESETS["low"]["batch_size"]

@@ -1,6 +1,8 @@
 """Training end to end on the synthetic pair: learning, resume, several corpora, the CLI."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +17,9 @@ from xlfast.evaluate import bli
 from xlfast.run import Run
 from xlfast.synthetic import make_pair
 from xlfast.tokenize import TokenizerSpec
-from xlfast.train import CorpusSpec, TrainConfig, Trainer, bucketed_batches, PairData
+from xlfast.corpora import CorpusSpec, PairData
+from xlfast.errors import XlfastError
+from xlfast.train import TrainConfig, Trainer, bucketed_batches
 
 SMALL = dict(dim=64, batch_size=16, spm_vocab=200, tokenizer=TokenizerSpec("none"))
 
@@ -42,11 +46,11 @@ def lexicon_p1(run_dir, lexicon):
 
 def test_short_training_lowers_the_loss_and_finds_translations(synth, tmp_path):
     pair, corpus = synth
-    trainer = Trainer(cfg_for(corpus, tmp_path / "r", epochs=1), log=lambda m: None)
+    trainer = Trainer.new(cfg_for(corpus, tmp_path / "r", epochs=1), log=lambda m: None)
     trainer.fit()
     p1_start = lexicon_p1(tmp_path / "r", pair.lexicon)
     first_loss = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[0])["loss"]
-    trainer = Trainer(cfg_for(corpus, tmp_path / "r", epochs=30, patience=50), resume=True, log=lambda m: None)
+    trainer = Trainer.resume(tmp_path / "r", dict(epochs=30, patience=50), log=lambda m: None)
     summary = trainer.fit()
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, 31))
@@ -62,10 +66,10 @@ def test_short_training_lowers_the_loss_and_finds_translations(synth, tmp_path):
 
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(synth, tmp_path):
     _, corpus = synth
-    straight = Trainer(cfg_for(corpus, tmp_path / "a", epochs=3, patience=99), log=lambda m: None)
+    straight = Trainer.new(cfg_for(corpus, tmp_path / "a", epochs=3, patience=99), log=lambda m: None)
     straight.fit()
-    Trainer(cfg_for(corpus, tmp_path / "b", epochs=1, patience=99), log=lambda m: None).fit()
-    resumed = Trainer(cfg_for(corpus, tmp_path / "b", epochs=3, patience=99), resume=True, log=lambda m: None)
+    Trainer.new(cfg_for(corpus, tmp_path / "b", epochs=1, patience=99), log=lambda m: None).fit()
+    resumed = Trainer.resume(tmp_path / "b", dict(epochs=3), log=lambda m: None)
     resumed.fit()
     for (k, p), (_, q) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.allclose(p.float(), q.float(), atol=1e-6), k
@@ -84,7 +88,7 @@ def test_patience_counts_epochs_without_a_strict_improvement(synth, tmp_path, mo
     scores = iter([0.50, 0.60, 0.60, 0.55, 0.60, 0.60, 0.70, 0.70, 0.70, 0.9])
     # a huge pseudo-dictionary: no sampling noise, so only exact ties move the kept model
     monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 10**9)])
-    trainer = Trainer(cfg_for(corpus, tmp_path / "p", epochs=10, patience=3), log=lambda m: None)
+    trainer = Trainer.new(cfg_for(corpus, tmp_path / "p", epochs=10, patience=3), log=lambda m: None)
     monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0, threads=[1]))
     summary = trainer.fit()
     # the score rises strictly at epochs 1 and 2, then ties (3), falls (4) and ties (5): three epochs
@@ -105,7 +109,7 @@ def test_the_kept_model_is_the_latest_within_one_standard_error(synth, tmp_path,
     # 100 query words: at P@1 0.8 one standard error is sqrt(0.8·0.2/100) = 0.04
     scores = iter([0.50, 0.80, 0.77, 0.75, 0.70, 0.79])
     monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 100)])
-    trainer = Trainer(cfg_for(corpus, tmp_path / "s", epochs=6, patience=10), log=lambda m: None)
+    trainer = Trainer.new(cfg_for(corpus, tmp_path / "s", epochs=6, patience=10), log=lambda m: None)
     monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0, threads=[1]))
     summary = trainer.fit()
     log = [json.loads(x) for x in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
@@ -118,7 +122,7 @@ def test_the_kept_model_is_the_latest_within_one_standard_error(synth, tmp_path,
 
 def test_refuses_to_overwrite_an_existing_run(synth, tmp_path):
     _, corpus = synth
-    Trainer(cfg_for(corpus, tmp_path / "r", epochs=1), log=lambda m: None).fit()
+    Trainer.new(cfg_for(corpus, tmp_path / "r", epochs=1), log=lambda m: None).fit()
     result = CliRunner().invoke(app, ["train", str(corpus), "--langs", "src,tgt", "-o", str(tmp_path / "r"), "--epochs", "1"])
     assert result.exit_code == 1
     assert "already holds a run" in result.output
@@ -199,3 +203,134 @@ def test_missing_corpus_and_unknown_languages(tmp_path):
     f.write_text("a\tb\n", "utf-8")
     r = CliRunner().invoke(app, ["train", str(f), "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "--langs" in r.output
+
+
+# ------------------------------------------------------------------------------------------------ resume
+def one_line(text: str) -> str:
+    """A command's message as one line: Rich error panels wrap and frame it."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def files_of(run_dir):
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def trained(synth, tmp_path_factory):
+    """A 2-epoch run trained from Python (dim 32); each test below resumes its own copy."""
+    _, corpus = synth
+    out = tmp_path_factory.mktemp("trained") / "run"
+    Trainer.new(cfg_for(corpus, out, dim=32, epochs=2, spm_vocab=150), log=lambda m: None).fit()
+    return out
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+@pytest.mark.parametrize("args, named", [
+    (["{corpus}", "--langs", "src,tgt", "--dim", "64"], "--dim 64 (the run's: 32)"),
+    (["{corpus}", "--langs", "src,xx"], "{corpus} (src-xx) (the run's: {corpus} (src-tgt))"),
+    (["{other}", "--langs", "src,tgt"], "{other} (src-tgt) (the run's: {corpus} (src-tgt))"),
+    (["--subword", "cnn"], "--subword cnn (the run's: ave)"),
+    (["--spm-vocab", "300", "--min-count", "2"], "--min-count 2 (the run's: 1); --spm-vocab 300 (the run's: 150)"),
+])
+def test_resume_refuses_a_change_of_data_or_model_in_one_line(synth, run_copy, tmp_path, args, named):
+    """A resumed run would silently train the stored configuration: refuse, naming what differs, and
+    change nothing in the run directory."""
+    _, corpus = synth
+    other = tmp_path / "other.tsv"
+    shutil.copy(corpus, other)
+    before = files_of(run_copy)
+    argv = [a.format(corpus=corpus, other=other) for a in args]
+    r = CliRunner().invoke(app, ["train", *argv, "-o", str(run_copy), "--resume", "--tokenize", "none"])
+    assert r.exit_code == 1, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert named.format(corpus=corpus, other=other) in r.output
+    assert "start a new run with another -o" in r.output
+    assert files_of(run_copy) == before
+
+
+def test_resume_takes_more_epochs_and_says_so(run_copy, tmp_path):
+    summary = tmp_path / "summary.json"
+    r = CliRunner().invoke(app, ["train", "-o", str(run_copy), "--resume", "--epochs", "3", "--json", str(summary)])
+    assert r.exit_code == 0, r.output
+    assert "resuming with --epochs 3 (was 2)" in r.output
+    assert "resumed after epoch 2 with --epochs 3 (was 2)" in one_line(r.output)
+    assert [json.loads(x)["epoch"] for x in (run_copy / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    doc = json.loads(summary.read_text())
+    assert doc["resumed_after"] == 2 and doc["changes"] == ["--epochs 3 (was 2)"] and doc["epochs"] == 3
+    assert json.loads((run_copy / "config.json").read_text())["train"]["epochs"] == 3  # the next resume sees it
+
+
+def test_a_python_run_resumes_by_the_same_rules(run_copy):
+    with pytest.raises(XlfastError, match=r"--dim 64 \(the run's: 32\)"):
+        Trainer.resume(run_copy, {"dim": 64}, log=lambda m: None)
+    said = []
+    trainer = Trainer.resume(run_copy, {"lr": 1e-3, "epochs": 4, "dim": 32}, log=said.append)
+    # the optimiser's saved state carries the old rate; the new one is what the next step uses
+    assert [g["lr"] for g in trainer.opt.param_groups] == [1e-3]
+    assert trainer.changes == ["--epochs 4 (was 2)", "--lr 0.001 (was 0.003)"]
+    assert "resuming with --lr 0.001 (was 0.003)" in said
+
+
+def test_resume_checks_option_ranges_first(run_copy):
+    before = files_of(run_copy)
+    r = CliRunner().invoke(app, ["train", "-o", str(run_copy), "--resume", "--dim", "7"])
+    assert r.exit_code == 2 and "must be even" in one_line(r.output)
+    assert files_of(run_copy) == before
+
+
+# ------------------------------------------------------------------------------------- invalid options
+@pytest.mark.parametrize("args, code, message", [
+    (["--dim", "7"], 2, "Invalid value for --dim: 7 must be even"),
+    (["--dim", "-4"], 2, "--dim: -4 must be at least 2"),
+    (["--dim", "0"], 2, "--dim: 0 must be at least 2"),
+    (["--lr", "-1"], 2, "--lr: -1.0 must be greater than 0"),
+    (["--dropout", "2"], 2, "--dropout: 2.0 must be at least 0 and below 1"),
+    (["--batch-size", "0"], 2, "--batch-size: 0 must be at least 1"),
+    (["--enc-layers", "0"], 2, "--enc-layers: 0 must be at least 1"),
+    (["--threads", "0"], 2, "--threads"),
+    (["--patience", "-3"], 2, "--patience: -3 must be at least 1"),
+    (["--spm-vocab", "0"], 2, "--spm-vocab: 0 must be at least 1"),
+    (["--epochs", "0"], 2, "--epochs: 0 must be at least 1"),
+    (["--device", "tpu"], 2, "--device: 'tpu' must be auto, cpu, cuda or cuda:N"),
+    (["--backend", "bogus"], 2, "--backend: 'bogus' must be one of: auto,"),
+    (["--min-count", "100000"], 1, "--min-count 100000: no word of 'src' occurs that often (the most frequent,"),
+])
+def test_invalid_options_stop_before_any_work(synth, tmp_path, monkeypatch, args, code, message):
+    """Every option is checked before the run directory is created and before SentencePiece is trained."""
+    import xlfast.train as train_mod
+
+    def sentencepiece(*a, **k):
+        raise AssertionError("SentencePiece was trained before every option was checked")
+
+    monkeypatch.setattr(train_mod, "train_segmenters", sentencepiece)
+    _, corpus = synth
+    r = CliRunner().invoke(app, ["train", str(corpus), "--langs", "src,tgt", "-o", str(tmp_path / "o"), *args])
+    assert r.exit_code == code, r.output
+    assert message in one_line(r.output) and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_python_settings_are_checked_too(synth, tmp_path):
+    _, corpus = synth
+    for bad, message in ((dict(dim=0), "--dim 0: must be at least 2"), (dict(dropout=1.0), "--dropout 1.0: must be"),
+                         (dict(preset="huge"), "--preset huge: must be one of: low, medium, high")):
+        with pytest.raises(XlfastError, match=re.escape(message)):
+            Trainer.new(cfg_for(corpus, tmp_path / "o", **bad), log=lambda m: None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_that_is_a_file_or_a_missing_corpus_is_one_line(synth, tmp_path):
+    _, corpus = synth
+    taken = tmp_path / "taken"
+    taken.write_text("keep me\n")
+    r = CliRunner().invoke(app, ["train", str(corpus), "--langs", "src,tgt", "-o", str(taken)])
+    assert r.exit_code == 1 and "exists and is not a directory" in r.output and len(r.output.strip().splitlines()) == 1
+    assert taken.read_text() == "keep me\n"
+    # no --langs: the missing file is what is wrong, not its languages
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "nosuch.tsv"), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and f"{tmp_path / 'nosuch.tsv'}: no such file" in r.output
+    assert not (tmp_path / "o").exists()

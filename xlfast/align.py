@@ -2,33 +2,62 @@
 
 For a sentence pair with source vectors x_1..x_n and target vectors y_1..y_m (static, contextual, or
 both mixed — `mix_vectors`, the default),
-cos(x_i, y_j) is turned into CSLS with K=3 where the neighbourhood of a word is the *other sentence*
-(METHOD.md §4, computed by `xlfast.kernels.csls.csls_dense` — the project's only CSLS). Every source
-word links to its best target (forward), every target word to its best source (backward); the two are
-symmetrised (grow-diag-final-and, intersect, union, or none = forward only).
+cos(x_i, y_j) is turned into CSLS (Conneau et al. 2018, §2.3) with K=3 where the neighbourhood of a word
+is the *other sentence*, as Wada et al. (2021) align in their word-alignment experiments (computed by
+`xlfast.kernels.csls.csls_dense` — the project's only CSLS). Every source word links to its best target
+(forward), every target word to its best source (backward); the two are symmetrised (grow-diag-final-and
+of Koehn et al. 2005, intersect, union, or none = forward only).
 
 Many pairs are padded into one [B, n, m] batch (pairs sorted by length so padding stays small), so the
 similarities are one batched matmul, never a loop over pairs.
 
-NULL heuristic (§4, §8.9), applied to each direction before symmetrisation as the authors' code does:
-keep (x, y) only if CSLS(x, y) > 0 and cos_static(x, y) > agg(cos_static(x, BOS_t), cos_static(y, BOS_s)),
-agg = min (paper) or max (authors' code); cosines on static embeddings whatever `emb` is.
+NULL heuristic of Wada et al. (2021), applied to each direction before symmetrisation as the authors' code
+(twadada/multilingual-nlm) does: keep (x, y) only if CSLS(x, y) > 0 and
+cos_static(x, y) > agg(cos_static(x, BOS_t), cos_static(y, BOS_s)), agg = min (paper) or max (authors'
+code); cosines on static embeddings whatever `emb` is.
+
+`align_file` is the whole of `xlfast align`: it streams a corpus, aligns it chunk by chunk and writes
+the links and the optional outputs; `picture_pair` is what `xlfast show` draws.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 import regex
 import torch
 
-from xlfast.errors import XlfastError
+from xlfast.errors import UsageError, XlfastError
 
 Link = tuple[int, int]
+EMBEDDINGS = ("mix", "contextual", "static")
 SYMMETRISATIONS = ("grow-diag-final-and", "intersect", "union", "none")
 NULL_RULES = ("none", "min", "max")
+LINK_UNITS = ("words", "tokens")  # what links index: the whitespace words of a line, or the tokenizer's tokens
+SCORES = ("csls", "cos")  # what `picture_pair` colours by
+CHUNK_PAIRS = 4096  # pairs `align_file` reads, embeds and writes at a time: memory stays flat on big corpora
 # Koehn's order: the four direct neighbours, then the diagonals.
 NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+
+
+@dataclass(frozen=True)
+class AlignOptions:
+    """How links are chosen from a run's vectors. The defaults are those of `xlfast align`, and
+    `xlfast show` draws with the same, so the picture shows the links the aligner writes."""
+
+    emb: str = "mix"
+    sym: str = "grow-diag-final-and"
+    null: str = "none"
+    static_weight: float = 0.5
+
+    def __post_init__(self):
+        for value, allowed, what in ((self.emb, EMBEDDINGS, "embedding kind"), (self.sym, SYMMETRISATIONS,
+                                     "symmetrisation"), (self.null, NULL_RULES, "NULL rule")):
+            if value not in allowed:
+                raise UsageError(f"unknown {what} {value!r}: use one of {', '.join(allowed)}")
+        if not 0.0 <= self.static_weight <= 1.0:
+            raise UsageError(f"the static weight must lie in [0, 1], got {self.static_weight}")
 
 
 # ----------------------------------------------------------------------------- symmetrisation
@@ -154,8 +183,8 @@ class PairAlignment:
 def align_batch(
     src_vecs: Sequence[torch.Tensor],
     tgt_vecs: Sequence[torch.Tensor],
-    sym: str = "grow-diag-final-and",
-    null: str = "none",
+    sym: str = AlignOptions.sym,
+    null: str = AlignOptions.null,
     static_src: Sequence[torch.Tensor] | None = None,
     static_tgt: Sequence[torch.Tensor] | None = None,
     src_bos: torch.Tensor | None = None,
@@ -272,10 +301,8 @@ def project_to_words(result: PairAlignment, src: Segmented, tgt: Segmented) -> P
 # ----------------------------------------------------------------------------- with a trained run
 
 
-EMBEDDINGS = ("mix", "contextual", "static")
-
-
-def mix_vectors(contextual: Sequence[torch.Tensor], static: Sequence[torch.Tensor], static_weight: float = 0.5):
+def mix_vectors(contextual: Sequence[torch.Tensor], static: Sequence[torch.Tensor],
+                static_weight: float = AlignOptions.static_weight):
     """Unit contextual and unit static vectors side by side, scaled so that the cosine of two mixed
     vectors is (1−w)·cos_contextual + w·cos_static. The static half tells apart words the encoder blurs
     with their neighbours; on grk-it it added about +0.8 1−AER over contextual vectors alone (w = 0.5)."""
@@ -307,7 +334,8 @@ class PairVectors:
 
 
 def pair_vectors(run, src: Sequence[Sequence[str]], tgt: Sequence[Sequence[str]], src_lang: str, tgt_lang: str,
-                 emb: str = "mix", static_weight: float = 0.5, need_static: bool = False) -> PairVectors:
+                 emb: str = AlignOptions.emb, static_weight: float = AlignOptions.static_weight,
+                 need_static: bool = False) -> PairVectors:
     """Vectors of tokenised sentence pairs from a trained run, as `align_sentences` and `xlfast show` use them."""
     if emb not in EMBEDDINGS:
         raise XlfastError(f"unknown embedding kind {emb!r}: use one of {', '.join(EMBEDDINGS)}")
@@ -330,12 +358,12 @@ def align_sentences(
     tgt_sents: Sequence[Sequence[str]],
     src_lang: str,
     tgt_lang: str,
-    emb: str = "mix",
-    sym: str = "grow-diag-final-and",
-    null: str = "none",
+    emb: str = AlignOptions.emb,
+    sym: str = AlignOptions.sym,
+    null: str = AlignOptions.null,
     batch_size: int = 256,
     on_batch: Callable[[int], None] | None = None,
-    static_weight: float = 0.5,
+    static_weight: float = AlignOptions.static_weight,
 ) -> list[PairAlignment]:
     """Align tokenised sentence pairs with a trained run (xlfast.run.Run); results in input order, links
     indexing the given tokens."""
@@ -362,16 +390,149 @@ def align_sentences(
 
 
 def align_lines(run, src_lines: Sequence[str], tgt_lines: Sequence[str], src_lang: str, tgt_lang: str,
-                tokenizer: Callable[[str], list[str]], on: str = "words", **options) -> tuple[list[PairAlignment], list[tuple[Segmented, Segmented]]]:
+                tokenizer: Callable[[str], list[str]], options: AlignOptions = AlignOptions(), on: str = "words",
+                batch_size: int = 256, on_batch: Callable[[int], None] | None = None,
+                ) -> tuple[list[PairAlignment], list[tuple[Segmented, Segmented]]]:
     """Align lines of text as the user wrote them. The model reads the tokenizer's tokens; with
     `on="words"` (what every aligner and gold set of the field does) the links index the whitespace
     tokens of each line, with `on="tokens"` the tokenizer's own tokens. Returns the alignments and each
     line pair's segmentation (to write the tokens beside the links)."""
-    if on not in ("words", "tokens"):
-        raise XlfastError(f"links go on 'words' or 'tokens', not {on!r}")
+    if on not in LINK_UNITS:
+        raise UsageError(f"links go on {' or '.join(LINK_UNITS)}, not {on!r}")
     segs = [(segment(s, tokenizer), segment(t, tokenizer)) for s, t in zip(src_lines, tgt_lines)]
     results = align_sentences(run, [a.tokens for a, _ in segs], [b.tokens for _, b in segs], src_lang, tgt_lang,
-                              **options)
+                              batch_size=batch_size, on_batch=on_batch, **asdict(options))
     if on == "words":
         results = [project_to_words(r, a, b) for r, (a, b) in zip(results, segs)]
     return results, segs
+
+
+# ----------------------------------------------------------------------------- a corpus, as `xlfast align`
+
+
+@dataclass(frozen=True)
+class AlignOutputs:
+    """Where `align_file` writes (paths as `xlfast.io.atomic_open` takes them; '-' is standard output).
+
+    `links`: Pharaoh i-j per input line. Optional, one line per input line too: `scores`, each written
+    link's in-pair CSLS in link order (awesome-align's probability file); `tokens`, the units the links
+    index (`src ||| tgt`); `forward` / `backward`, the two directions before symmetrisation (eflomal's and
+    fast_align's two runs). `word_pairs`: the linked units themselves, `src<TAB>tgt`, one line per link."""
+
+    links: object
+    scores: object = None
+    tokens: object = None
+    forward: object = None
+    backward: object = None
+    word_pairs: object = None
+
+
+@dataclass
+class AlignSummary:
+    pairs: int  # sentence pairs aligned (bad lines skipped are not among them)
+    skipped: int
+    links: int
+    src_lang: str
+    tgt_lang: str
+    options: AlignOptions
+    tokenizer: object  # xlfast.tokenize.TokenizerSpec
+    on: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dict(pairs=self.pairs, skipped=self.skipped, links=self.links, src_lang=self.src_lang,
+                    tgt_lang=self.tgt_lang, **asdict(self.options), tokenizer=self.tokenizer.to_dict(), on=self.on,
+                    seconds=round(self.seconds, 3))
+
+
+def align_file(run, outputs: AlignOutputs, parallel, tgt_file=None, *, src_lang: str | None = None,
+               tgt_lang: str | None = None, tokenize: str | None = None, lowercase: bool | None = None,
+               options: AlignOptions = AlignOptions(), on: str = "words", batch_size: int = 256,
+               skip_bad_lines: bool = False, on_pairs: Callable[[int], None] | None = None) -> AlignSummary:
+    """Align a parallel corpus (one `src ||| tgt` / TSV file, or two line-aligned files; '-' is standard
+    input) with a trained run, streaming it CHUNK_PAIRS pairs at a time, and write `outputs`. Languages
+    and tokenizer are the run's unless given. Output line i always belongs to input line i: a bad line
+    skipped with `skip_bad_lines` gets an empty line in every per-line output. Nothing is written where
+    the input turns out bad (every output is replaced only when all went well)."""
+    from xlfast.io import atomic_open, format_pharaoh, iter_parallel
+
+    started = time.perf_counter()
+    src_lang, tgt_lang = run.language_pair(src_lang, tgt_lang)
+    tokenizer = run.tokenizer_with(tokenize, lowercase)
+    if on not in LINK_UNITS:
+        raise UsageError(f"links go on {' or '.join(LINK_UNITS)}, not {on!r}")
+    reader = iter_parallel(parallel, tgt_file, skip_bad_lines=skip_bad_lines)
+    n_lines = n_links = 0
+    with ExitStack() as stack:
+        files = {name: stack.enter_context(atomic_open(path)) for name, path in asdict(outputs).items()
+                 if path is not None}
+
+        def flush(src_lines: list[str], tgt_lines: list[str]) -> None:
+            nonlocal n_lines, n_links
+            results, segs = align_lines(run, src_lines, tgt_lines, src_lang, tgt_lang, tokenizer, options, on,
+                                        batch_size, on_pairs)
+            for res, (a, b) in zip(results, segs):
+                src_units, tgt_units = (a.words, b.words) if on == "words" else (a.tokens, b.tokens)
+                lines = {"links": format_pharaoh(res.links),
+                         "scores": " ".join(f"{csls:.4f}" for _, csls in res.scores),
+                         "tokens": f"{' '.join(src_units)} ||| {' '.join(tgt_units)}",
+                         "forward": format_pharaoh(res.forward), "backward": format_pharaoh(res.backward)}
+                for name, f in files.items():
+                    if name == "word_pairs":
+                        f.writelines(f"{src_units[i]}\t{tgt_units[j]}\n" for i, j in res.links)
+                    else:
+                        f.write(lines[name] + "\n")
+                n_links += len(res.links)
+            n_lines += len(results)
+
+        src_chunk, tgt_chunk = [], []
+        for number, s, t in reader:
+            # a skipped input line still gets its (empty) output line: output line i belongs to input line i
+            gap = number - 1 - (n_lines + len(src_chunk))
+            src_chunk += [""] * gap + [s]
+            tgt_chunk += [""] * gap + [t]
+            if len(src_chunk) >= CHUNK_PAIRS:
+                flush(src_chunk, tgt_chunk)
+                src_chunk, tgt_chunk = [], []
+        gap = reader.lines_read - (n_lines + len(src_chunk))  # bad lines at the very end
+        flush(src_chunk + [""] * gap, tgt_chunk + [""] * gap)
+    return AlignSummary(n_lines - reader.skipped, reader.skipped, n_links, src_lang, tgt_lang, options, tokenizer,
+                        on, time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------- one pair, as `xlfast show`
+
+
+@dataclass
+class PairPicture:
+    """One sentence pair as `xlfast show` draws it: the user's words, a words × words matrix of `score`
+    (each cell the best of its two words' token cells) and the links `xlfast align` would write."""
+
+    src_lang: str
+    tgt_lang: str
+    src_words: list[str]
+    tgt_words: list[str]
+    matrix: torch.Tensor
+    score: str
+    alignment: PairAlignment
+
+
+def picture_pair(run, src: str, tgt: str, *, src_lang: str | None = None, tgt_lang: str | None = None,
+                 tokenize: str | None = None, lowercase: bool | None = None,
+                 options: AlignOptions = AlignOptions(), score: str = "csls") -> PairPicture:
+    if score not in SCORES:
+        raise UsageError(f"unknown score {score!r}: use {' or '.join(SCORES)}")
+    src_lang, tgt_lang = run.language_pair(src_lang, tgt_lang)
+    tokenizer = run.tokenizer_with(tokenize, lowercase)
+    [result], [(a, b)] = align_lines(run, [src], [tgt], src_lang, tgt_lang, tokenizer, options)
+    if not a.tokens or not b.tokens:
+        raise UsageError("both sentences need at least one word")
+    v = pair_vectors(run, [a.tokens], [b.tokens], src_lang, tgt_lang, options.emb, options.static_weight)
+    cos, csls, _, _ = pair_scores(v.src, v.tgt)
+    matrix = (csls if score == "csls" else cos)[0]
+    words = torch.full((len(a.words), len(b.words)), float("-inf"))
+    for i, row in enumerate(a.word_of):
+        for j, col in enumerate(b.word_of):
+            if row >= 0 and col >= 0:  # a token without links of its own (see `segment`) is not drawn
+                words[row, col] = max(words[row, col], matrix[i, j])
+    return PairPicture(src_lang, tgt_lang, a.words, b.words, words, score, result)

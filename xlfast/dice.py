@@ -3,7 +3,8 @@
 For each source word s and target word t, `co(s,t)` is the number of sentence pairs containing both,
 `df` the number of sentences containing the word; `Dice = 2·co / (df_s + df_t)`. A pair is kept when
 `co ≥ min_count` and `Dice ≥ threshold`, ranked by co-occurrence (then Dice), at most `max_pairs`
-(METHOD.md §1, §8.8 — the authors' generate_dice_dict applies min_count to the co-occurrence count).
+(Wada et al. 2021, model selection without gold data; as the authors' code, twadada/multilingual-nlm,
+does in generate_dice_dict, min_count applies to the co-occurrence count).
 
 Counting is sparse: each sentence pair contributes the cartesian product of its *distinct, frequent
 enough* words, encoded as one int64 key per pair and counted by sorting (np.unique) a chunk of sentences

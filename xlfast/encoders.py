@@ -29,20 +29,19 @@ def whitespace_tokenizer(text: str) -> list[str]:
     return text.split()
 
 
-def load_encoder(model=None, hf_model=None, tokenize: str | None = None, lowercase: bool = False,
+def load_encoder(model=None, hf_model=None, tokenize: str | None = None, lowercase: bool | None = None,
                  src_lang: str | None = None, tgt_lang: str | None = None) -> "Encoder":
     """The encoder `xlfast mine` asks for: a run directory (`model`) or a local transformer (`hf_model`).
-    `tokenize` / `lowercase` replace the tokenizer the run remembers (whitespace for a transformer)."""
+    `tokenize` / `lowercase` (when not None) replace the parts of the tokenizer the run remembers; a
+    transformer reads whitespace tokens as written unless told otherwise."""
     if (model is None) == (hf_model is None):
         raise XlfastError("give exactly one encoder: --model RUN_DIR or --hf-model PATH")
-    tokenizer = None
-    if tokenize is not None or lowercase:
+    if hf_model is not None:
         from xlfast.tokenize import TokenizerSpec
 
-        tokenizer = TokenizerSpec(tokenize or "default", lowercase)
-    if hf_model is not None:
-        return HFEncoder(hf_model, tokenizer=tokenizer)
-    return RunEncoder.load(model, src_lang, tgt_lang, tokenizer=tokenizer)
+        told = tokenize is not None or lowercase is not None
+        return HFEncoder(hf_model, tokenizer=TokenizerSpec(tokenize or "none", bool(lowercase)) if told else None)
+    return RunEncoder.load(model, src_lang, tgt_lang, tokenize=tokenize, lowercase=lowercase)
 
 
 class RunEncoder:
@@ -66,14 +65,18 @@ class RunEncoder:
         self.dim = int(run.model.context_dim)  # what embed_sentences returns, not the static vectors' size
 
     @classmethod
-    def load(cls, run_dir, src_lang=None, tgt_lang=None, tokenizer=None, device="cpu") -> "RunEncoder":
+    def load(cls, run_dir, src_lang=None, tgt_lang=None, tokenize: str | None = None,
+             lowercase: bool | None = None, device="cpu") -> "RunEncoder":
+        """The encoder of a run directory, tokenising as the run was trained unless `tokenize` /
+        `lowercase` say otherwise."""
         try:
             from xlfast.run import Run
         except ImportError as exc:  # the run API lands with `xlfast train`
             raise XlfastError(f"loading xlfast runs is not available in this build ({exc})") from None
         if not Path(run_dir).is_dir():
             raise XlfastError(f"{run_dir}: not a run directory")
-        return cls(Run.load(run_dir, device=device), src_lang, tgt_lang, tokenizer)
+        run = Run.load(run_dir, device=device)
+        return cls(run, src_lang, tgt_lang, run.tokenizer_with(tokenize, lowercase))
 
     def tokenize(self, side: str, text: str) -> list[str]:
         return list(self._tokenize(text))

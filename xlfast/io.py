@@ -1,4 +1,4 @@
-"""Every file format xlfast reads or writes, and atomic writes.
+"""Every file format xlfast reads or writes, and safe writes.
 
 Formats are the ones users already have (see docs/DESIGN.md):
 
@@ -11,6 +11,8 @@ Formats are the ones users already have (see docs/DESIGN.md):
 Readers work line by line on bytes and decode each line on its own, so that a huge corpus is never loaded
 whole by the ``iter_*`` functions and invalid UTF-8 is reported with its line and byte offset.  Every
 problem with a user's file is an :class:`~xlfast.errors.InputError` naming the file and the 1-based line.
+Every reader takes ``-`` for standard input and reads gzip streams (``corpus.tsv.gz``, fastText's
+``.vec.gz``) as they are, told apart by their first bytes; every writer takes ``-`` for standard output.
 """
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ import gzip
 import logging
 import os
 import re
+import stat
+import sys
 import tempfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,43 +31,91 @@ from typing import IO, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from xlfast.errors import InputError, XlfastError
+from xlfast.errors import InputError, UsageError, XlfastError, shown_path
 
 log = logging.getLogger("xlfast.io")
 
 PathLike = Union[str, "os.PathLike[str]"]
 PARALLEL_FORMATS = ("tsv", "fastalign", "two-files")
+ALIGNMENT_BASES = ("auto", 0, 1)
 FASTALIGN_SEP = "|||"
+STDIO = "-"  # as an input: standard input; as an output: standard output
 _UTF8_BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+MAX_SKIP_WARNINGS = 10  # skipped lines named one by one per file; the rest are only counted
+
+
+def is_stdio(path: Optional[PathLike]) -> bool:
+    return path is not None and os.fspath(path) == STDIO
 
 
 # --------------------------------------------------------------------------------------------------
-# atomic writes: a reader never sees a half-written file, and a failed run leaves the old file intact
+# writes: nothing half-written, nothing clobbered
 # --------------------------------------------------------------------------------------------------
 @contextmanager
 def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-8") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; it replaces ``path`` only if the block finishes without error."""
+    """Open ``path`` for writing a whole file.
+
+    A regular file or a new path is written to a temporary file beside it, which replaces it only if the
+    block finishes without error: a reader never sees half a file, a failed run leaves the old one (and
+    its permissions).  A symbolic link is followed, and its target replaced that way in the target's
+    folder.  ``-`` (standard output), character devices (``/dev/null``, a terminal) and FIFOs are written
+    directly as streams, never replaced by a regular file.  A path that cannot be written is one line.
+    """
     if mode not in ("w", "wt", "wb"):
         raise ValueError(f"atomic_open writes whole files; mode must be 'w', 'wt' or 'wb', not {mode!r}")
-    path = Path(path)
-    if path.is_dir():
-        raise XlfastError(f"{path}: is a directory, expected a file name to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp makes the file 0600; give it the permissions a plain open() would have
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    binary = "b" in mode
+    if is_stdio(path):
+        stream = sys.stdout.buffer if binary else sys.stdout
+        yield stream
+        stream.flush()
+        return
+    shown = os.fspath(path)
     try:
-        if "b" in mode:
-            f = os.fdopen(fd, "wb")
-        else:
-            f = os.fdopen(fd, "w", encoding=encoding, newline="\n")
+        st: Optional[os.stat_result] = os.stat(path)  # follows symbolic links
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise _cannot_write(shown, exc) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise XlfastError(f"{shown}: is a directory, expected a file name to write")
+    if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        try:
+            stream = open(path, mode, **({} if binary else {"encoding": encoding, "newline": "\n"}))
+        except OSError as exc:
+            raise _cannot_write(shown, exc) from None
+        with stream:
+            yield stream
+        return
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise XlfastError(f"{shown}: not a regular file, a character device or a FIFO; xlfast will not write to it")
+
+    target = Path(os.path.realpath(path))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _cannot_write(shown, exc, f" a new file in {target.parent}") from None
+    if st is not None:
+        permissions = stat.S_IMODE(st.st_mode)
+    else:  # mkstemp makes the file 0600; give it the permissions a plain open() would have
+        umask = os.umask(0)
+        os.umask(umask)
+        permissions = 0o666 & ~umask
+    try:
+        os.chmod(tmp, permissions)
+        f = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding=encoding, newline="\n")
         with f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                raise _cannot_write(shown, exc) from None
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _cannot_write(shown, exc) from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -71,8 +124,12 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-
         raise
 
 
+def _cannot_write(shown: str, exc: OSError, what: str = "") -> XlfastError:
+    return XlfastError(f"{shown}: cannot write{what}: {exc.strerror or exc}")
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: temporary file in the same directory, then os.replace."""
+    """Write ``text`` (UTF-8) to ``path`` as :func:`atomic_open` does."""
     with atomic_open(path, "w") as f:
         f.write(text)
 
@@ -80,19 +137,74 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # line reading: bytes in, one decoded line at a time, with its 1-based number
 # --------------------------------------------------------------------------------------------------
-def _open_checked(path: PathLike) -> IO[bytes]:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such file")
-    if p.is_dir():
-        raise InputError(p, "is a directory, expected a file")
-    if p.stat().st_size == 0:
-        raise InputError(p, "file is empty")
+def check_input(path: PathLike) -> None:
+    """Fail now, before any work, if ``path`` cannot be read (``-``, standard input, always can).
+
+    Only a regular file is opened to check it: opening a FIFO would wait for, and then cut off, its writer."""
+    if is_stdio(path):
+        return
     try:
-        # a .gz file is read through gzip (fastText ships its vectors as .vec.gz)
-        return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
     except OSError as exc:
-        raise InputError(p, f"cannot open: {exc.strerror or exc}") from None
+        raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(path, "is a directory, expected a file")
+    if stat.S_ISREG(st.st_mode):
+        try:
+            open(path, "rb").close()
+        except OSError as exc:
+            raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
+        if st.st_size == 0:
+            raise InputError(path, "file is empty")
+
+
+def check_stdin_once(*paths: Optional[PathLike]) -> None:
+    """Standard input can be read once: at most one input may be '-'."""
+    if sum(is_stdio(p) for p in paths) > 1:
+        raise UsageError("only one input can be standard input ('-')")
+
+
+def _is_gzip(f: IO[bytes]) -> bool:
+    if hasattr(f, "peek"):
+        return f.peek(2)[:2] == _GZIP_MAGIC
+    if f.seekable():  # a stream without peek (a test runner's standard input): look and go back
+        start = f.tell()
+        head = f.read(2)
+        f.seek(start)
+        return head == _GZIP_MAGIC
+    return False
+
+
+def _raw_lines(path: PathLike) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based number, byte offset, bytes without the line end) of every line, UTF-8 BOM removed;
+    ``-`` is standard input, and a gzip stream is decompressed as it is read."""
+    check_input(path)
+    stdin = is_stdio(path)
+    f = sys.stdin.buffer if stdin else open(path, "rb")
+    try:
+        gz = _is_gzip(f)
+        lines = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
+        number = offset = 0
+        while True:
+            try:
+                raw = lines.readline()
+            except (OSError, EOFError, zlib.error) as exc:
+                if not gz:
+                    raise
+                raise InputError(path, f"broken gzip stream ({exc})", number + 1) from None
+            if not raw:
+                return
+            number += 1
+            size = len(raw)
+            if number == 1 and raw.startswith(_UTF8_BOM):
+                raw, offset, size = raw[3:], offset + 3, size - 3
+            yield number, offset, raw.rstrip(b"\r\n")
+            offset += size
+    finally:
+        if not stdin:
+            f.close()
 
 
 class _BadLine(Exception):
@@ -114,20 +226,37 @@ def _decode(raw: bytes, offset: int) -> str:
 
 def _iter_lines(path: PathLike) -> Iterator[tuple[int, Union[str, _BadLine]]]:
     """Yield (line number, text without its line end) or (line number, _BadLine) for undecodable lines."""
-    with _open_checked(path) as f:
-        offset = 0
-        for number, raw in enumerate(f, start=1):
-            size = len(raw)
-            if number == 1 and raw.startswith(_UTF8_BOM):
-                raw = raw[3:]
-                offset += 3
-                size -= 3
-            raw = raw.rstrip(b"\r\n")
-            try:
-                yield number, _decode(raw, offset)
-            except _BadLine as bad:
-                yield number, bad
-            offset += size
+    for number, offset, raw in _raw_lines(path):
+        try:
+            yield number, _decode(raw, offset)
+        except _BadLine as bad:
+            yield number, bad
+
+
+def count_lines(path: PathLike) -> Optional[int]:
+    """Lines in a file (for a progress bar), or None for a stream (standard input, a FIFO): it can be read
+    only once."""
+    if is_stdio(path) or not os.path.isfile(path):
+        return None
+    return sum(1 for _ in _raw_lines(path))
+
+
+class _SkippingReader:
+    """What the line readers share: bad lines are errors, or with ``skip_bad_lines`` counted and skipped,
+    the first MAX_SKIP_WARNINGS of each file named in a warning with their line."""
+
+    def __init__(self, skip_bad_lines: bool):
+        self.skip_bad_lines = skip_bad_lines
+        self.skipped = 0
+
+    def _bad(self, path: str, number: int, bad: _BadLine) -> None:
+        if not self.skip_bad_lines:
+            raise InputError(path, bad.message, number)
+        self.skipped += 1
+        if self.skipped <= MAX_SKIP_WARNINGS:
+            log.warning("%s:%d: %s (line skipped)", shown_path(path), number, bad.message)
+        if self.skipped == MAX_SKIP_WARNINGS:
+            log.warning("%s: further bad lines are skipped without a warning each (counted)", shown_path(path))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,27 +319,27 @@ def _skipped_note(skipped: int) -> str:
     return f" ({skipped} bad line(s) skipped)" if skipped else ""
 
 
-class ParallelReader:
+class ParallelReader(_SkippingReader):
     """Streams (line number, src, tgt); ``skipped`` and ``fmt`` are known as reading goes."""
 
     def __init__(self, path: PathLike, tgt_path: Optional[PathLike] = None, fmt: str = "auto",
                  skip_bad_lines: bool = False):
+        super().__init__(skip_bad_lines)
         if fmt not in ("auto",) + PARALLEL_FORMATS:
             raise XlfastError(f"unknown parallel format {fmt!r}; choose auto, tsv, fastalign or two-files")
         if tgt_path is not None and fmt not in ("auto", "two-files"):
             raise XlfastError(f"a second file was given, so the format is two-files, not {fmt!r}")
         if tgt_path is None and fmt == "two-files":
             raise XlfastError("format two-files needs the target file too")
+        check_stdin_once(path, tgt_path)
         self.path = os.fspath(path)
         self.tgt_path = os.fspath(tgt_path) if tgt_path is not None else None
         self.fmt = "two-files" if tgt_path is not None else fmt
-        self.skip_bad_lines = skip_bad_lines
-        self.skipped = 0
         self.lines_read = 0  # the last line number read, good or bad: trailing bad lines count too
-        # open (and so check) the files now: a missing file is reported before any work starts
-        _open_checked(self.path).close()
+        # check the files now: a missing file is reported before any work starts
+        check_input(self.path)
         if self.tgt_path is not None:
-            _open_checked(self.tgt_path).close()
+            check_input(self.tgt_path)
         self._gen = self._two_files() if self.tgt_path is not None else self._one_file()
 
     def __iter__(self) -> "ParallelReader":
@@ -218,11 +347,6 @@ class ParallelReader:
 
     def __next__(self) -> tuple[int, str, str]:
         return next(self._gen)
-
-    def _bad(self, path: str, number: int, bad: _BadLine) -> None:
-        if not self.skip_bad_lines:
-            raise InputError(path, bad.message, number)
-        self.skipped += 1
 
     def _one_file(self) -> Iterator[tuple[int, str, str]]:
         yielded = False
@@ -257,16 +381,16 @@ class ParallelReader:
             if nxt is None:
                 self._mismatch(number + sum(1 for _ in src_lines), number - 1)
             _, tgt = nxt
+            where = self.path  # the file a bad line is reported in: the side with the undecodable bytes
             try:
-                for side, path in ((src, self.path), (tgt, self.tgt_path)):
+                for side, where in ((src, self.path), (tgt, self.tgt_path)):
                     if isinstance(side, _BadLine):
-                        if not self.skip_bad_lines:
-                            raise InputError(path, side.message, number)
                         raise side
+                where = self.path
                 s, t = src.strip(), tgt.strip()
                 _check_sides(s, t)
             except _BadLine as bad:
-                self._bad(self.path, number, bad)
+                self._bad(where, number, bad)
                 continue
             yield number, s, t
         extra = sum(1 for _ in tgt_lines)
@@ -276,7 +400,7 @@ class ParallelReader:
             raise InputError(self.path, "no sentence pairs in the files" + _skipped_note(self.skipped))
 
     def _mismatch(self, n_src: int, n_tgt: int) -> None:
-        raise InputError(self.path, f"has {n_src} lines but {self.tgt_path} has {n_tgt}; "
+        raise InputError(self.path, f"has {n_src} lines but {shown_path(self.tgt_path)} has {n_tgt}; "
                                     "the two files must be line-aligned")
 
 
@@ -313,12 +437,11 @@ class MonoLines(list):
     skipped: int = 0
 
 
-class MonoReader:
+class MonoReader(_SkippingReader):
     def __init__(self, path: PathLike, skip_bad_lines: bool = False):
+        super().__init__(skip_bad_lines)
         self.path = os.fspath(path)
-        self.skip_bad_lines = skip_bad_lines
-        self.skipped = 0
-        _open_checked(self.path).close()
+        check_input(self.path)
         self._gen = self._read()
 
     def __iter__(self) -> "MonoReader":
@@ -337,9 +460,7 @@ class MonoReader:
                     yield number, text
                     continue
                 text = _BadLine("empty line; every line must hold a sentence")
-            if not self.skip_bad_lines:
-                raise InputError(self.path, text.message, number)
-            self.skipped += 1
+            self._bad(self.path, number, text)
         if not yielded:
             raise InputError(self.path, "no sentences in the file" + _skipped_note(self.skipped))
 
@@ -556,63 +677,69 @@ def write_alignments(path: PathLike, links: Iterable[Iterable[tuple[int, int]]])
 def read_vec(path: PathLike, max_words: Optional[int] = None) -> tuple[list[str], np.ndarray]:
     """Words and float32 vectors from a word2vec text file (header ``count dim`` optional).
 
-    UTF-8 is read tolerantly (an undecodable byte becomes U+FFFD, counted in a warning) because
-    embeddings trained elsewhere often hold a few broken words; a repeated word keeps its first vector.
+    UTF-8 is read tolerantly (an undecodable byte becomes U+FFFD, with a warning) because embeddings
+    trained elsewhere often hold a few broken words; a repeated word keeps its first vector, with a
+    warning naming the first repeat (as MUSE warns about it).
     """
     words: list[str] = []
     rows: list[np.ndarray] = []
     seen: set[str] = set()
     dim = header_count = None
-    replaced = duplicates = 0
-    with _open_checked(path) as f:
-        for number, raw in enumerate(f, start=1):
-            if number == 1 and raw.startswith(_UTF8_BOM):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.decode("utf-8", errors="replace")
-                replaced += 1
-            text = text.rstrip()  # word2vec's C tool writes a trailing space
-            if not text:
-                raise InputError(path, "empty line", number)
-            if number == 1:
-                head = text.split()
-                if len(head) == 2 and all(h.isdigit() for h in head):
-                    header_count, dim = int(head[0]), int(head[1])
-                    if dim < 1:
-                        raise InputError(path, f"header gives dimension {dim}", number)
-                    continue
-                dim = len(text.split(" ")) - 1
+    replaced: list[int] = []  # line numbers
+    repeated: list[tuple[int, str]] = []  # (line number, word)
+    for number, _, raw in _raw_lines(path):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")
+            replaced.append(number)
+        text = text.rstrip()  # word2vec's C tool writes a trailing space
+        if not text:
+            raise InputError(path, "empty line", number)
+        if number == 1:
+            head = text.split()
+            if len(head) == 2 and all(h.isdigit() for h in head):
+                header_count, dim = int(head[0]), int(head[1])
                 if dim < 1:
-                    raise InputError(path, "expected 'word v1 ... vd' or a header 'count dim'", number)
-            parts = text.rsplit(" ", dim)  # the numbers are the last dim fields; the rest is the word
-            if len(parts) != dim + 1 or not parts[0]:
-                raise InputError(path, f"expected a word and {dim} numbers, found {len(text.split()) - 1} numbers",
-                                 number)
-            try:
-                vector = np.array(parts[1:], dtype=np.float32)
-            except ValueError:
-                bad = next(p for p in parts[1:] if not _is_float(p))
-                raise InputError(path, f"not a number: {bad[:20]!r}", number) from None
-            if parts[0] in seen:
-                duplicates += 1
+                    raise InputError(path, f"header gives dimension {dim}", number)
                 continue
-            seen.add(parts[0])
-            words.append(parts[0])
-            rows.append(vector)
-            if max_words is not None and len(words) >= max_words:
-                break
+            dim = len(text.split(" ")) - 1
+            if dim < 1:
+                raise InputError(path, "expected 'word v1 ... vd' or a header 'count dim'", number)
+        parts = text.rsplit(" ", dim)  # the numbers are the last dim fields; the rest is the word
+        if len(parts) != dim + 1 or not parts[0]:
+            raise InputError(path, f"expected a word and {dim} numbers, found {len(text.split()) - 1} numbers",
+                             number)
+        try:
+            vector = np.array(parts[1:], dtype=np.float32)
+        except ValueError:
+            bad = next(p for p in parts[1:] if not _is_float(p))
+            raise InputError(path, f"not a number: {bad[:20]!r}", number) from None
+        if parts[0] in seen:
+            repeated.append((number, parts[0]))
+            continue
+        seen.add(parts[0])
+        words.append(parts[0])
+        rows.append(vector)
+        if max_words is not None and len(words) >= max_words:
+            break
     if not words:
         raise InputError(path, "no vectors in the file")
-    if max_words is None and header_count is not None and header_count != len(words) + duplicates:
-        raise InputError(path, f"header says {header_count} words but the file has {len(words) + duplicates} "
+    if max_words is None and header_count is not None and header_count != len(words) + len(repeated):
+        raise InputError(path, f"header says {header_count} words but the file has {len(words) + len(repeated)} "
                                "(truncated file?)")
+    shown = shown_path(path)
     if replaced:
-        log.warning("%s: %d line(s) had invalid UTF-8; replaced by U+FFFD", path, replaced)
-    if duplicates:
-        log.warning("%s: %d repeated word(s) ignored (first vector kept)", path, duplicates)
+        log.warning("%s:%d: invalid UTF-8 replaced by U+FFFD%s", shown, replaced[0], _in_all(len(replaced), "line"))
+    if repeated:
+        line, word = repeated[0]
+        log.warning("%s:%d: the word %r appears again; its first vector is kept%s", shown, line, word,
+                    _in_all(len(repeated), "repeated word"))
     return words, np.stack(rows)
+
+
+def _in_all(n: int, what: str) -> str:
+    return f" ({n} {what}s in all)" if n > 1 else ""
 
 
 def _is_float(s: str) -> bool:

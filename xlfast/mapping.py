@@ -1,9 +1,9 @@
-"""Mapping-based alignment: orthogonal Procrustes with iterative CSLS refinement (METHOD.md §6).
+"""Mapping-based alignment: orthogonal Procrustes with iterative CSLS refinement (Conneau et al. 2018, §2.2).
 
 Conventions: embeddings are row matrices (one word per row). The map `W` is a d×d orthogonal matrix
 with `W x_i ≈ y_i`, so the mapped source space is `X @ W.T`. For paired rows X_D, Y_D the Procrustes
-solution is `W = U Vᵀ` with `U Σ Vᵀ = SVD(Y_Dᵀ X_D)` — the row-matrix form of METHOD.md's column-matrix
-`SVD(Y Xᵀ)`.
+solution is `W = U Vᵀ` with `U Σ Vᵀ = SVD(Y_Dᵀ X_D)` — the row-matrix form of the column-matrix
+`SVD(Y Xᵀ)` of Smith et al. (2017) and Conneau et al. (2018).
 
 Refinement (MUSE / vecmap style): map, induce a dictionary of *mutual* nearest neighbours under CSLS
 among the `max_vocab` most frequent words of each side (`.vec` files list words by frequency), solve
@@ -14,18 +14,27 @@ The combined framework of Wang et al. (2020) is the same loop started from the i
 jointly trained spaces of an xlfast run already share one space, so no seed dictionary is needed.
 
 All nearest-neighbour search goes through `xlfast.kernels.csls.topk` (the project's only CSLS).
+`map_spaces` is the whole of `xlfast map`: read, normalise, seed, refine, write.
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from xlfast.errors import XlfastError
+from xlfast.errors import InputError, UsageError, XlfastError
+from xlfast.rundir import RunDir
 
+log = logging.getLogger("xlfast.mapping")
 NORMALIZATION_STEPS = ("unit", "center", "none")
+SELECTIONS = ("best", "last")  # which step's map is kept: the best by the unsupervised criterion, or the last
 
 
 # ----------------------------------------------------------------------------------------------
@@ -43,7 +52,7 @@ def parse_normalization(spec: str | Sequence[str] | None) -> tuple[str, ...]:
         if not step:
             continue
         if step not in NORMALIZATION_STEPS:
-            raise XlfastError(
+            raise UsageError(
                 f"unknown normalisation step '{raw.strip()}' (choose from {', '.join(NORMALIZATION_STEPS)}, "
                 "comma separated, e.g. unit,center,unit)"
             )
@@ -243,10 +252,10 @@ def map_embeddings(
     word the seed already translates is dropped), instead of the induced ones alone (MUSE)."""
     if src.ndim != 2 or tgt.ndim != 2 or src.shape[1] != tgt.shape[1]:
         raise XlfastError(f"the two spaces must have one dimension, got {src.shape[1]} and {tgt.shape[1]}")
-    if select not in ("best", "last"):
-        raise XlfastError(f"--select must be 'best' or 'last', not '{select}'")
+    if select not in SELECTIONS:
+        raise UsageError(f"--select must be {' or '.join(SELECTIONS)}, not '{select}'")
     if iterations < 0:
-        raise XlfastError("--iterations must be 0 or more")
+        raise UsageError("--iterations must be 0 or more")
     dim = src.shape[1]
     if seed.source == "identity":
         W = np.eye(dim, dtype=np.float32)
@@ -297,3 +306,151 @@ def map_embeddings(
         best = max(s.criterion for s in history)
         selected = max(i for i, s in enumerate(history) if s.criterion >= best - 1e-9)
     return MapResult(maps[selected], selected, history, converged)
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole of `xlfast map`
+
+
+@dataclass
+class MapReport:
+    """What `map_spaces` did: `summary` is map.json; `paths` the files written (source, target, W, summary)."""
+
+    summary: dict
+    result: MapResult
+    seed: SeedPairs
+    paths: dict[str, Path]
+
+
+def parse_langs(spec: str) -> tuple[str, str]:
+    """'src,tgt' -> ('src', 'tgt')."""
+    chosen = [x.strip() for x in spec.split(",") if x.strip()]
+    if len(chosen) != 2:
+        raise UsageError(f"--langs needs exactly two languages (source,target), got '{spec}'")
+    return chosen[0], chosen[1]
+
+
+def _run_embeddings(run_dir: Path, langs: str | None) -> tuple[Path, Path]:
+    """The static vectors of two languages of a run: --langs, else the run's two."""
+    run = RunDir(run_dir)
+    found = run.langs()
+    if not found:
+        raise XlfastError(f"{run_dir}: not an xlfast run directory (no config.json and no emb.<lang>.vec "
+                          "files); give a run or two .vec files")
+    chosen = list(parse_langs(langs)) if langs else found
+    if len(chosen) != 2:
+        raise UsageError(f"{run_dir}: pick two languages with --langs src,tgt (the run has: {', '.join(chosen)})")
+    paths = tuple(run.vec_path(lang) for lang in chosen)
+    for path, lang in zip(paths, chosen):
+        if not path.is_file():
+            raise XlfastError(f"{run_dir}: the run has no embeddings for '{lang}' ({path.name} is missing)")
+    return paths  # type: ignore[return-value]
+
+
+def _inputs(source: Path, target: Path | None, langs: str | None, out_dir: Path | None):
+    """(src .vec, tgt .vec, output dir, src output name, tgt output name, run mode)."""
+    if not source.exists():
+        raise XlfastError(f"{source}: no such file or directory")
+    if source.is_dir():
+        if target is not None:
+            raise UsageError(f"give either a run directory or two .vec files, not '{source}' and '{target}'")
+        src_path, tgt_path = _run_embeddings(source, langs)
+        return src_path, tgt_path, out_dir or source / "mapped", src_path.name, tgt_path.name, True
+    if target is None:
+        raise UsageError("give the target embeddings too: xlfast map SRC.vec TGT.vec -o OUT_DIR")
+    if langs:
+        raise UsageError("--langs only applies to a run directory")
+    if out_dir is None:
+        raise UsageError("give an output directory with -o OUT_DIR")
+    if not target.is_file():
+        raise XlfastError(f"{target}: no such file")
+    src_name, tgt_name = source.name, target.name
+    if src_name == tgt_name:  # e.g. a/emb.vec and b/emb.vec
+        src_name, tgt_name = f"src.{src_name}", f"tgt.{tgt_name}"
+    return source, target, out_dir, src_name, tgt_name, False
+
+
+def map_spaces(source, target=None, out_dir=None, *, langs: str | None = None, seed_dict=None,
+               identical: bool = False, normalize: str = "unit,center,unit", iterations: int = 5,
+               max_vocab: int = 20000, knn: int = 10, select: str = "best", keep_seed: bool = False,
+               max_words: int | None = None, eval_dict=None,
+               on_step: Callable[[MapStep], None] | None = None) -> MapReport:
+    """Map the source .vec onto the target .vec (seeded by `seed_dict` or `identical` spellings), or refine
+    the two jointly trained spaces of a run directory from the identity (its two languages, or `langs`
+    'src,tgt'; output by default in RUN/mapped). Writes to `out_dir` the mapped source and the normalised
+    target (.vec), W.npy and map.json; with `eval_dict`, every step's BLI (CSLS, P@1/5/10 in percent)."""
+    from xlfast import io
+    from xlfast.evaluate import bli, in_percent
+
+    started = time.perf_counter()
+    source, target = Path(source), (Path(target) if target is not None else None)
+    steps = parse_normalization(normalize)
+    if seed_dict is not None and identical:
+        raise UsageError("choose one seed: --dict SEED or --identical")
+    src_path, tgt_path, out_dir, src_name, tgt_name, run_mode = _inputs(
+        source, target, langs, Path(out_dir) if out_dir is not None else None)
+    if seed_dict is None and not identical and not run_mode:
+        raise UsageError("two independent spaces need a seed: --dict SEED or --identical")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise XlfastError(f"{out_dir}: exists and is not a directory; -o names the output directory")
+    for p in (seed_dict, eval_dict):
+        if p is not None:
+            io.check_input(p)
+
+    src_words, src_vecs = io.read_vec(src_path, max_words=max_words)
+    tgt_words, tgt_vecs = io.read_vec(tgt_path, max_words=max_words)
+    if src_vecs.shape[1] != tgt_vecs.shape[1]:
+        raise InputError(tgt_path, f"has {tgt_vecs.shape[1]} dimensions but {src_path.name} has "
+                                   f"{src_vecs.shape[1]}; orthogonal mapping needs one dimension")
+    src_vecs, tgt_vecs = apply_normalization(src_vecs, steps), apply_normalization(tgt_vecs, steps)
+    if seed_dict is not None:
+        seed = seed_from_dictionary(src_words, tgt_words, io.read_dictionary(seed_dict))
+    elif identical:
+        seed = seed_from_identical(src_words, tgt_words)
+    else:
+        seed = identity_start()
+    if 0 < len(seed) < src_vecs.shape[1]:
+        log.warning("%d seed pairs for %d dimensions: the first map is underdetermined; refinement has to do "
+                    "the work", len(seed), src_vecs.shape[1])
+
+    evaluate = None
+    if eval_dict is not None:
+        gold = io.read_dictionary(eval_dict)
+
+        def evaluate(mapped: np.ndarray) -> dict:
+            return in_percent(bli(src_words, torch.from_numpy(mapped), tgt_words, torch.from_numpy(tgt_vecs), gold,
+                                  ks=(1, 5, 10), method="csls", knn=knn))
+
+    result = map_embeddings(src_vecs, tgt_vecs, seed, iterations=iterations, max_vocab=max_vocab, knn=knn,
+                            select=select, keep_seed=keep_seed, evaluate=evaluate, on_step=on_step)
+
+    paths = {"source": out_dir / src_name, "target": out_dir / tgt_name, "W": out_dir / "W.npy",
+             "summary": out_dir / "map.json"}
+    io.write_vec(paths["source"], src_words, result.apply(src_vecs))
+    io.write_vec(paths["target"], tgt_words, tgt_vecs)
+    with io.atomic_open(paths["W"], "wb") as f:
+        np.save(f, result.W)
+    summary = {
+        "mode": "run" if run_mode else "files",
+        "source": os.fspath(src_path),
+        "target": os.fspath(tgt_path),
+        "source_words": len(src_words),
+        "target_words": len(tgt_words),
+        "dim": int(src_vecs.shape[1]),
+        "normalize": list(steps),
+        "seed": {"kind": seed.source, "pairs": len(seed), "requested": seed.requested, "covered": seed.covered,
+                 "path": os.fspath(seed_dict) if seed_dict else None},
+        "iterations": iterations,
+        "max_vocab": max_vocab,
+        "knn": knn,
+        "select": select,
+        "keep_seed": keep_seed,
+        "selected_step": result.history[result.selected].step,
+        "converged": result.converged,
+        "history": [s.as_dict() for s in result.history],
+        "eval_dict": os.fspath(eval_dict) if eval_dict else None,
+        "outputs": {k: os.fspath(paths[k]) for k in ("source", "target", "W")},
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    io.atomic_write_text(paths["summary"], json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return MapReport(summary, result, seed, paths)

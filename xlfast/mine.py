@@ -415,7 +415,7 @@ def mine_corpora(encoder, src_lines: Sequence[str], tgt_lines: Sequence[str], ou
     if level not in LEVELS:
         raise XlfastError(f"unknown level '{level}' (choose {' or '.join(LEVELS)})")
     metric = metric or DEFAULT_METRIC[level]
-    validate(metric, nproc)  # argument errors before the encoding, not after it
+    validate(metric, nproc, mem)  # argument errors before the encoding, not after it
     if level == "word":
         _check_word_metric(metric)
     threshold = _threshold(metric, threshold)

@@ -8,14 +8,14 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from xlfast import threads
 from xlfast.errors import XlfastError
-from xlfast.model import BOS, PAD, SPECIALS, UNK, ModelConfig, model_class
+from xlfast.model import BOS, PAD, SPECIALS, UNK
+from xlfast.rundir import MODEL, RunDir
 from xlfast.tokenize import TokenizerSpec
 
 
@@ -23,6 +23,7 @@ class Run:
     def __init__(self, run_dir: Path, model, vocabs: dict[str, list[str]], tokenizer: TokenizerSpec,
                  config: dict, device: torch.device):
         self.run_dir = run_dir
+        self.files = RunDir(run_dir)
         self.model = model.eval()
         self.vocabs = vocabs
         self.tokenizer = tokenizer
@@ -35,23 +36,31 @@ class Run:
         self._piece_index: dict[str, int] | None = None
 
     @classmethod
-    def load(cls, run_dir, device: str = "cpu", checkpoint: str = "model.pt") -> "Run":
-        run_dir = Path(run_dir)
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.exists():
-            raise XlfastError(f"{run_dir}: not an xlfast run directory (no config.json)")
-        if not (run_dir / checkpoint).exists():
-            raise XlfastError(f"{run_dir}: no {checkpoint} yet (training has not finished an epoch)")
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        mcfg = ModelConfig.from_dict(config["model"])
+    def load(cls, run_dir, device: str = "cpu", checkpoint: str = MODEL) -> "Run":
+        """A run directory's model (`checkpoint`: model.pt, the selected one, or checkpoint.pt, the last
+        epoch's) on `device`. A missing or damaged file of the run is one line naming it."""
+        files = RunDir(run_dir)
+        config = files.read_config()
+        mcfg = files.model_config(config)
         dev = torch.device(device)
-        state = torch.load(run_dir / checkpoint, map_location=dev, weights_only=False)["model"]
-        model = model_class(mcfg).from_state(mcfg, state).to(dev)
-        vocabs = {
-            lang: (run_dir / f"vocab.{lang}.txt").read_text(encoding="utf-8").split("\n")[:-1] for lang in mcfg.langs
-        }
-        tok = TokenizerSpec.from_dict(config["train"]["tokenizer"])
-        return cls(run_dir, model, vocabs, tok, config, dev)
+        model = files.load_model(checkpoint, dev, mcfg)
+        vocabs = {lang: files.read_vocab(lang) for lang in mcfg.langs}
+        return cls(files.path, model, vocabs, files.tokenizer(config), config, dev)
+
+    def language_pair(self, src_lang: str | None = None, tgt_lang: str | None = None) -> tuple[str, str]:
+        """(source, target): the run's first language and its other one unless given; each must be in the run."""
+        if len(self.langs) < 2 and (src_lang is None or tgt_lang is None):
+            raise XlfastError(f"the run has one language ({self.langs[0]}); pass --src-lang and --tgt-lang")
+        src_lang = src_lang or self.langs[0]
+        tgt_lang = tgt_lang or next(lang for lang in self.langs if lang != src_lang)
+        for lang in (src_lang, tgt_lang):
+            self._check_lang(lang)
+        return src_lang, tgt_lang
+
+    def tokenizer_with(self, name: str | None = None, lowercase: bool | None = None) -> TokenizerSpec:
+        """The tokenizer the run was trained with, with the parts given (not None) replaced."""
+        return TokenizerSpec(name=self.tokenizer.name if name is None else name,
+                             lowercase=self.tokenizer.lowercase if lowercase is None else lowercase)
 
     def _check_lang(self, lang: str) -> None:
         if lang not in self.vocabs:
@@ -75,13 +84,10 @@ class Run:
         return self.table(lang)[BOS]
 
     def _pieces_of(self, lang: str, words: list[str]) -> list[list[int]]:
-        from xlfast.subwords import Segmenter
-
         if self._piece_index is None:
-            table = (self.run_dir / "pieces.txt").read_text(encoding="utf-8").split("\n")[:-1]
-            self._piece_index = {p: i for i, p in enumerate(table)}
+            self._piece_index = {p: i for i, p in enumerate(self.files.read_pieces())}
         if lang not in self._segmenters:
-            self._segmenters[lang] = Segmenter.load(self.run_dir / f"spm.{lang}.model")
+            self._segmenters[lang] = self.files.segmenter(lang)
         seg = self._segmenters[lang]
         return [[self._piece_index[p] for p in seg.pieces(w) if p in self._piece_index] for w in words]
 

@@ -34,7 +34,7 @@ import torch
 
 from xlfast import threads
 from xlfast.errors import XlfastError
-from xlfast.kernels.csls import normalize, topk
+from xlfast.kernels.csls import normalize, parse_mem, topk
 
 METRICS = ("cos", "csls", "margin")
 SOURCE_BLOCK_BYTES = 256 << 20  # float32 source rows held at once per process
@@ -96,7 +96,7 @@ def search(src, tgt, metric: str = "csls", knn: int = 10, *, nproc: int = 1, mem
     (their inputs go through `work_dir`, default a temporary directory), or over the ranks of a torchrun
     launch, which takes precedence. `block_rows`: source rows per kernel call (default 256 MiB of
     float32 rows); `mem`: the kernel's tile budget."""
-    validate(metric, nproc)
+    validate(metric, nproc, mem)
     src, tgt = as_rows(src), as_rows(tgt)
     group = launched_group()
     if group is not None and group[1] > 1:
@@ -106,8 +106,9 @@ def search(src, tgt, metric: str = "csls", knn: int = 10, *, nproc: int = 1, mem
     return _grid_search(0, 1, src, tgt, metric, knn, mem, block_rows, lambda array: [array])
 
 
-def validate(metric: str, nproc: int = 1) -> None:
+def validate(metric: str, nproc: int = 1, mem=None) -> None:
     """The checks `search` makes, for callers that want them before hours of encoding."""
+    parse_mem(mem)
     if metric not in METRICS:
         raise XlfastError(f"unknown metric '{metric}' (choose {', '.join(METRICS)})")
     if nproc < 1:

@@ -1,4 +1,4 @@
-"""SentencePiece models per language and the piece table shared by all languages (METHOD.md §1).
+"""SentencePiece models per language and the piece table shared by all languages (Wada et al. 2021, §3.1).
 
 Each language gets its own unigram SentencePiece model trained by xlfast on that language's words.
 The piece table is the sorted union of every language's pieces, so an identical piece in two languages
@@ -58,12 +58,6 @@ class Segmenter:
     @classmethod
     def load(cls, path: Path | str) -> "Segmenter":
         return cls(Path(path).read_bytes())
-
-    def save(self, path: Path | str) -> None:
-        from xlfast.io import atomic_open
-
-        with atomic_open(path, "wb") as f:
-            f.write(self.model_bytes)
 
     def pieces(self, word: str) -> list[str]:
         out = [p for p in self.sp.encode(word, out_type=str) if p]

@@ -60,8 +60,9 @@ class _TrainWork:
         import random
 
         from xlfast.bench.train import corpora
+        from xlfast.corpora import CorpusSpec
         from xlfast.tokenize import TokenizerSpec
-        from xlfast.train import CorpusSpec, TrainConfig, Trainer, epoch_plan
+        from xlfast.train import TrainConfig, Trainer
 
         out = tempfile.mkdtemp(prefix="xlfast-load-")
         if corpus == "demo":
@@ -75,15 +76,15 @@ class _TrainWork:
                 raise FileNotFoundError("grk-it data not found")
         cfg = TrainConfig(corpora=[spec], out=str(Path(out) / "run"), subword="ave", tokenizer=TokenizerSpec("none"),
                           dim=dim, spm_vocab=300 if corpus == "demo" else 1000)
-        self.trainer = Trainer(cfg, log=lambda m: None)
-        self.plan = epoch_plan(self.trainer.prep.pairs, self.trainer.sizes["batch_size"], random.Random(0))
+        self.trainer = Trainer.new(cfg, log=lambda m: None)
+        self.plan = self.trainer.plan(random.Random(0))
         self.k = 0
         self.trainer.model.train()
 
     def unit(self) -> None:
         k, idx = self.plan[self.k % len(self.plan)]
         self.k += 1
-        self.trainer.train_step(self.trainer.prep.pairs[k], idx)
+        self.trainer.train_step(self.trainer.prep.datasets[k], idx)
 
     def info(self) -> dict:
         return {"steps_per_epoch": len(self.plan)}

@@ -7,6 +7,7 @@ CLI (`xlfast.cli.bench_cmd`) renders them.
 """
 from __future__ import annotations
 
+import random
 import statistics
 import tempfile
 import time
@@ -17,23 +18,22 @@ from xlfast.errors import XlfastError
 # Seconds per epoch of the authors' released code on grk-it, 1 thread, on the development machine (midpoints
 # of the measured ranges).
 AUTHORS_GRK_IT = {"none": 12.0, "ave": 22.0, "cnn": 81.0}
+# The corpora `bench train` knows: (source file, target file, languages) under the data directory.
+CORPUS_FILES = {"grk-it": ("align.gr", "align.it", ("grk", "it")),
+                "shp-es": ("train.tok.shp", "train.tok.es", ("shp", "es"))}
 
 
 def corpora(names: list[str], log: Callable[[str], None] = lambda m: None):
     """The corpora among `names` whose data is there; `log` hears of those skipped."""
+    from xlfast.corpora import CorpusSpec
     from xlfast.paths import data_file
-    from xlfast.train import CorpusSpec
 
     out = {}
     for name in names:
-        if name == "grk-it":
-            src, tgt = data_file("grk-it", "align.gr"), data_file("grk-it", "align.it")
-            langs = ("grk", "it")
-        elif name == "shp-es":
-            src, tgt = data_file("shp-es", "train.tok.shp"), data_file("shp-es", "train.tok.es")
-            langs = ("shp", "es")
-        else:
-            raise XlfastError(f"unknown corpus {name!r} (grk-it, shp-es)")
+        if name not in CORPUS_FILES:
+            raise XlfastError(f"unknown corpus {name!r} ({', '.join(CORPUS_FILES)})")
+        src_file, tgt_file, langs = CORPUS_FILES[name]
+        src, tgt = data_file(name, src_file), data_file(name, tgt_file)
         if src.exists() and tgt.exists():
             out[name] = CorpusSpec(str(src), str(tgt), langs)
         else:
@@ -43,8 +43,13 @@ def corpora(names: list[str], log: Callable[[str], None] = lambda m: None):
 
 def lookup_share(trainer, steps: int = 3) -> float:
     """Share of a step's CPU time inside the subword lookup, forward and backward (profiled)."""
+    import os
+
     from torch.profiler import ProfilerActivity, profile, record_function
 
+    # Kineto prints its own `USDT: ... profiler_start/stop` lines on standard error unless told its log
+    # level; it reads the variable when the first profile starts.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")
     plan = _plan(trainer)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for k in range(steps):
@@ -60,38 +65,31 @@ def lookup_share(trainer, steps: int = 3) -> float:
 
 
 def _plan(trainer):
-    import random
-
-    from xlfast.train import epoch_plan
-
-    return epoch_plan(trainer.prep.pairs, trainer.sizes["batch_size"], random.Random(0))
+    return trainer.plan(random.Random(0))
 
 
 def _step(trainer, item) -> None:
     k, idx = item
     trainer.model.train()
-    trainer.train_step(trainer.prep.pairs[k], idx)
+    trainer.train_step(trainer.prep.datasets[k], idx)
 
 
 def epoch_overheads(trainer, repeats: int = 3) -> dict:
     """What an epoch costs beyond its steps: the checkpoint (the part the training thread waits for, and
     the background write it hides) and the model-selection evaluation; medians of `repeats`."""
-    from xlfast.train import CheckpointWriter, pseudo_dict_score
+    from xlfast.rundir import CheckpointWriter
 
-    trainer.writer = CheckpointWriter()
     blocking, written, evaluation = [], [], []
-    try:
+    with CheckpointWriter(trainer.rundir) as trainer.writer:
         for _ in range(repeats):
             blocking.append(trainer.save_checkpoint(keep_model=True))
             t0 = time.perf_counter()
             trainer.writer.wait()
             written.append(blocking[-1] + time.perf_counter() - t0)
             t0 = time.perf_counter()
-            pseudo_dict_score(trainer.model, trainer.prep.pairs)
+            trainer.task.score(trainer.model, trainer.prep, trainer.cfg)
             evaluation.append(time.perf_counter() - t0)
-    finally:
-        trainer.writer.close()
-    size = (trainer.run_dir / "checkpoint.pt").stat().st_size
+    size = trainer.rundir.checkpoint_path.stat().st_size
     return dict(ckpt_blocking_s=statistics.median(blocking), ckpt_write_s=statistics.median(written),
                 ckpt_mb=size / 2**20, eval_s=statistics.median(evaluation))
 
@@ -114,7 +112,7 @@ def run_bench(names: list[str], subwords: list[str], backends: list[str], steps:
                 tmp = tempfile.mkdtemp(prefix="xlfast-bench-")
                 cfg = TrainConfig(corpora=[spec], out=tmp, subword=sub, tokenizer=TokenizerSpec("none"), dim=dim,
                                   backend=None if be in ("-", "auto") else be, bf16=bf16)
-                trainers[be] = Trainer(cfg, log=lambda m: None)
+                trainers[be] = Trainer.new(cfg, log=lambda m: None)
             plan = _plan(next(iter(trainers.values())))
             times = {be: [] for be in trainers}
             for r in range(rounds):  # alternate A B A B: the CPU's speed drifts

@@ -76,7 +76,7 @@ def _train_align_score(pair, files, run_dir: Path, epochs: int, dim: int, seed: 
                 p1 = info["dict_p1"]
                 progress.update(task, completed=info["epoch"], p1="–" if p1 is None else f"{p1:.3f}")
 
-        summary = Trainer(cfg, log=lambda m: progress.console.print(m), progress=on_event).fit()
+        summary = Trainer.new(cfg, log=lambda m: progress.console.print(m), progress=on_event).fit()
     console.print(f"trained {summary['epochs']} epochs in {summary['seconds']:.1f} s; selected epoch {summary['best_epoch']}")
 
     run = Run.load(run_dir)
@@ -96,4 +96,5 @@ def _train_align_score(pair, files, run_dir: Path, epochs: int, dim: int, seed: 
     nn = bli(sw, sv, tw, tv, pair.lexicon[:8], ks=(1, 3), method="csls", details=True)["details"]
     rows = [[d["src"], ", ".join(d["gold"]), ", ".join(d["predicted"][:3])] for d in nn]
     console.print(table("nearest translations (first lexicon entries)", ["source", "gold", "xlfast top 3"], rows))
-    console.print(f"\nrun directory: {run_dir} (emb.src.vec, emb.tgt.vec, model.pt, demo.align)")
+    named = [run.files.vec_path("src"), run.files.vec_path("tgt"), run.files.model_path, run_dir / "demo.align"]
+    console.print(f"\nrun directory: {run_dir} ({', '.join(p.name for p in named)})")

@@ -1,28 +1,22 @@
 """`xlfast mine`: translation pairs from two monolingual corpora."""
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterable, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from xlfast import mine as mining
-from xlfast.cli.common import ThreadsOption, apply_threads, console, err_console, table, write_json
+from xlfast.cli.common import (JsonOption, LowercaseOverride, ThreadsOption, Tokenize, apply_threads, choices, console,
+                               err_console, parsed_by, progress, table, write_json)
+from xlfast.errors import shown_path
+from xlfast.kernels.csls import parse_mem
 from xlfast.search import METRICS, is_primary
-from xlfast.tokenize import TOKENIZERS
-
-
-def choices(name: str, values: Iterable[str]) -> type[Enum]:
-    """A Typer choice type whose members are a tuple the core already has (one list of names)."""
-    return Enum(name, {v: v for v in values}, type=str)
-
 
 Level = choices("Level", mining.LEVELS)
 Metric = choices("Metric", METRICS)
 MapUpdate = choices("MapUpdate", mining.MAP_UPDATES)
-Tokenize = choices("Tokenize", TOKENIZERS)
 
 
 def _by(defaults: dict) -> str:
@@ -30,8 +24,10 @@ def _by(defaults: dict) -> str:
 
 
 def mine(
-    src: Annotated[Path, typer.Option("--src", help="Source-language monolingual text, one sentence a line.")],
-    tgt: Annotated[Path, typer.Option("--tgt", help="Target-language monolingual text, one sentence a line.")],
+    src: Annotated[Path, typer.Option("--src", help="Source-language monolingual text, one sentence a line; "
+                                                    "'-': standard input; .gz is read as is.")],
+    tgt: Annotated[Path, typer.Option("--tgt", help="Target-language monolingual text, one sentence a line; "
+                                                    "'-': standard input.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the mined pairs (TSV).")],
     model: Annotated[Optional[Path], typer.Option("--model", help="A trained xlfast run directory.")] = None,
     hf_model: Annotated[Optional[Path], typer.Option(
@@ -43,46 +39,49 @@ def mine(
     threshold: Annotated[Optional[float], typer.Option(
         help=f"Keep pairs scoring above this. Default: {_by(mining.DEFAULT_THRESHOLD)}.")] = None,
     knn: Annotated[Optional[int], typer.Option(
-        help=f"Neighbourhood size K of CSLS / margin. Default: {_by(mining.DEFAULT_KNN)}.")] = None,
+        min=1, help=f"Neighbourhood size K of CSLS / margin. Default: {_by(mining.DEFAULT_KNN)}.")] = None,
     iterations: Annotated[int, typer.Option(
-        help="Word level: mine→update iterations fitting language-specific linear maps (0: mine once).")] = 0,
-    sample: Annotated[int, typer.Option(help="Sentences sampled from each side per iteration.")] = 10000,
+        min=0, help="Word level: mine→update iterations fitting language-specific linear maps (0: mine once).")] = 0,
+    sample: Annotated[int, typer.Option(min=1, help="Sentences sampled from each side per iteration.")] = 10000,
     map_update: Annotated[MapUpdate, typer.Option(
         help="How maps are refit: orthogonal Procrustes, or the paper's few Adam steps from identity.")
     ] = MapUpdate.procrustes,
-    min_count: Annotated[int, typer.Option(help="Word level: keep word pairs mined at least this often.")] = 1,
+    min_count: Annotated[int, typer.Option(min=1, help="Word level: keep word pairs mined at least this often.")] = 1,
     nproc: Annotated[int, typer.Option(
-        help="Processes for the search (target side sharded, torch.distributed gloo on 127.0.0.1).")] = 1,
+        min=1, help="Processes for the search (target side sharded, torch.distributed gloo on 127.0.0.1).")] = 1,
     tokenize: Annotated[Optional[Tokenize], typer.Option(
         help="Tokenizer (none: whitespace). Default: the run's own choice; none for --hf-model.")] = None,
-    lowercase: Annotated[bool, typer.Option("--lowercase", help="Lowercase tokens (with --tokenize).")] = False,
+    lowercase: LowercaseOverride = None,
     src_lang: Annotated[Optional[str], typer.Option(help="Run language of --src. Default: the run's first.")] = None,
     tgt_lang: Annotated[Optional[str], typer.Option(help="Run language of --tgt. Default: the run's second.")] = None,
-    mem: Annotated[Optional[str], typer.Option(help="Memory budget of a similarity tile, e.g. 256M. Default 128M.")] = None,
+    mem: Annotated[Optional[str], typer.Option(callback=parsed_by(parse_mem),
+                                               help="Memory budget of a similarity tile, e.g. 256M. Default 128M.")
+    ] = None,
     work_dir: Annotated[Optional[Path], typer.Option(
         help="Where token vectors are streamed (float16 memmaps). Default: a temporary directory, removed after.")
     ] = None,
     center: Annotated[bool, typer.Option(
         "--center/--no-center", help="Sentence level: subtract each corpus's mean sentence vector first.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the map initialisation.")] = 0,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write a JSON summary here ('-' = stdout).")
-    ] = None,
+    json_path: JsonOption = None,
     threads: ThreadsOption = None,
 ) -> None:
     """Mine word pairs or parallel sentences from two monolingual corpora (Hangya et al. 2022)."""
     apply_threads(threads)
     from xlfast.encoders import load_encoder
-    from xlfast.io import read_mono
+    from xlfast.io import check_stdin_once, read_mono
 
+    check_stdin_once(src, tgt)
     src_lines, tgt_lines = read_mono(src, skip_bad_lines=True), read_mono(tgt, skip_bad_lines=True)
     for lines in (src_lines, tgt_lines):
         if lines.skipped:
-            err_console.print(f"[yellow]{lines.path}: skipped {lines.skipped} empty or undecodable lines[/]")
+            err_console.print(f"warning: {shown_path(lines.path)}: skipped {lines.skipped} empty or undecodable "
+                              "line(s) in all", style="yellow", markup=False, highlight=False)
     encoder = load_encoder(model, hf_model, tokenize and tokenize.value, lowercase, src_lang, tgt_lang)
     err_console.print(f"encoder: {encoder.name}, dim {encoder.dim}; search: xlfast.kernels.csls, {nproc} process(es)")
     by_level = (dict(iterations=iterations, sample=sample, map_update=map_update.value, min_count=min_count, seed=seed)
                 if level is Level.word else dict(center=center))
-    with _progress() as bar:
+    with _StageProgress() as bar:
         summary = mining.mine_corpora(encoder, src_lines, tgt_lines, output, level=level.value,
                                       metric=metric and metric.value, threshold=threshold, knn=knn, nproc=nproc,
                                       mem=mem, work_dir=work_dir, progress=bar, **by_level)
@@ -106,12 +105,12 @@ def _short(text: str, width: int = 50) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-class _progress:
+class _StageProgress:
     """A Rich progress bar with one row per stage, fed by (stage, done, total) callbacks."""
 
     def __enter__(self):
-        self.bar = Progress(TextColumn("{task.description:>12}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), console=err_console, transient=False)
+        self.bar = progress(TextColumn("{task.description:>12}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                            TimeElapsedColumn(), transient=False)
         self.tasks: dict[str, int] = {}
         self.bar.__enter__()
         return self
