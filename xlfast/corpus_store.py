@@ -62,6 +62,9 @@ class TokenArrays:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.offsets.nbytes)
+
     def tolist(self) -> list[list[int]]:
         return [self[i].tolist() for i in range(len(self))]
 
@@ -247,4 +250,8 @@ class Store:
         return int(self.manifest["dropped"])
 
     def nbytes(self) -> int:
-        return sum(a.ids.nbytes + a.offsets.nbytes for a in self.sides.values())
+        return sum(a.nbytes() for a in self.sides.values())
+
+    @property
+    def tokens(self) -> int:
+        return sum(side["tokens"] for side in self.manifest["sides"])

@@ -130,6 +130,15 @@ def dice_pairs(src, tgt, min_count: int = 3, threshold: float = 0.8, first_word:
     return s[keep], t[keep], dice[keep], co[keep]
 
 
+def dice_dictionary(src, tgt, min_count: int = 3, threshold: float = 0.8, first_word: int = 0,
+                    max_pairs: int = 5000) -> np.ndarray:
+    """`dice_pairs` as an [n, 2] array of (source id, target id), ranked by co-occurrence, then Dice
+    (ties by id), at most `max_pairs`: the pseudo-dictionary of a corpus held as word ids."""
+    s, t, dice, co = dice_pairs(src, tgt, min_count, threshold, first_word)
+    order = np.lexsort((t, s, -dice, -co))[:max_pairs]
+    return np.stack([s[order], t[order]], axis=1).astype(np.int64).reshape(-1, 2)
+
+
 def write_dictionary(path, pairs: Iterable[tuple[str, str, float]]) -> None:
     """Write `src tgt` lines (the MUSE dictionary format) atomically."""
     from xlfast.io import atomic_write_text

@@ -102,6 +102,14 @@ def from_main(obj, group: Group):
     return box[0]
 
 
+def leave() -> None:
+    """Leave the group (before the process exits)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier(group: Group) -> None:
     if group.parallel:
         import torch.distributed as dist
@@ -109,9 +117,23 @@ def barrier(group: Group) -> None:
         dist.barrier()
 
 
+def without_option(argv: list[str], name: str) -> list[str]:
+    """`argv` less the option `name` and its value (`--name V` or `--name=V`)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `python -m xlfast ARGV` on `nproc` local processes through torchrun (standalone rendezvous on a
-    free local port); returns the exit status. A rank that fails reports its own error line."""
+    free local port); returns the exit status. A rank that fails reports its own error line. ARGV must not
+    hold an option that abbreviates one of torchrun's (e.g. `--nproc`): torchrun's parser reads them all."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 

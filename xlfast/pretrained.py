@@ -68,14 +68,25 @@ def extend_vocabulary(vocab: list[str], words: list[str], vectors: np.ndarray,
     return full, PretrainedRows(ids, np.ascontiguousarray(vectors[rows], dtype=np.float32))
 
 
-def load(path: str, max_words: int | None, vocab: list[str], reserved: tuple[str, ...],
-         dim: int) -> tuple[list[str], PretrainedRows]:
-    """Read word2vec text (`.vec` or `.vec.gz`) and extend `vocab` with it (see `extend_vocabulary`).
-    The vectors enter the model as they are, so their dimension must be the model's."""
+def problem(path: str, dim: int) -> str | None:
+    """Why `path` cannot give a model of `dim` dimensions its vectors (read from its first vector), or None.
+    The vectors enter as they are (a ⊗ E_pre + b), so their dimension must be the model's."""
+    from xlfast.errors import InputError
+    from xlfast.io import read_vec
+
+    try:
+        _, first = read_vec(path, max_words=1)
+    except InputError as exc:
+        return str(exc)
+    if first.shape[1] != dim:
+        return f"the vectors have {first.shape[1]} dimensions but the model {dim}: give --dim {first.shape[1]}"
+    return None
+
+
+def load(path: str, max_words: int | None, vocab: list[str], reserved: tuple[str, ...]) -> tuple[list[str], PretrainedRows]:
+    """Read word2vec text (`.vec` or `.vec.gz`, or '-' for standard input) and extend `vocab` with it (see
+    `extend_vocabulary`)."""
     from xlfast.io import read_vec
 
     words, vectors = read_vec(path, max_words=max_words)
-    if vectors.shape[1] != dim:
-        raise XlfastError(f"--pretrained {path}: the vectors have {vectors.shape[1]} dimensions but the model "
-                          f"{dim}: give --dim {vectors.shape[1]}")
     return extend_vocabulary(vocab, words, vectors, reserved)
