@@ -71,3 +71,14 @@ def test_dice_on_arrays_matches_any_chunking(chunk):
     names = {v: k[1] for k, v in words.items()}
     by_words = {(a, b) for a, b, _ in pseudo_dictionary(pair.src_sents, pair.tgt_sents, max_pairs=10**6)}
     assert by_words == {(names[a], names[b]) for a, b in want}
+
+
+def test_sentencepiece_trains_on_counts_of_any_size():
+    """SentencePiece's memory follows the sum of the counts: past COUNTS_CAP they are scaled down (1.8e9
+    tokens would not fit unscaled), and the proportions, so the pieces, stay."""
+    from xlfast.subwords import Segmenter, train_sentencepiece
+
+    counts = Counter(w for s in make_pair(n_sentences=200, vocab=30, seed=1).src_sents for w in s)
+    huge = Counter({w: c * 10**6 for w, c in counts.items()})
+    a, b = Segmenter(train_sentencepiece(huge, 60)), Segmenter(train_sentencepiece(counts, 60))
+    assert all(a.pieces(w) == b.pieces(w) for w in counts)
