@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,11 +34,21 @@ def test_the_launcher_drops_its_own_option():
     assert distributed.without_option(argv, "--nproc") == ["train", "c.tsv", "-o", "r"]
 
 
-def _wait_for(predicate, proc, seconds):
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (torchrun starts each rank in a session of its own: killing the
+    launcher's process group would leave the ranks running)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid] + [p for child in children for p in _process_tree(int(child))]
+
+
+def _wait_for(predicate, proc, stderr: Path, seconds):
     deadline = time.monotonic() + seconds
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"training ended early: {proc.stderr.read()[-2000:]}")
+            raise AssertionError(f"training ended early: {stderr.read_text()[-2000:]}")
         if time.monotonic() > deadline:
             raise AssertionError("training made no progress in time")
         time.sleep(0.2)
@@ -51,14 +62,18 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tmp_path):
     cmd = [sys.executable, "-m", "xlfast", "train", str(corpus), "--langs", "src,tgt", "-o", str(out), "--nproc", "2",
            "--tokenize", "none", "--epochs", "100", "--patience", "100", "--no-bf16"]
     cmd += [arg for k, v in SETTINGS.items() if k != "bf16" for arg in (f"--{k.replace('_', '-')}", str(v))]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=dict(os.environ, XLFAST_GOVERNOR="0"))
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ, XLFAST_GOVERNOR="0"))
     rundir = RunDir(out)
     try:
-        _wait_for(lambda: rundir.has_checkpoint() and rundir.read_log(), proc, 900)
+        _wait_for(lambda: rundir.has_checkpoint() and rundir.read_log(), proc, stderr, 900)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
+        for pid in _process_tree(proc.pid):  # the launcher and both ranks, mid-run
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait()
     first = rundir.read_log()[0]
     assert first["ranks"] == 2
