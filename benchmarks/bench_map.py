@@ -32,7 +32,7 @@ from xlfast.kernels import csls
 
 
 def cpu_state_probe() -> str:
-    """The machine switches between 'full' and 'degraded' states (METHOD.md §9): one GEMM at 1 vs 2 threads."""
+    """The machine switches between 'full' and 'degraded' states without notice: one GEMM at 1 vs 2 threads."""
     a, b = torch.randn(2048, 512), torch.randn(512, 2048)
     rates = {}
     before = torch.get_num_threads()

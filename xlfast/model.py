@@ -1,4 +1,5 @@
-"""The cross-lingual encoder-decoder of Wada et al. (2021), METHOD.md §1 and §8.
+"""The cross-lingual encoder-decoder of Wada et al. (2021), with the details of the authors' released code
+(github.com/twadada/multilingual-nlm) where the paper is silent.
 
 One step trains every objective of a batch of one corpus pair (s, t) at once:
 - the shared encoder runs once over the source sentences of both languages (stacked as one batch);
@@ -18,13 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xlfast.kernels.linear_ce import linear_cross_entropy, sampled_cross_entropy
 from xlfast.kernels.subword_embed import PieceLayout, subword_embed, table_dropout
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 PRESETS = {
-    # METHOD.md §1 sizes: low-resource / medium / high.
+    # Model sizes of Wada et al. (2021): their low-resource settings, and the medium / high-resource ones
+    # used for the larger corpora of their Table 7.
     "low": dict(dim=500, enc_layers=1, dec_layers=1, batch_size=16),
     "medium": dict(dim=500, enc_layers=2, dec_layers=1, batch_size=32),
     "high": dict(dim=768, enc_layers=3, dec_layers=2, batch_size=80),
@@ -43,6 +46,7 @@ class ModelConfig:
     dropout: float = 0.5
     init_range: float = 0.1
     kind: str = "parallel"  # parallel: CrossLingualModel; mono: MultilingualLM
+    softmax: str = "full"  # full | sampled (training only; needs a sampler, see _EmbeddingModel.output_loss)
     # language → {"rows": rows of its frozen pre-trained table, "added": how many of them are words the
     # trained vocabulary lacks} (Wada et al. 2021, §3.7; xlfast.pretrained). vocab_sizes counts the trained
     # vocabulary only (the output classes), not the words only pre-trained vectors know.
@@ -94,7 +98,7 @@ class SubwordEmbedding(nn.Module):
                 self.register_buffer(f"offsets_{lang}", lay.offsets.long(), persistent=True)
                 self.register_buffer(f"pieces_{lang}", lay.pieces.long(), persistent=True)
         if self.subword == "cnn":
-            # Conv1d(d→d, kernel 3, padding 1) over a word's pieces, then the mean (METHOD.md §8.6).
+            # Conv1d(d→d, kernel 3, padding 1) over a word's pieces, then the mean (SWcnn, Wada et al. 2021, §3.1; as the authors' code does it).
             self.conv = nn.Conv1d(d, d, kernel_size=3, padding=1)
         pretrained = pretrained or {}
         self.pre_scale = nn.ParameterDict({lang: nn.Parameter(torch.ones(d)) for lang in cfg.pretrained})
@@ -137,7 +141,7 @@ class SubwordEmbedding(nn.Module):
     def table(self, lang: str, dropout: float = 0.0, backend: str | None = None, full: bool = True) -> torch.Tensor:
         """Ẽ for the whole vocabulary of `lang` (`full=False`: the trained vocabulary only, without the
         words only pre-trained vectors know). With `dropout` (training): one mask on the piece table
-        and one on the resulting matrix, so every token of a word type shares it (METHOD.md §8.5)."""
+        and one on the resulting matrix, so every token of a word type shares it (the authors' code)."""
         table = self._trained_table(lang, dropout, backend)
         if lang in self.pre_scale:
             return self._with_pretrained(lang, table, dropout, full)
@@ -213,6 +217,7 @@ class _EmbeddingModel(nn.Module):
     """What both models share: the subword-aware tables, loading, initialisation and inference."""
 
     embed: SubwordEmbedding
+    sampler = None  # xlfast.kernels.linear_ce.UnigramSampler, set by the Trainer for softmax="sampled"
 
     @classmethod
     def from_state(cls, cfg: ModelConfig, state: dict) -> "_EmbeddingModel":
@@ -244,6 +249,17 @@ class _EmbeddingModel(nn.Module):
         p = self.cfg.dropout if self.training else 0.0
         # the trained vocabulary only: words only pre-trained vectors know are never output classes
         return {lang: self.embed.table(lang, dropout=p, backend=backend, full=False) for lang in langs}
+
+    def output_loss(self, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, lang: str,
+                    bias: torch.Tensor | None = None, first_class: int = 0, backend: str | None = None) -> torch.Tensor:
+        """Summed cross-entropy of the output layer (targets -1 ignored), fused so that the logits are never
+        stored; while training with softmax="sampled", over the batch's targets plus sampled words."""
+        if self.training and self.cfg.softmax == "sampled":
+            if self.sampler is None:
+                raise ValueError('softmax="sampled" needs class counts: set model.sampler = UnigramSampler(...)')
+            return sampled_cross_entropy(self.sampler, x, weight, target, lang, bias, ignore_index=-1,
+                                         first_class=first_class, backend=backend)
+        return linear_cross_entropy(x, weight, target, bias, ignore_index=-1, first_class=first_class, backend=backend)
 
     @property
     def context_dim(self) -> int:
@@ -291,7 +307,7 @@ class CrossLingualModel(_EmbeddingModel):
                 for direction in ("fwd", "bwd")
             }
         )
-        # One bias-free d×d output matrix shared by all languages and directions (METHOD.md §8.4).
+        # One bias-free d×d output matrix shared by all languages and directions (Wada et al. 2021, §3; as in the authors' code).
         self.W = nn.Linear(d, d, bias=False)
         self.reset_parameters()
 
@@ -309,8 +325,10 @@ class CrossLingualModel(_EmbeddingModel):
         ctx = torch.bmm(alpha, mem + mem_emb)
         return self.W(F.dropout(ctx + h, self.cfg.dropout, self.training))
 
-    def loss(self, batch: "PairBatch", backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Reconstruction + translation, both decoder directions, both languages as target."""
+    def loss(self, batch: "PairBatch", backend: str | None = None,
+             output_backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction + translation, both decoder directions, both languages as target. `backend`:
+        the subword lookup's; `output_backend`: the output layer's ('torch' materialises the logits)."""
         s, t = batch.langs
         tables = self.tables((s, t), backend)
         B = batch.size
@@ -333,16 +351,17 @@ class CrossLingualModel(_EmbeddingModel):
                 targets += [dec_out, dec_out]
             H = torch.cat(hs, 0)
             o = self._attend_project(H, mem, mem_emb, mem_mask)
-            logits = o @ tables[lang][1:].t()  # <pad> is not a class
             tgt = torch.cat(targets, 0) - 1  # pad (0) → -1, ignored
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-1, reduction="sum")
+            # <pad> (row 0) is not a class: class c is row c + 1 of the tied table
+            ce = self.output_loss(o.reshape(-1, o.shape[-1]), tables[lang], tgt.reshape(-1), lang, first_class=1,
+                                  backend=output_backend)
             parts[lang] = float(ce.detach()) / B
             total = total + ce
         return total / B, parts
 
 
 class MultilingualLM(_EmbeddingModel):
-    """The multilingual neural language model of Wada & Iwata (METHOD.md §2): monolingual text only.
+    """The multilingual neural language model of Wada & Iwata (2018): monolingual text only.
 
     A forward and a backward LSTM language model shared by every language; per-language input tables
     (the same subword-aware tables and kernels as CrossLingualModel, pieces shared across languages)
@@ -386,7 +405,8 @@ class MultilingualLM(_EmbeddingModel):
         return torch.cat([W[UNK : UNK + 1], self.boundary_out, W[EOS + 1 :]]), torch.cat(
             [b[UNK : UNK + 1], self.boundary_bias, b[EOS + 1 :]])
 
-    def loss(self, batch: "LMBatch", backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: "LMBatch", backend: str | None = None,
+             output_backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Forward and backward LM cross-entropy of one batch of one language (summed, / batch size)."""
         lang = batch.lang
         table = self.tables((lang,), backend)[lang]
@@ -398,9 +418,8 @@ class MultilingualLM(_EmbeddingModel):
             targets.append(batch.dec_out[direction])
         H = F.dropout(torch.cat(hs, 0), self.cfg.dropout, self.training)
         W, b = self._classes(lang)
-        logits = F.linear(H, W, b)
         tgt = torch.cat(targets, 0).reshape(-1) - 1  # pad (0) → -1, ignored
-        ce = F.cross_entropy(logits.reshape(tgt.shape[0], -1), tgt, ignore_index=-1, reduction="sum")
+        ce = self.output_loss(H.reshape(tgt.shape[0], -1), W, tgt, lang, b, backend=output_backend)
         return ce / batch.size, {lang: float(ce.detach()) / batch.size}
 
     def encode(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -454,7 +473,7 @@ class PairBatch:
 
 def lm_inputs(sents: list[list[int]], device="cpu") -> tuple[dict, dict]:
     """Inputs and targets of a forward and a backward language model over right-padded sentences:
-    forward <bos> y → y <eos>; backward <eos> rev(y) → rev(y) <bos> (METHOD.md §8.3). Position 0 of
+    forward <bos> y → y <eos>; backward <eos> rev(y) → rev(y) <bos> (the authors' code). Position 0 of
     every input row is the boundary token, which the multilingual LM replaces by its shared vector."""
     B = len(sents)
     T = max(len(x) for x in sents) + 1

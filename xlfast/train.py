@@ -25,16 +25,18 @@ import numpy as np
 import torch
 
 from xlfast import corpus_store, distributed, threads
+from xlfast.allocator import keep_freed_memory
 from xlfast.corpora import (CorpusSpec, MonoSpec, PairData, Prepared, check_specs, mono_datasets, mono_records,
                             pair_datasets, parallel_records, store_key, subwords, train_segmenters, vocabularies)
 from xlfast.corpus_store import Store
 from xlfast.errors import InputError, XlfastError
 from xlfast.kernels.dispatch import bf16_native
-from xlfast.model import PRESETS, SPECIALS, UNK, ModelConfig, model_class
+from xlfast.model import BOS, EOS, PRESETS, SPECIALS, UNK, ModelConfig, model_class
 from xlfast.rundir import CHECKPOINT, CONFIG, MODEL, CheckpointWriter, RunDir
 from xlfast.tokenize import TokenizerSpec
 
 SUBWORD_MODES = ("none", "ave", "cnn")  # word embeddings only, SWave, SWcnn (Wada et al. 2021, §3.1)
+SOFTMAX_MODES = ("full", "sampled")  # the training loss over the whole vocabulary, or over sampled words
 # Sentences of one language per LM batch. The costs paid once per step whatever its size (table dropout
 # over the whole vocabulary, Adam over the output layers) would dominate batches of 16 short sentences.
 MONO_BATCH = 64
@@ -71,6 +73,7 @@ class TrainConfig:
     backend: str | None = None  # subword-embedding kernel backend (None = automatic)
     mono: list[MonoSpec] = field(default_factory=list)  # monolingual corpora: a multilingual LM run
     select_words: int = 5000  # mono: frequent words per language scored by the selection criterion
+    softmax: str = "full"  # full | sampled: the training loss over the batch's targets plus sampled words
     pretrained: dict[str, str] = field(default_factory=dict)  # language → word2vec text file (xlfast.pretrained)
     pretrained_max: int = 200_000  # the first this many words of each pre-trained file join the vocabulary
 
@@ -151,6 +154,19 @@ def _device(value, cfg):
     return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) else "must be auto, cpu, cuda or cuda:N"
 
 
+def class_counts(prep: Prepared) -> dict[str, torch.Tensor]:
+    """How often each output class (word id − 1: <pad> is none) is a decoder target, per language: every
+    word of every sentence, and <bos>/<eos> once per sentence. Counted on the memory-mapped word ids."""
+    counts = {lang: np.zeros(prep.classes[lang]) for lang in prep.langs}
+    for data in prep.datasets:
+        sides = ((data.langs[0], data.src), (data.langs[1], data.tgt)) if isinstance(data, PairData) else \
+            ((data.lang, data.sents),)
+        for lang, arrays in sides:
+            counts[lang] += np.bincount(arrays.ids, minlength=prep.classes[lang])
+            counts[lang][[BOS, EOS]] += len(arrays)
+    return {lang: torch.from_numpy(c[1:]) for lang, c in counts.items()}
+
+
 def _backend(value, cfg):
     from xlfast.kernels.subword_embed import registry
 
@@ -174,6 +190,7 @@ def _pretrained(value, cfg):
 SETTING_RULES: dict[str, Callable[[Any, TrainConfig], str | None]] = {
     "preset": _one_of(tuple(PRESETS)),
     "subword": _one_of(SUBWORD_MODES),
+    "softmax": _one_of(SOFTMAX_MODES),
     "dim": _dim,
     "enc_layers": _at_least(1),
     "dec_layers": _at_least(1),
@@ -578,6 +595,7 @@ class Trainer:
             subword=cfg.subword,
             dropout=cfg.dropout,
             kind=cfg.kind,
+            softmax=cfg.softmax,
             pretrained=prep.pretrained,
         )
         torch.manual_seed(cfg.seed)
@@ -585,6 +603,10 @@ class Trainer:
                   for lang, rows in prep.pretrained_rows.items()}
         self.model = model_class(mcfg)(mcfg, prep.subwords.pieces_per_word if prep.subwords else None,
                                        frozen).to(device)
+        if cfg.softmax == "sampled":
+            from xlfast.kernels.linear_ce import UnigramSampler
+
+            self.model.sampler = UnigramSampler(class_counts(prep))
         self.module = self.model  # what computes the loss (DistributedDataParallel over the model: _join)
         # fused: one kernel for all parameters instead of ~10 elementwise passes each (Adam was ~20% of a step)
         try:
@@ -761,7 +783,7 @@ class Trainer:
                 self.epoch += 1
                 stats = self.train_epoch(self.epoch)
                 if main:
-                    self._finish_epoch(stats)
+                    self._finish_epoch(stats, start)
                 self.selection = distributed.from_main(self.selection, self.group)
             if main:
                 self.writer.wait()
@@ -774,7 +796,7 @@ class Trainer:
                 f"best_{self.task.criterion}": self.selection.kept_score, "stop": stop_reason,
                 "seconds": time.perf_counter() - start, "resumed_after": self.resumed_after, "changes": self.changes}
 
-    def _finish_epoch(self, stats: dict) -> None:
+    def _finish_epoch(self, stats: dict, start: float) -> None:
         """Score the epoch's model, keep it if selected, checkpoint, log."""
         t_eval = time.perf_counter()
         score = self.task.score(self.model, self.prep, self.cfg)
@@ -783,7 +805,8 @@ class Trainer:
         ckpt_s = self.save_checkpoint(keep_model=keep)
         rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.task.criterion: score.value,
                **score.extra, "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3),
-               "checkpoint_seconds": round(ckpt_s, 3), "tokens": stats["tokens"], "steps": stats["steps"],
+               "checkpoint_seconds": round(ckpt_s, 3), "elapsed_seconds": round(time.perf_counter() - start, 3),
+               "tokens": stats["tokens"], "steps": stats["steps"],
                "ranks": self.group.world, "best_epoch": self.selection.best_epoch, "threads": stats["threads"]}
         self.rundir.append_log(rec)
         if self.progress:

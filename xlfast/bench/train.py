@@ -1,5 +1,7 @@
-"""`xlfast bench train`: full training steps on real corpora, per subword-lookup backend, alternated
-in one run (A B A B), with the share of step time spent in the lookup (from the torch profiler).
+"""`xlfast bench train`: full training steps on real corpora, per subword-lookup backend and output layer
+(`--output`: torch = logits materialised, fused = xlfast.kernels.linear_ce, sampled = fused + sampled
+softmax), alternated in one run (A B A B), with the share of step time spent in the lookup (from the torch
+profiler) and the kernel (system) time and page faults of a step.
 
 Seconds per epoch are projected from the median step time × the steps of one epoch, and compared with
 the authors' released code as measured on the development machine (grk-it, 1 thread). Returns rows; the
@@ -7,7 +9,10 @@ CLI (`xlfast.cli.bench_cmd`) renders them.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import resource
 import statistics
 import tempfile
 import time
@@ -68,6 +73,23 @@ def _plan(trainer):
     return trainer.plan(random.Random(0))
 
 
+OUTPUTS = ("torch", "fused", "sampled")
+
+
+@contextlib.contextmanager
+def output_layer(output: str):
+    """The output layer a step uses: 'torch' is the user's fallback, XLFAST_LINEAR_CE_BACKEND=torch."""
+    old = os.environ.get("XLFAST_LINEAR_CE_BACKEND")
+    os.environ["XLFAST_LINEAR_CE_BACKEND"] = "torch" if output == "torch" else "auto"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["XLFAST_LINEAR_CE_BACKEND"]
+        else:
+            os.environ["XLFAST_LINEAR_CE_BACKEND"] = old
+
+
 def _step(trainer, item) -> None:
     k, idx = item
     trainer.model.train()
@@ -96,7 +118,7 @@ def epoch_overheads(trainer, repeats: int = 3) -> dict:
 
 def run_bench(names: list[str], subwords: list[str], backends: list[str], steps: int, rounds: int,
               threads: int | None, dim: int | None, bf16: bool | None = None,
-              log: Callable[[str], None] = lambda m: None) -> list[dict]:
+              outputs: list[str] = ("fused",), log: Callable[[str], None] = lambda m: None) -> list[dict]:
     from xlfast.tokenize import TokenizerSpec
     from xlfast.train import TrainConfig, Trainer
 
@@ -109,25 +131,34 @@ def run_bench(names: list[str], subwords: list[str], backends: list[str], steps:
         for sub in subwords:
             trainers = {}
             for be in (backends if sub != "none" else ["-"]):
-                tmp = tempfile.mkdtemp(prefix="xlfast-bench-")
-                cfg = TrainConfig(corpora=[spec], out=tmp, subword=sub, tokenizer=TokenizerSpec("none"), dim=dim,
-                                  backend=None if be in ("-", "auto") else be, bf16=bf16)
-                trainers[be] = Trainer.new(cfg, log=lambda m: None)
+                for out in outputs:
+                    tmp = tempfile.mkdtemp(prefix="xlfast-bench-")
+                    cfg = TrainConfig(corpora=[spec], out=tmp, subword=sub, tokenizer=TokenizerSpec("none"), dim=dim,
+                                      backend=None if be in ("-", "auto") else be, bf16=bf16,
+                                      softmax="sampled" if out == "sampled" else "full")
+                    trainers[be, out] = Trainer.new(cfg, log=lambda m: None)
             plan = _plan(next(iter(trainers.values())))
-            times = {be: [] for be in trainers}
+            times = {key: [] for key in trainers}
+            kernel = {key: [] for key in trainers}
             for r in range(rounds):  # alternate A B A B: the CPU's speed drifts
-                for be, tr in trainers.items():
-                    _step(tr, plan[0])  # warm-up (JIT, allocator)
-                    t0 = time.perf_counter()
-                    for s in range(steps):
-                        _step(tr, plan[(r * steps + s) % len(plan)])
-                    times[be].append((time.perf_counter() - t0) / steps)
-            for be, tr in trainers.items():
-                step_s = statistics.median(times[be])
+                for (be, out), tr in trainers.items():
+                    with output_layer(out):
+                        _step(tr, plan[0])  # warm-up (JIT, allocator)
+                        ru0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                        for s in range(steps):
+                            _step(tr, plan[(r * steps + s) % len(plan)])
+                        t1, ru1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+                    times[be, out].append((t1 - t0) / steps)
+                    kernel[be, out].append(((ru1.ru_stime - ru0.ru_stime) / steps, (ru1.ru_minflt - ru0.ru_minflt) / steps))
+            for (be, out), tr in trainers.items():
+                step_s = statistics.median(times[be, out])
                 epoch_s = step_s * len(plan)
-                row = dict(corpus=name, subword=sub, backend=be, bf16=tr.bf16, step_ms=step_s * 1000, epoch_s=epoch_s,
-                           steps_per_epoch=len(plan), lookup_share=lookup_share(tr) if sub != "none" else 0.0,
-                           **epoch_overheads(tr))
+                with output_layer(out):
+                    share = lookup_share(tr) if sub != "none" else 0.0
+                row = dict(corpus=name, subword=sub, backend=be, output=out, bf16=tr.bf16, step_ms=step_s * 1000,
+                           epoch_s=epoch_s, steps_per_epoch=len(plan), lookup_share=share,
+                           sys_ms=1000 * statistics.median(k[0] for k in kernel[be, out]),
+                           page_faults=statistics.median(k[1] for k in kernel[be, out]), **epoch_overheads(tr))
                 row["ckpt_share"] = row["ckpt_blocking_s"] / epoch_s
                 if name == "grk-it":
                     row["vs_authors"] = AUTHORS_GRK_IT[sub] / epoch_s

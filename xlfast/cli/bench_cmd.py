@@ -1,4 +1,4 @@
-"""`xlfast bench csls|embed|train|load`: kernels and training side by side with their baselines.
+"""`xlfast bench csls|embed|linear-ce|train|load`: kernels and training side by side with their baselines.
 
 The measuring lives in `xlfast.bench.<name>` (pure: results and a report spec); each command here parses
 its options, runs it under a progress bar and renders the report (`--json` writes the results).
@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from xlfast.bench import csls, embed, load, train
+from xlfast.bench import csls, embed, linear_ce, load, train
 from xlfast.cli.common import (ThreadsOption, XlfastGroup, apply_threads, console, err_console, setup_logging, table,
                                write_json)
 from xlfast.errors import XlfastError
@@ -120,6 +120,42 @@ def embed_cmd(
         write_json(json_path, res)
 
 
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise XlfastError(f"--{what}: expected comma-separated numbers, got '{text}'") from None
+    if not values or min(values) <= 0:
+        raise XlfastError(f"--{what}: expected positive numbers, got '{text}'")
+    return values
+
+
+def linear_ce_cmd(
+    rows: Annotated[int, typer.Option("--rows", help="Rows (decoder positions) per step. Default 4096.")] = 4096,
+    vocab: Annotated[int, typer.Option("--vocab", help="Classes. Default 20000.")] = 20000,
+    dim: Annotated[int, typer.Option("--dim", help="Row size. Default 500.")] = 500,
+    repeats: Annotated[int, typer.Option("--repeats", help="Alternated rounds. Default 5.")] = 5,
+    backend: Annotated[Optional[list[str]], typer.Option(
+        "--backend", help="Only these fused backends (repeatable). Default: all that run on the CPU.")] = None,
+    chunk_mb: Annotated[Optional[str], typer.Option(
+        "--chunk-mb", help="Logits chunk sizes to compare, MB, comma-separated. Default: the built-in one.")] = None,
+    ignored: Annotated[float, typer.Option("--ignored", help="Share of rows that are padding. Default 0.")] = 0.0,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """Fused linear cross-entropy against F.linear + F.cross_entropy: time, kernel time, memory."""
+    apply_threads(threads)
+    setup_logging()
+    if min(rows, vocab, dim, repeats) < 1 or not 0.0 <= ignored < 1.0:
+        raise XlfastError("--rows, --vocab, --dim and --repeats must be positive, --ignored in [0, 1)")
+    sizes = _floats(chunk_mb, "chunk-mb") if chunk_mb else None
+    with _progress("linear-ce bench") as tick:
+        res = linear_ce.run_bench(rows, vocab, dim, repeats, backend, sizes, ignored, progress=tick)
+    render(linear_ce.report(res))
+    if json_path:
+        write_json(json_path, res)
+
+
 def train_cmd(
     corpus: Annotated[Optional[list[str]], typer.Option(help="Corpora: grk-it, shp-es (repeatable).")] = None,
     subword: Annotated[Optional[list[str]], typer.Option(help="Subword modes: none, ave, cnn (repeatable).")] = None,
@@ -129,18 +165,23 @@ def train_cmd(
     threads: ThreadsOption = None,
     dim: Annotated[Optional[int], typer.Option(help="Model size (default: the low preset, 500).")] = None,
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: as training).", show_default=False)] = None,
+    output: Annotated[Optional[list[str]], typer.Option(help="Output layers to compare: torch (logits materialised), fused, sampled (repeatable; default fused).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write rows as JSON ('-' for stdout).")] = None,
 ) -> None:
     """One full training step on real corpora, per lookup backend, with the lookup's share of step time."""
     apply_threads(threads)
+    unknown = set(output or []) - set(train.OUTPUTS)
+    if unknown:
+        raise typer.BadParameter(f"unknown output layer(s) {sorted(unknown)} (torch, fused, sampled)")
     rows = train.run_bench(corpus or ["grk-it"], subword or ["none", "ave", "cnn"], backend or ["torch", "auto"], steps,
-                           rounds, threads, dim, bf16, log=lambda m: console.print(f"[yellow]{m}[/]"))
-    cols = ["corpus", "subword", "backend", "bf16", "ms/step", "s/epoch", "lookup share", "checkpoint (waited / written)",
-            "eval s", "× faster than authors"]
+                           rounds, threads, dim, bf16, output or ["fused"], log=lambda m: console.print(f"[yellow]{m}[/]"))
+    cols = ["corpus", "subword", "backend", "output", "bf16", "ms/step", "sys ms/step", "page faults/step", "s/epoch",
+            "lookup share", "checkpoint (waited / written)", "eval s", "× faster than authors"]
     console.print(table(
         f"xlfast bench train (threads {torch.get_num_threads()}, median of {rounds} alternated rounds)",
         cols,
-        [[r["corpus"], r["subword"], r["backend"], r["bf16"], r["step_ms"], r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
+        [[r["corpus"], r["subword"], r["backend"], r["output"], r["bf16"], r["step_ms"], r["sys_ms"], r["page_faults"],
+          r["epoch_s"], f"{100 * r['lookup_share']:.1f}%",
           f"{1000 * r['ckpt_blocking_s']:.0f} / {1000 * r['ckpt_write_s']:.0f} ms ({100 * r['ckpt_share']:.1f}% of an epoch, "
           f"{r['ckpt_mb']:.0f} MB)", r["eval_s"], r.get("vs_authors", "–")] for r in rows],
     ))
@@ -203,5 +244,6 @@ def _threads_used(row: dict) -> str:
 
 app.command("csls", help="Top-k cosine/CSLS retrieval: every backend beside faiss and a MUSE-style baseline.")(csls_cmd)
 app.command("embed", help="Fused subword-average lookup, forward+backward, against the torch reference.")(embed_cmd)
-app.command("train", help="One full training step on real corpora, per lookup backend.")(train_cmd)
+app.command("linear-ce", help="Fused output layer (projection + cross-entropy) against F.linear + F.cross_entropy.")(linear_ce_cmd)
+app.command("train", help="One full training step on real corpora, per lookup backend and output layer.")(train_cmd)
 app.command("load", help="Speed beside other work: alone, beside a busy loop, beside a second xlfast, and all three.")(load_cmd)

@@ -9,10 +9,11 @@ import typer
 
 from xlfast.cli.common import ThreadsOption, Tokenize, apply_threads, choices, console, err_console, table, write_json
 from xlfast.model import PRESETS
-from xlfast.train import SUBWORD_MODES, TrainConfig
+from xlfast.train import SOFTMAX_MODES, SUBWORD_MODES, TrainConfig
 
 Subword = choices("Subword", SUBWORD_MODES)
 Preset = choices("Preset", PRESETS)
+Softmax = choices("Softmax", SOFTMAX_MODES)
 DEFAULTS = TrainConfig(corpora=[], out="")
 
 
@@ -40,6 +41,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = DEFAULTS.device,
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bfloat16 autocast. Default: on where the hardware has bf16 arithmetic.", show_default=False)] = None,
     backend: Annotated[Optional[str], typer.Option(help="Subword-lookup kernel backend (default: fastest available).")] = None,
+    softmax: Annotated[Softmax, typer.Option(help="Training loss over the whole vocabulary (full), or over the batch's target words plus ~4k words drawn by unigram^0.75 with the log-Q correction (sampled: fewer FLOPs; evaluation stays full).")] = Softmax(DEFAULTS.softmax),
     tokenize: Annotated[Tokenize, typer.Option(help="default: Unicode-aware, splits punctuation; none: text is pre-tokenised.")] = Tokenize(DEFAULTS.tokenizer.name),
     lowercase: Annotated[bool, typer.Option("--lowercase/--no-lowercase", help="Lowercase before tokenising.")] = DEFAULTS.tokenizer.lowercase,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip (and count) malformed lines instead of stopping.")] = DEFAULTS.skip_bad_lines,
@@ -72,7 +74,8 @@ def train(
     options = dict(preset=preset.value, dim=dim, enc_layers=enc_layers, dec_layers=dec_layers, batch_size=batch_size,
                    subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, lr=lr, min_count=min_count,
                    spm_vocab=spm_vocab, select_words=select_words, seed=seed, threads=threads, device=device,
-                   bf16=bf16, backend=backend, skip_bad_lines=skip_bad_lines, pretrained_max=pretrained_max)
+                   bf16=bf16, backend=backend, skip_bad_lines=skip_bad_lines, softmax=softmax.value,
+                   pretrained_max=pretrained_max)
     changes = {name: value for name, value in options.items() if given(name)}
     tokenizer = {key: value for key, value, name in (("name", tokenize.value, "tokenize"), ("lowercase", lowercase, "lowercase"))
                  if given(name)}

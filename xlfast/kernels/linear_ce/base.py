@@ -1,0 +1,138 @@
+"""The chunked driver every fused backend shares: the GEMMs in BLAS into reused buffers, the row pass
+(log-sum-exp, loss, logit gradient in place) in the backend's kernel.
+
+For each chunk of rows X_c (targets t_c):
+    L_c = X_c · Wᵀ (+ b)                      one GEMM into a reused [chunk, V] buffer
+    loss_c, L_c ← softmax(L_c) − onehot(t_c)  the backend's row pass, in place (fp32 log-sum-exp)
+    dX_c = L_c · W                            straight into the rows of dX
+    dW  += L_cᵀ · X_c                         accumulated in place (the first chunk writes, β = 0)
+so the [N, V] logits never exist and each chunk's logits are read by the two gradient GEMMs while still
+in cache. Everything is done in the forward (as Liger-Kernel's fused linear cross-entropy does); the
+backward only scales the stored gradients by the incoming one.
+
+Rows whose target is `ignore_index` (padding) are dropped before the first GEMM: they cost nothing.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from xlfast.errors import XlfastError
+
+# Bytes of the reused logits chunk; rows per chunk = this / (V · 4), at least MIN_CHUNK_ROWS. The three
+# GEMMs of a chunk have the chunk's rows as one dimension (dW's accumulation has them as K, and reads and
+# writes all of dW per chunk): below ~256 rows MKL ran them at half speed on the 2-core EPYC, while 32 MB
+# (≈420 rows at V = 20k) stays far below the materialised logits (`xlfast bench linear-ce --chunk-mb`).
+CHUNK_BYTES = 32 << 20
+MIN_CHUNK_ROWS = 128
+
+
+class RowKernel:
+    """A backend's row pass. `rows_(logits, target, bias, loss, grad)`: for every row r of `logits`
+    ([C, V], contiguous, modified in place), loss[r] = logsumexp(x_r) − x_r[target[r]] with x_r =
+    logits[r] (+ bias), computed in fp32; with `grad`, logits[r] becomes softmax(x_r) − onehot(target[r]).
+    Targets lie in [0, V)."""
+
+    name = "base"
+
+    def rows_(self, logits, target, bias, loss, grad: bool) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def chunk_rows(n: int, num_classes: int, elem_size: int, chunk_bytes: int | None = None) -> int:
+    """Rows per chunk for `n` rows against `num_classes` classes. `chunk_bytes` given: as many rows as fit
+    in it (at least one); None: CHUNK_BYTES, read at call time, with at least MIN_CHUNK_ROWS rows."""
+    row_bytes = max(num_classes * elem_size, 1)
+    if chunk_bytes is None:
+        rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // row_bytes)
+    elif chunk_bytes < 1:
+        raise XlfastError(f"linear_cross_entropy: chunk_bytes must be positive, got {chunk_bytes}")
+    else:
+        rows = chunk_bytes // row_bytes
+    return max(1, min(n, rows))
+
+
+_workspace = threading.local()
+
+
+def logits_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A [rows, cols] view of a per-thread buffer that only grows: a fresh buffer every call would be
+    faulted in page by page (the point of chunking is that these logits never cost memory traffic)."""
+    key = (dtype, torch.device(device))
+    pool = getattr(_workspace, "buffers", None)
+    if pool is None:
+        pool = _workspace.buffers = {}
+    buf = pool.get(key)
+    if buf is None or buf.numel() < rows * cols:
+        buf = pool[key] = torch.empty(rows * cols, dtype=dtype, device=device)
+    return buf[: rows * cols].view(rows, cols)
+
+
+def release_workspace() -> None:
+    """Free this thread's logits buffers (they are kept between calls on purpose)."""
+    _workspace.buffers = {}
+
+
+@dataclass
+class Result:
+    """Loss (fp32 scalar) and the gradients of the summed loss, formed in the forward."""
+
+    loss: torch.Tensor
+    grad_x: torch.Tensor | None
+    grad_weight: torch.Tensor | None
+    grad_bias: torch.Tensor | None
+
+
+def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                  bias: torch.Tensor | None, ignore_index: int, first_class: int, need_x: bool, need_weight: bool,
+                  need_bias: bool, chunk_bytes: int | None = None) -> Result:
+    """Summed cross-entropy of `x @ weight[first_class:].T (+ bias)` against `target`, and (as asked) its
+    gradients with respect to x, the whole `weight` (rows before `first_class` get zeros) and `bias`."""
+    N, d = x.shape
+    W = weight[first_class:]
+    V = W.shape[0]
+    keep = target != ignore_index
+    rows = torch.nonzero(keep).squeeze(1)
+    n = rows.numel()
+    dense = n == N
+    X = x if dense else x.index_select(0, rows)
+    T = target if dense else target.index_select(0, rows)
+    if n:
+        low, high = torch.aminmax(T)
+        if int(low) < 0 or int(high) >= V:
+            raise XlfastError(f"linear_cross_entropy: targets must lie in [0, {V}) or be the ignore_index "
+                              f"{ignore_index}; got {int(low)}..{int(high)}")
+    losses = torch.empty(n, dtype=torch.float32, device=x.device)
+    grad = need_x or need_weight or need_bias
+    dX = torch.empty(n, d, dtype=x.dtype, device=x.device) if need_x else None
+    dW_full = torch.empty_like(weight) if need_weight else None
+    dW = dW_full[first_class:] if need_weight else None
+    db = torch.zeros(V, dtype=torch.float32, device=x.device) if need_bias else None
+    step = chunk_rows(n, V, x.element_size(), chunk_bytes)
+    Wt = W.t()
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        Xc = X[start:stop]
+        Lc = logits_buffer(stop - start, V, x.dtype, x.device)
+        torch.mm(Xc, Wt, out=Lc)
+        kernel.rows_(Lc, T[start:stop], bias, losses[start:stop], grad)
+        if need_x:
+            torch.mm(Lc, W, out=dX[start:stop])
+        if need_weight:
+            if start == 0:
+                torch.mm(Lc.t(), Xc, out=dW)
+            else:
+                dW.addmm_(Lc.t(), Xc)
+        if need_bias:
+            db += Lc.sum(0, dtype=torch.float32)
+    if need_weight:
+        dW_full[:first_class].zero_()
+        if n == 0:
+            dW.zero_()
+    if need_x and not dense:
+        dX = torch.zeros_like(x).index_copy_(0, rows, dX)
+    if need_bias:
+        db = db.to(bias.dtype)
+    return Result(losses.sum(dtype=torch.float64).to(torch.float32), dX, dW_full, db)
