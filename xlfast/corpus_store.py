@@ -59,6 +59,9 @@ class TokenArrays:
     def __getitem__(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
