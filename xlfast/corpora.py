@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from xlfast.corpus_store import Store, TokenArrays
 from xlfast.errors import InputError, XlfastError
 from xlfast.model import SPECIALS, UNK, LMBatch, PairBatch
 from xlfast.tokenize import TokenizerSpec
@@ -167,63 +168,72 @@ def from_arguments(args: list[str], langs: list[str], mono: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Tokenised text and vocabularies
+# Tokenised text, streamed into the corpus store
 
 
-@dataclass
-class Texts:
-    """Tokenised corpora before any word ids: `parts` holds (CorpusSpec, source sentences, target
-    sentences) per parallel corpus, or (language, sentences) per language of monolingual corpora."""
+def parallel_records(specs: list[CorpusSpec], tok: TokenizerSpec, skip_bad_lines: bool):
+    """The store's groups (a corpus: its source and target side) and a stream of (corpus index,
+    (source tokens, target tokens)); a corpus none of whose pairs has words on both sides is an error."""
+    from xlfast.corpus_store import SideSpec
+    from xlfast.io import iter_parallel
 
-    langs: list[str]
-    counts: dict[str, Counter]
-    parts: list[tuple]
-    dropped: int = 0  # sentences (pairs) that tokenise to nothing
+    groups = [[SideSpec(f"c{k}.src", c.langs[0]), SideSpec(f"c{k}.tgt", c.langs[1])] for k, c in enumerate(specs)]
 
+    def records():
+        for k, c in enumerate(specs):
+            usable = 0
+            for _, src, tgt in iter_parallel(c.path, c.tgt_path, fmt=c.fmt, skip_bad_lines=skip_bad_lines):
+                pair = (tok(src), tok(tgt))
+                usable += bool(pair[0] and pair[1])
+                yield k, pair
+            if not usable:
+                raise XlfastError(f"{c.path}: no usable sentence pairs after tokenisation")
 
-def read_parallel_texts(specs: list[CorpusSpec], tok: TokenizerSpec, skip_bad_lines: bool) -> Texts:
-    from xlfast.io import read_parallel
-
-    langs: list[str] = []
-    parts = []
-    for c in specs:
-        corpus = read_parallel(c.path, c.tgt_path, fmt=c.fmt, skip_bad_lines=skip_bad_lines)
-        parts.append((c, [tok(s) for s in corpus.src], [tok(t) for t in corpus.tgt]))
-        langs += [lang for lang in c.langs if lang not in langs]
-    counts: dict[str, Counter] = {lang: Counter() for lang in langs}
-    for c, src, tgt in parts:
-        for sents, lang in ((src, c.langs[0]), (tgt, c.langs[1])):
-            for s in sents:
-                counts[lang].update(s)
-    return Texts(langs, counts, parts)
+    return groups, records()
 
 
-def read_mono_texts(specs: list[MonoSpec], tok: TokenizerSpec, skip_bad_lines: bool) -> Texts:
-    from xlfast.io import read_mono
+def mono_records(specs: list[MonoSpec], tok: TokenizerSpec, skip_bad_lines: bool):
+    """The store's groups (a language: one side, all its files) and a stream of (language index, (tokens,))."""
+    from xlfast.corpus_store import SideSpec
+    from xlfast.io import iter_mono
 
-    sents_of: dict[str, list[list[str]]] = {}
-    dropped = 0
-    for m in specs:
-        toks = [tok(x) for x in read_mono(m.path, skip_bad_lines=skip_bad_lines)]
-        kept = [t for t in toks if t]
-        dropped += len(toks) - len(kept)
-        if not kept:
-            raise XlfastError(f"{m.path}: no usable sentences after tokenisation")
-        sents_of.setdefault(m.lang, []).extend(kept)
-    langs = list(sents_of)
-    counts = {lang: Counter(w for s in sents_of[lang] for w in s) for lang in langs}
-    return Texts(langs, counts, [(lang, sents_of[lang]) for lang in langs], dropped)
+    langs = list(dict.fromkeys(m.lang for m in specs))
+    groups = [[SideSpec(f"mono.{i}", lang)] for i, lang in enumerate(langs)]
+
+    def records():
+        for m in specs:
+            usable = 0
+            for _, line in iter_mono(m.path, skip_bad_lines=skip_bad_lines):
+                tokens = tok(line)
+                usable += bool(tokens)
+                yield langs.index(m.lang), (tokens,)
+            if not usable:
+                raise XlfastError(f"{m.path}: no usable sentences after tokenisation")
+
+    return groups, records()
 
 
-def vocabularies(texts: Texts, min_count: int) -> dict[str, list[str]]:
+def store_key(specs: list, tok: TokenizerSpec, skip_bad_lines: bool, min_count: int) -> dict:
+    """What a corpus store is built from: the files (with their sizes and modification times), how they
+    are read and the vocabulary's threshold. A resumed run reuses a store only when this is unchanged."""
+    files = []
+    for spec in specs:
+        for path in (spec.path, getattr(spec, "tgt_path", None)):
+            if path is not None:
+                st = os.stat(path)
+                files.append([os.path.realpath(path), st.st_size, st.st_mtime_ns])
+    return {"specs": [spec.describe() for spec in specs], "files": files, "tokenizer": tok.to_dict(),
+            "skip_bad_lines": skip_bad_lines, "min_count": min_count}
+
+
+def vocabularies(counts: dict[str, Counter], min_count: int) -> dict[str, list[str]]:
     """Per language: the specials, then the words seen at least `min_count` times, most frequent first."""
     vocabs = {}
-    for lang in texts.langs:
-        counts = texts.counts[lang]
-        words = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+    for lang, lang_counts in counts.items():
+        words = sorted((w for w, n in lang_counts.items() if n >= min_count), key=lambda w: (-lang_counts[w], w))
         words = [w for w in words if w not in SPECIALS]
         if not words:
-            top = counts.most_common(1)
+            top = lang_counts.most_common(1)
             seen = f"the most frequent, '{top[0][0]}', occurs {top[0][1]} times" if top else "it has no words"
             raise XlfastError(f"--min-count {min_count}: no word of '{lang}' occurs that often ({seen})")
         vocabs[lang] = list(SPECIALS) + words
@@ -237,8 +247,8 @@ def vocabularies(texts: Texts, min_count: int) -> dict[str, list[str]]:
 @dataclass
 class PairData:
     langs: tuple[str, str]
-    src: list[list[int]]
-    tgt: list[list[int]]
+    src: TokenArrays
+    tgt: TokenArrays
     dice: list[tuple[int, int]]  # pseudo-dictionary as word ids (model selection)
     name: str
 
@@ -251,6 +261,9 @@ class PairData:
     def tokens(self, idx: list[int]) -> int:
         return sum(len(self.src[i]) + len(self.tgt[i]) for i in idx)
 
+    def nbytes(self) -> int:
+        return self.src.nbytes() + self.tgt.nbytes()
+
     def batch(self, idx: list[int], device) -> PairBatch:
         return PairBatch.build(self.langs, [self.src[i] for i in idx], [self.tgt[i] for i in idx], device)
 
@@ -258,7 +271,7 @@ class PairData:
 @dataclass
 class MonoData:
     lang: str
-    sents: list[list[int]]
+    sents: TokenArrays
     name: str
 
     def __len__(self) -> int:
@@ -270,45 +283,38 @@ class MonoData:
     def tokens(self, idx: list[int]) -> int:
         return sum(len(self.sents[i]) for i in idx)
 
+    def nbytes(self) -> int:
+        return self.sents.nbytes()
+
     def batch(self, idx: list[int], device) -> LMBatch:
         return LMBatch.build(self.lang, [self.sents[i] for i in idx], device)
 
 
-def pair_datasets(texts: Texts, vocabs: dict[str, list[str]], dice_min_count: int, dice_threshold: float,
+def pair_datasets(specs: list[CorpusSpec], store: Store, dice_min_count: int, dice_threshold: float,
                   log: Callable[[str], None]) -> list[PairData]:
-    """Each parallel corpus as word ids with its Dice pseudo-dictionary (Wada et al. 2021: model
-    selection without gold data). Pairs with a side that tokenises to nothing are dropped (counted)."""
-    from xlfast.dice import pseudo_dictionary
+    """Each parallel corpus of the store with its Dice pseudo-dictionary (Wada et al. 2021: model
+    selection without gold data), counted once and kept in the store."""
+    from xlfast.dice import dice_dictionary
 
-    index = {lang: {w: i for i, w in enumerate(vocabs[lang])} for lang in texts.langs}
     pairs = []
-    for c, src, tgt in texts.parts:
-        s_lang, t_lang = c.langs
-        s_ids, t_ids, s_keep, t_keep = [], [], [], []
-        for a, b in zip(src, tgt):
-            if not a or not b:  # a side that tokenises to nothing has nothing to learn from
-                texts.dropped += 1
-                continue
-            s_ids.append([index[s_lang].get(w, UNK) for w in a])
-            t_ids.append([index[t_lang].get(w, UNK) for w in b])
-            s_keep.append(a)
-            t_keep.append(b)
-        if not s_ids:
-            raise XlfastError(f"{c.path}: no usable sentence pairs after tokenisation")
-        dice = pseudo_dictionary(s_keep, t_keep, min_count=dice_min_count, threshold=dice_threshold)
-        dice_ids = [(index[s_lang][a], index[t_lang][b]) for a, b, _ in dice if a in index[s_lang] and b in index[t_lang]]
-        name = f"{s_lang}-{t_lang}"
-        pairs.append(PairData((s_lang, t_lang), s_ids, t_ids, dice_ids, name))
-        log(f"{name}: {len(s_ids):,} sentence pairs, pseudo-dictionary {len(dice_ids):,} pairs")
+    for k, c in enumerate(specs):
+        src, tgt = store.sides[f"c{k}.src"], store.sides[f"c{k}.tgt"]
+        dice = store.array(f"dice.{k}")
+        if dice is None:
+            dice = dice_dictionary(src, tgt, dice_min_count, dice_threshold, first_word=len(SPECIALS))
+            store.keep_array(f"dice.{k}", dice)
+        name = "-".join(c.langs)
+        pairs.append(PairData(tuple(c.langs), src, tgt, [(int(a), int(b)) for a, b in dice], name))
+        log(f"{name}: {len(src):,} sentence pairs, pseudo-dictionary {len(dice):,} pairs")
     return pairs
 
 
-def mono_datasets(texts: Texts, vocabs: dict[str, list[str]], log: Callable[[str], None]) -> list[MonoData]:
+def mono_datasets(store: Store, vocabs: dict[str, list[str]], log: Callable[[str], None]) -> list[MonoData]:
     out = []
-    for lang, sents in texts.parts:
-        index = {w: i for i, w in enumerate(vocabs[lang])}
-        out.append(MonoData(lang, [[index.get(w, UNK) for w in s] for s in sents], lang))
-        log(f"{lang}: {len(sents):,} sentences, {len(vocabs[lang]) - len(SPECIALS):,} words")
+    for side in store.manifest["sides"]:
+        lang = side["lang"]
+        out.append(MonoData(lang, store.sides[side["name"]], lang))
+        log(f"{lang}: {side['sentences']:,} sentences, {len(vocabs[lang]) - len(SPECIALS):,} words")
     return out
 
 
@@ -323,10 +329,10 @@ class Subwords:
     pieces_per_word: dict[str, list[list[int]]]  # language → rows of the piece table, per word id
 
 
-def train_segmenters(texts: Texts, spm_vocab: int) -> dict:
+def train_segmenters(counts: dict[str, Counter], spm_vocab: int) -> dict:
     from xlfast.subwords import Segmenter, train_sentencepiece
 
-    return {lang: Segmenter(train_sentencepiece(texts.counts[lang], spm_vocab)) for lang in texts.langs}
+    return {lang: Segmenter(train_sentencepiece(lang_counts, spm_vocab)) for lang, lang_counts in counts.items()}
 
 
 def subwords(vocabs: dict[str, list[str]], segmenters: dict) -> Subwords:
@@ -344,7 +350,11 @@ class Prepared:
     """The corpora of a run as word ids, with everything a model is built from."""
 
     langs: list[str]
-    vocabs: dict[str, list[str]]
+    vocabs: dict[str, list[str]]  # every word id: the trained vocabulary, then words only pre-trained vectors know
     datasets: list  # PairData per parallel corpus, or MonoData per language: what batches are drawn from
     subwords: Subwords | None  # None: a word-level run (`--subword none`)
     dropped: int
+    classes: dict[str, int] = field(default_factory=dict)  # size of the trained vocabulary (the output classes)
+    pretrained: dict[str, dict] = field(default_factory=dict)  # ModelConfig.pretrained
+    pretrained_rows: dict = field(default_factory=dict)  # language → PretrainedRows (a new run; a resumed one
+    # takes the frozen vectors from its checkpoint)

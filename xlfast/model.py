@@ -47,6 +47,10 @@ class ModelConfig:
     init_range: float = 0.1
     kind: str = "parallel"  # parallel: CrossLingualModel; mono: MultilingualLM
     softmax: str = "full"  # full | sampled (training only; needs a sampler, see _EmbeddingModel.output_loss)
+    # language → {"rows": rows of its frozen pre-trained table, "added": how many of them are words the
+    # trained vocabulary lacks} (Wada et al. 2021, §3.7; xlfast.pretrained). vocab_sizes counts the trained
+    # vocabulary only (the output classes), not the words only pre-trained vectors know.
+    pretrained: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -69,9 +73,15 @@ def reverse_padded(x: torch.Tensor, rev: torch.Tensor) -> torch.Tensor:
 
 
 class SubwordEmbedding(nn.Module):
-    """Per-language word tables E^ℓ plus F over pieces of the shared table Z: Ẽ^ℓ_w = E^ℓ_w + F(Z_{Q(w)})."""
+    """Per-language word tables E^ℓ plus F over pieces of the shared table Z: Ẽ^ℓ_w = E^ℓ_w + F(Z_{Q(w)}).
 
-    def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None):
+    A language with pre-trained vectors (Wada et al. 2021, §3.7) takes `a ⊗ E_pre_w + b` instead for the
+    words those vectors know: E_pre frozen, a and b trainable and shared by all of them. Its words that only
+    the vectors know follow the trained vocabulary: `table(lang)` appends them, `table(lang, full=False)`
+    (training: the tied output layer's classes) leaves them out."""
+
+    def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None,
+                 pretrained: dict | None = None):
         super().__init__()
         self.cfg = cfg
         d = cfg.dim
@@ -90,6 +100,35 @@ class SubwordEmbedding(nn.Module):
         if self.subword == "cnn":
             # Conv1d(d→d, kernel 3, padding 1) over a word's pieces, then the mean (SWcnn, Wada et al. 2021, §3.1; as the authors' code does it).
             self.conv = nn.Conv1d(d, d, kernel_size=3, padding=1)
+        pretrained = pretrained or {}
+        self.pre_scale = nn.ParameterDict({lang: nn.Parameter(torch.ones(d)) for lang in cfg.pretrained})
+        self.pre_shift = nn.ParameterDict({lang: nn.Parameter(torch.zeros(d)) for lang in cfg.pretrained})
+        for lang, size in cfg.pretrained.items():
+            rows = size["rows"]
+            ids, vectors = pretrained.get(lang, (torch.zeros(rows, dtype=torch.long), torch.zeros(rows, d)))
+            # persistent buffers: the frozen vectors travel with the checkpoint and with .to(device)
+            self.register_buffer(f"pre_ids_{lang}", torch.as_tensor(ids, dtype=torch.long), persistent=True)
+            self.register_buffer(f"pre_vectors_{lang}", torch.as_tensor(vectors, dtype=torch.float32), persistent=True)
+
+    def reset_pretrained(self) -> None:
+        """a = 1, b = 0: the pre-trained vectors enter as they are."""
+        for p in self.pre_scale.values():
+            nn.init.ones_(p)
+        for p in self.pre_shift.values():
+            nn.init.zeros_(p)
+
+    def _with_pretrained(self, lang: str, table: torch.Tensor, dropout: float, full: bool) -> torch.Tensor:
+        """`table` (the trained vocabulary) with its pre-trained words' rows set to a ⊗ E_pre + b, and with
+        `full` the words only the vectors know appended."""
+        ids, vectors = getattr(self, f"pre_ids_{lang}"), getattr(self, f"pre_vectors_{lang}")
+        size = self.cfg.pretrained[lang]
+        in_vocab = size["rows"] - size["added"]  # ids ascend: the added words come last
+        rows = vectors if full else vectors[:in_vocab]
+        pre = rows * self.pre_scale[lang] + self.pre_shift[lang]
+        if dropout:
+            pre = F.dropout(pre, dropout, True)
+        table = table.index_copy(0, ids[:in_vocab], pre[:in_vocab].to(table.dtype))
+        return torch.cat([table, pre[in_vocab:].to(table.dtype)]) if full else table
 
     def layout(self, lang: str) -> PieceLayout:
         offsets = getattr(self, f"offsets_{lang}")
@@ -99,9 +138,16 @@ class SubwordEmbedding(nn.Module):
             self._layouts[lang] = lay
         return lay
 
-    def table(self, lang: str, dropout: float = 0.0, backend: str | None = None) -> torch.Tensor:
-        """Ẽ for the whole vocabulary of `lang`. With `dropout` (training): one mask on the piece table
+    def table(self, lang: str, dropout: float = 0.0, backend: str | None = None, full: bool = True) -> torch.Tensor:
+        """Ẽ for the whole vocabulary of `lang` (`full=False`: the trained vocabulary only, without the
+        words only pre-trained vectors know). With `dropout` (training): one mask on the piece table
         and one on the resulting matrix, so every token of a word type shares it (the authors' code)."""
+        table = self._trained_table(lang, dropout, backend)
+        if lang in self.pre_scale:
+            return self._with_pretrained(lang, table, dropout, full)
+        return table
+
+    def _trained_table(self, lang: str, dropout: float, backend: str | None) -> torch.Tensor:
         E = self.E[lang]
         if self.subword == "none":
             return table_dropout(E, dropout, backend=backend) if dropout else E
@@ -183,7 +229,7 @@ class _EmbeddingModel(nn.Module):
                 off = state[f"embed.offsets_{lang}"].tolist()
                 pcs = state[f"embed.pieces_{lang}"].tolist()
                 pieces_per_word[lang] = [pcs[off[i] : off[i + 1]] for i in range(len(off) - 1)]
-        model = cls(cfg, pieces_per_word)
+        model = cls(cfg, pieces_per_word)  # the frozen pre-trained rows come with the state's buffers
         model.load_state_dict(state)
         return model
 
@@ -191,12 +237,18 @@ class _EmbeddingModel(nn.Module):
         r = self.cfg.init_range
         for p in self.parameters():
             nn.init.uniform_(p, -r, r)
+        self.embed.reset_pretrained()
+
+    def forward(self, batch, **kwargs) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss (`loss`): what DistributedDataParallel calls to synchronise gradients."""
+        return self.loss(batch, **kwargs)
 
     def tables(self, langs, backend: str | None = None) -> dict[str, torch.Tensor]:
         """Ẽ per language; while training, matrix dropout once per call (every token of a word type
         shares the mask) — the same dropped matrix feeds the inputs and the tied output layer."""
         p = self.cfg.dropout if self.training else 0.0
-        return {lang: self.embed.table(lang, dropout=p, backend=backend) for lang in langs}
+        # the trained vocabulary only: words only pre-trained vectors know are never output classes
+        return {lang: self.embed.table(lang, dropout=p, backend=backend, full=False) for lang in langs}
 
     def output_loss(self, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, lang: str,
                     bias: torch.Tensor | None = None, first_class: int = 0, backend: str | None = None) -> torch.Tensor:
@@ -239,13 +291,14 @@ class _EmbeddingModel(nn.Module):
 
 
 class CrossLingualModel(_EmbeddingModel):
-    def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None = None):
+    def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None = None,
+                 pretrained: dict | None = None):
         super().__init__()
         self.cfg = cfg
         d = cfg.dim
         if d % 2:
             raise ValueError("the embedding size must be even (two encoder directions of d/2)")
-        self.embed = SubwordEmbedding(cfg, pieces_per_word)
+        self.embed = SubwordEmbedding(cfg, pieces_per_word, pretrained)
         self.encoder = BiEncoder(d, cfg.enc_layers)
         self.decoders = nn.ModuleDict(
             {
@@ -317,11 +370,12 @@ class MultilingualLM(_EmbeddingModel):
     and boundaries push words that play the same role in their sentences to the same place.
     """
 
-    def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None = None):
+    def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None = None,
+                 pretrained: dict | None = None):
         super().__init__()
         self.cfg = cfg
         d = cfg.dim
-        self.embed = SubwordEmbedding(cfg, pieces_per_word)
+        self.embed = SubwordEmbedding(cfg, pieces_per_word, pretrained)
         self.lms = nn.ModuleDict({direction: nn.LSTM(d, d, num_layers=cfg.dec_layers, batch_first=True)
                                   for direction in ("fwd", "bwd")})
         # Row 0: <bos>, row 1: <eos> — as inputs (the first token of each direction) and as classes.

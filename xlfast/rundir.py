@@ -8,6 +8,7 @@
     model.pt           the selected model
     emb.<lang>.vec     static subword-aware vectors of the selected model (word2vec text)
     log.jsonl          one line per epoch
+    corpus/            the training corpora as memory-mapped word ids (xlfast.corpus_store), reused on --resume
 
 Every file is written atomically (temporary file, fsync, rename: a reader or a resumed run never sees half a
 file), and every file read back that is damaged is one line naming it, never a traceback.
@@ -47,6 +48,10 @@ class RunDir:
     model_path = property(lambda self: self.path / MODEL)
     log_path = property(lambda self: self.path / LOG)
     pieces_path = property(lambda self: self.path / PIECES)
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.path / "corpus"
 
     def vocab_path(self, lang: str) -> Path:
         return self.path / f"vocab.{lang}.txt"

@@ -17,6 +17,8 @@ The gold alignment is the one the sentences were generated with.  Everything is 
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,9 +161,14 @@ class _Builder:
         self.links |= {(base_s + i, base_t + j) for i, j in links}
 
 
+@functools.lru_cache(maxsize=None)
+def _zipf_cumulative(n: int) -> list[float]:
+    # what random.choices accumulates from the weights 1/rank itself: the same draws, without O(n) per pick
+    return list(itertools.accumulate(1.0 / (rank + 1) for rank in range(n)))
+
+
 def _zipf_pick(rng: random.Random, group: list[Lemma]) -> Lemma:
-    weights = [1.0 / (rank + 1) for rank in range(len(group))]
-    return rng.choices(group, weights)[0]
+    return rng.choices(group, cum_weights=_zipf_cumulative(len(group)))[0]
 
 
 def _noun_phrase(rng, lemmas, b: _Builder, lexicon: set, obj: bool) -> None:
@@ -209,23 +216,32 @@ def _sentence(rng, lemmas, lexicon: set) -> _Builder:
     return b
 
 
-def make_pair(n_sentences: int = 600, vocab: int = 120, seed: int = 0) -> SyntheticPair:
-    """A synthetic parallel corpus of ``n_sentences`` pairs over about ``vocab`` content lemmas."""
+def sentence_pairs(n_sentences: int, vocab: int = 120, seed: int = 0):
+    """Stream ``n_sentences`` synthetic (source words, target words, gold links, translations used) over
+    about ``vocab`` content lemmas, holding none of them (large corpora for benchmarks)."""
     if n_sentences < 1 or vocab < 10:
         raise XlfastError("synthetic pair: need at least 1 sentence and a vocabulary of at least 10")
     rng = random.Random(seed)
     lemmas = _make_lemmas(rng, vocab)
-    src_sents, tgt_sents, gold = [], [], []
-    used: set[tuple[str, str]] = set()
-    while len(src_sents) < n_sentences:
+    made = 0
+    while made < n_sentences:
         lexicon_here: set[tuple[str, str]] = set()
         b = _sentence(rng, lemmas, lexicon_here)
         if not (MIN_LEN <= len(b.src) <= MAX_LEN and MIN_LEN <= len(b.tgt) <= MAX_LEN):
             continue  # redraw: lengths stay in range without skewing one template
+        made += 1
+        yield b.src, b.tgt, b.links, lexicon_here
+
+
+def make_pair(n_sentences: int = 600, vocab: int = 120, seed: int = 0) -> SyntheticPair:
+    """A synthetic parallel corpus of ``n_sentences`` pairs over about ``vocab`` content lemmas."""
+    src_sents, tgt_sents, gold = [], [], []
+    used: set[tuple[str, str]] = set()
+    for src, tgt, links, lexicon_here in sentence_pairs(n_sentences, vocab, seed):
         used |= lexicon_here
-        src_sents.append(b.src)
-        tgt_sents.append(b.tgt)
-        gold.append(b.links)
+        src_sents.append(src)
+        tgt_sents.append(tgt)
+        gold.append(links)
     lexicon = sorted(used)
     pair = SyntheticPair(src_sents, tgt_sents, lexicon, gold, seed)
     pair.validate()

@@ -11,9 +11,11 @@ The corpora, vocabularies and subword tables are `xlfast.corpora`'s; the files o
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import re
+import shutil
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -22,14 +24,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from xlfast import threads
-from xlfast.corpora import (CorpusSpec, MonoSpec, PairData, Prepared, Texts, check_specs, mono_datasets,
-                            pair_datasets, read_mono_texts, read_parallel_texts, subwords, train_segmenters,
-                            vocabularies)
+from xlfast import corpus_store, distributed, threads
 from xlfast.allocator import keep_freed_memory
+from xlfast.corpora import (CorpusSpec, MonoSpec, PairData, Prepared, check_specs, mono_datasets, mono_records,
+                            pair_datasets, parallel_records, store_key, subwords, train_segmenters, vocabularies)
+from xlfast.corpus_store import Store
 from xlfast.errors import InputError, XlfastError
 from xlfast.kernels.dispatch import bf16_native
-from xlfast.model import BOS, EOS, PRESETS, SPECIALS, ModelConfig, model_class
+from xlfast.model import BOS, EOS, PRESETS, SPECIALS, UNK, ModelConfig, model_class
 from xlfast.rundir import CHECKPOINT, CONFIG, MODEL, CheckpointWriter, RunDir
 from xlfast.tokenize import TokenizerSpec
 
@@ -72,6 +74,8 @@ class TrainConfig:
     mono: list[MonoSpec] = field(default_factory=list)  # monolingual corpora: a multilingual LM run
     select_words: int = 5000  # mono: frequent words per language scored by the selection criterion
     softmax: str = "full"  # full | sampled: the training loss over the batch's targets plus sampled words
+    pretrained: dict[str, str] = field(default_factory=dict)  # language → word2vec text file (xlfast.pretrained)
+    pretrained_max: int = 200_000  # the first this many words of each pre-trained file join the vocabulary
 
     @property
     def kind(self) -> str:
@@ -152,28 +156,35 @@ def _device(value, cfg):
 
 def class_counts(prep: Prepared) -> dict[str, torch.Tensor]:
     """How often each output class (word id − 1: <pad> is none) is a decoder target, per language: every
-    word of every sentence, and <bos>/<eos> once per sentence."""
-    sents: dict[str, list[list[int]]] = {lang: [] for lang in prep.langs}
+    word of every sentence, and <bos>/<eos> once per sentence. Counted on the memory-mapped word ids."""
+    counts = {lang: np.zeros(prep.classes[lang]) for lang in prep.langs}
     for data in prep.datasets:
-        if isinstance(data, PairData):
-            sents[data.langs[0]] += data.src
-            sents[data.langs[1]] += data.tgt
-        else:
-            sents[data.lang] += data.sents
-    counts = {}
-    for lang, ss in sents.items():
-        ids = torch.tensor([w for s in ss for w in s], dtype=torch.int64)
-        c = torch.bincount(ids, minlength=len(prep.vocabs[lang])).double()
-        c[BOS] += len(ss)
-        c[EOS] += len(ss)
-        counts[lang] = c[1:]
-    return counts
+        sides = ((data.langs[0], data.src), (data.langs[1], data.tgt)) if isinstance(data, PairData) else \
+            ((data.lang, data.sents),)
+        for lang, arrays in sides:
+            counts[lang] += np.bincount(arrays.ids, minlength=prep.classes[lang])
+            counts[lang][[BOS, EOS]] += len(arrays)
+    return {lang: torch.from_numpy(c[1:]) for lang, c in counts.items()}
 
 
 def _backend(value, cfg):
     from xlfast.kernels.subword_embed import registry
 
     return _one_of(("auto", *registry.names()))(value, cfg)
+
+
+def _pretrained(value, cfg):
+    from xlfast import pretrained
+
+    langs = {lang for c in cfg.corpora for lang in c.langs} | {m.lang for m in cfg.mono}
+    dim = cfg.dim or PRESETS[cfg.preset]["dim"]
+    for lang, path in value.items():
+        if lang not in langs:
+            return f"{lang}={path}: '{lang}' is not a language of the corpora ({', '.join(sorted(langs))})"
+        why = pretrained.problem(path, dim)
+        if why:
+            return f"{lang}={path}: {why}"
+    return None
 
 
 SETTING_RULES: dict[str, Callable[[Any, TrainConfig], str | None]] = {
@@ -197,6 +208,8 @@ SETTING_RULES: dict[str, Callable[[Any, TrainConfig], str | None]] = {
     "dice_threshold": lambda value, cfg: None if 0 < value <= 1 else "must be above 0 and at most 1",
     "device": _device,
     "backend": _backend,
+    "pretrained": _pretrained,
+    "pretrained_max": _at_least(1),
 }
 
 # What a resumed run may change: how long and where it runs, and the optimiser's step size and clipping.
@@ -372,24 +385,61 @@ class Task(ABC):
 
     def prepare(self, cfg: TrainConfig, saved: RunDir | None, log: Callable[[str], None]) -> Prepared:
         """The corpora as word ids, with vocabularies and subword tables. `saved`: a run directory whose
-        vocabularies and SentencePiece models are reused, so a resumed run sees identical ids. Every
-        check of the data comes before SentencePiece is trained (the slow part)."""
-        texts = self.read(cfg)
-        vocabs = {lang: saved.read_vocab(lang) for lang in texts.langs} if saved else vocabularies(texts, cfg.min_count)
-        datasets = self.datasets(cfg, texts, vocabs, log)
+        vocabularies and SentencePiece models are reused, so a resumed run sees identical ids, and whose
+        corpus store is reused when it was built from the same files. Every check of the data comes
+        before SentencePiece is trained (the slow part)."""
+        store_dir = RunDir(cfg.out).corpus_dir
+        specs = cfg.mono or cfg.corpora
+        key = store_key(specs, cfg.tokenizer, cfg.skip_bad_lines, cfg.min_count)
+        store = Store.reusable(store_dir, key) if saved else None
+        classes: dict[str, list[str]] | None = None
+        if saved:
+            mcfg = saved.model_config()
+            vocabs = {lang: saved.read_vocab(lang) for lang in mcfg.langs}
+            classes = {lang: vocabs[lang][: mcfg.vocab_sizes[lang]] for lang in mcfg.langs}
+        counts = None
+        if store is None:
+            groups, records = self.records(cfg)
+            t0 = time.perf_counter()
+            store, counts, built = corpus_store.build(
+                store_dir, groups, records,
+                (lambda _: classes) if classes else (lambda found: vocabularies(found, cfg.min_count)), key, UNK)
+            log(f"corpus: {store.tokens:,} tokens as word ids in {time.perf_counter() - t0:.1f} s "
+                f"({store.nbytes() / 2**20:,.1f} MiB memory-mapped)")
+            classes = classes or built
+        datasets = self.datasets(cfg, store, classes, log)
         tables = None
         if cfg.subword != "none":
-            segmenters = ({lang: saved.segmenter(lang) for lang in texts.langs} if saved
-                          else train_segmenters(texts, cfg.spm_vocab))
-            tables = subwords(vocabs, segmenters)
-        return Prepared(texts.langs, vocabs, datasets, tables, texts.dropped)
+            segmenters = ({lang: saved.segmenter(lang) for lang in classes} if saved
+                          else train_segmenters(counts, cfg.spm_vocab))
+            tables = subwords(classes, segmenters)
+        prep = Prepared(list(classes), dict(classes), datasets, tables, store.dropped,
+                        classes={lang: len(words) for lang, words in classes.items()})
+        if saved:
+            prep.vocabs, prep.pretrained = vocabs, mcfg.pretrained
+        else:
+            self._add_pretrained(cfg, prep, log)
+        return prep
+
+    @staticmethod
+    def _add_pretrained(cfg: TrainConfig, prep: Prepared, log: Callable[[str], None]) -> None:
+        """The pre-trained vectors of a new run: their words join the vocabularies (Wada et al. 2021, §3.7)."""
+        from xlfast import pretrained
+
+        for lang, path in cfg.pretrained.items():
+            prep.vocabs[lang], rows = pretrained.load(path, cfg.pretrained_max, prep.vocabs[lang], SPECIALS)
+            added = len(prep.vocabs[lang]) - prep.classes[lang]
+            prep.pretrained_rows[lang] = rows
+            prep.pretrained[lang] = {"rows": len(rows.ids), "added": added}
+            log(f"{lang}: {len(rows.ids) - added:,} corpus words take pre-trained vectors from {path}; "
+                f"{added:,} words only the vectors know join the vocabulary")
 
     @abstractmethod
-    def read(self, cfg: TrainConfig) -> Texts:
-        """The corpora, tokenised."""
+    def records(self, cfg: TrainConfig):
+        """The corpus store's groups of sides and the stream of tokenised records (xlfast.corpus_store.build)."""
 
     @abstractmethod
-    def datasets(self, cfg: TrainConfig, texts: Texts, vocabs: dict[str, list[str]], log) -> list:
+    def datasets(self, cfg: TrainConfig, store: Store, vocabs: dict[str, list[str]], log) -> list:
         """What batches are drawn from, as word ids."""
 
     @abstractmethod
@@ -406,11 +456,11 @@ class ParallelTask(Task):
 
     kind, criterion, label = "parallel", "dict_p1", "dict P@1"
 
-    def read(self, cfg):
-        return read_parallel_texts(cfg.corpora, cfg.tokenizer, cfg.skip_bad_lines)
+    def records(self, cfg):
+        return parallel_records(cfg.corpora, cfg.tokenizer, cfg.skip_bad_lines)
 
-    def datasets(self, cfg, texts, vocabs, log):
-        return pair_datasets(texts, vocabs, cfg.dice_min_count, cfg.dice_threshold, log)
+    def datasets(self, cfg, store, vocabs, log):
+        return pair_datasets(cfg.corpora, store, cfg.dice_min_count, cfg.dice_threshold, log)
 
     def plan(self, datasets, batch_size, rng):
         return epoch_plan(datasets, batch_size, rng)
@@ -427,11 +477,11 @@ class MonoTask(Task):
 
     kind, criterion, label = "mono", "mutual_csls", "mutual CSLS"
 
-    def read(self, cfg):
-        return read_mono_texts(cfg.mono, cfg.tokenizer, cfg.skip_bad_lines)
+    def records(self, cfg):
+        return mono_records(cfg.mono, cfg.tokenizer, cfg.skip_bad_lines)
 
-    def datasets(self, cfg, texts, vocabs, log):
-        return mono_datasets(texts, vocabs, log)
+    def datasets(self, cfg, store, vocabs, log):
+        return mono_datasets(store, vocabs, log)
 
     def plan(self, datasets, batch_size, rng):
         return epoch_plan(datasets, batch_size, rng, alternate=True)
@@ -491,6 +541,10 @@ class Selection:
                    state.get("since_improved", state.get("since_best", 0)))
 
 
+def _quiet(message: str) -> None:
+    """The log of every rank but 0."""
+
+
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -499,17 +553,21 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _machine(cfg: TrainConfig) -> torch.device:
-    """Apply the thread budget and pick the device; a kernel backend asked for that cannot run there fails
-    now, before any work."""
-    if cfg.threads:
-        threads.configure(cfg.threads)
+def _machine(cfg: TrainConfig) -> tuple[torch.device, distributed.Group]:
+    """Join the torchrun group if this process was launched in one, apply the thread budget and pick the
+    device (one GPU per rank); a kernel backend asked for that cannot run there fails now, before any work."""
     device = pick_device(cfg.device)
+    group = distributed.join(device.type)
+    n_threads = distributed.threads_per_rank(group, cfg.threads)
+    if n_threads:
+        threads.configure(n_threads)
+    if device.type == "cuda" and device.index is None and group.parallel:
+        device = torch.device("cuda", group.local_rank)
     if cfg.backend and cfg.backend != "auto":
         from xlfast.kernels.subword_embed import registry
 
         registry.choose(device.type, cfg.backend)
-    return device
+    return device, group
 
 
 class Trainer:
@@ -517,18 +575,19 @@ class Trainer:
     `fit()` trains to the end. `progress` receives (event, info) for the command line's display."""
 
     def __init__(self, cfg: TrainConfig, prep: Prepared, device: torch.device,
-                 log: Callable[[str], None] = print, progress=None):
+                 log: Callable[[str], None] = print, progress=None, group: distributed.Group = distributed.SINGLE):
         self.cfg = cfg
         self.task = TASKS[cfg.kind]
         self.rundir = RunDir(cfg.out)
         self.prep = prep
         self.device = device
+        self.group = group
         self.bf16 = bf16_native(device.type) if cfg.bf16 is None else cfg.bf16
-        self.log = log
-        self.progress = progress
+        self.log = log if group.main else _quiet
+        self.progress = progress if group.main else None
         mcfg = ModelConfig(
             langs=prep.langs,
-            vocab_sizes={lang: len(v) for lang, v in prep.vocabs.items()},
+            vocab_sizes=prep.classes,
             num_pieces=len(prep.subwords.piece_table) if prep.subwords else 0,
             dim=cfg.dim,
             enc_layers=cfg.enc_layers,
@@ -537,13 +596,18 @@ class Trainer:
             dropout=cfg.dropout,
             kind=cfg.kind,
             softmax=cfg.softmax,
+            pretrained=prep.pretrained,
         )
         torch.manual_seed(cfg.seed)
-        self.model = model_class(mcfg)(mcfg, prep.subwords.pieces_per_word if prep.subwords else None).to(device)
+        frozen = {lang: (torch.from_numpy(rows.ids), torch.from_numpy(rows.vectors))
+                  for lang, rows in prep.pretrained_rows.items()}
+        self.model = model_class(mcfg)(mcfg, prep.subwords.pieces_per_word if prep.subwords else None,
+                                       frozen).to(device)
         if cfg.softmax == "sampled":
             from xlfast.kernels.linear_ce import UnigramSampler
 
             self.model.sampler = UnigramSampler(class_counts(prep))
+        self.module = self.model  # what computes the loss (DistributedDataParallel over the model: _join)
         # fused: one kernel for all parameters instead of ~10 elementwise passes each (Adam was ~20% of a step)
         try:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
@@ -565,13 +629,23 @@ class Trainer:
         rundir.check_writable()
         if rundir.holds_trained_run():
             raise XlfastError(f"{rundir} already holds a run: use --resume to continue it, or another -o")
-        device = _machine(cfg)
-        trainer = cls(cfg, TASKS[cfg.kind].prepare(cfg, None, log), device, log, progress)
+        device, group = _machine(cfg)
+        if not group.main:  # the others read what rank 0 prepared and saved, as a resumed run does
+            distributed.barrier(group)
+            return cls(cfg, TASKS[cfg.kind].prepare(cfg, rundir, _quiet), device, log, progress, group)._join()
+        existed = rundir.path.exists()
+        try:
+            trainer = cls(cfg, TASKS[cfg.kind].prepare(cfg, None, log), device, log, progress, group)
+        except BaseException:
+            if not existed:  # the corpus store was built in it: a run that cannot start leaves nothing behind
+                shutil.rmtree(rundir.path, ignore_errors=True)
+            raise
         rundir.create()
         trainer._save_prepared()
         rundir.truncate_log(0)
         trainer._write_config()
-        return trainer
+        distributed.barrier(group)
+        return trainer._join()
 
     @classmethod
     def resume(cls, run_dir, changes: Mapping[str, Any] | None = None, log: Callable[[str], None] = print,
@@ -587,19 +661,35 @@ class Trainer:
         if not rundir.has_checkpoint():
             raise XlfastError(f"{rundir}: no {CHECKPOINT} to resume from (no epoch has finished)")
         cfg, accepted = reconcile(rundir, stored, changes or {})
-        device = _machine(cfg)
+        device, group = _machine(cfg)
         state = rundir.load_state(CHECKPOINT)  # on the CPU: the RNG state must stay there
-        trainer = cls(cfg, TASKS[cfg.kind].prepare(cfg, rundir, log), device, log, progress)
+        if not group.main:  # rank 0 may rebuild the corpus store first
+            distributed.barrier(group)
+        trainer = cls(cfg, TASKS[cfg.kind].prepare(cfg, rundir, log if group.main else _quiet), device, log,
+                      progress, group)
         trainer._restore(state)
-        rundir.remove_stale_temporaries()
-        rundir.truncate_log(trainer.epoch)
-        trainer._write_config()
+        if group.main:
+            rundir.remove_stale_temporaries()
+            rundir.truncate_log(trainer.epoch)
+            trainer._write_config()
+            distributed.barrier(group)
+        trainer._join()
+        log = trainer.log
         trainer.resumed_after, trainer.changes = trainer.epoch, accepted
         sel = trainer.selection
         log(f"resuming {rundir} after epoch {trainer.epoch} (best {sel.best:.3f} at epoch {sel.best_epoch})")
         for change in accepted:
             log(f"resuming with {change}")
         return trainer
+
+    def _join(self) -> "Trainer":
+        """On several ranks, compute the loss through DistributedDataParallel (gradients averaged over the
+        ranks in the backward pass; rank 0's parameters broadcast now). A batch leaves some parameters
+        without gradient when there are several corpus pairs (the other pairs' decoders) or languages (the
+        other languages' LM outputs)."""
+        if self.group.parallel:
+            self.module = distributed.wrap(self.model, self.device, find_unused=len(self.prep.datasets) > 1)
+        return self
 
     def _restore(self, state: dict) -> None:
         try:
@@ -635,7 +725,7 @@ class Trainer:
         threads.poll()  # between steps: share the CPUs when other work runs (xlfast.threads)
         batch = data.batch(idx, self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss, _ = self.model.loss(batch, backend=self.cfg.backend)
+            loss, _ = self.module(batch, backend=self.cfg.backend)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
@@ -643,7 +733,12 @@ class Trainer:
         return float(loss.detach())
 
     def train_epoch(self, epoch: int) -> dict:
-        plan = self.plan(random.Random(self.cfg.seed * 1_000_003 + epoch))
+        """One pass over the epoch's batches; on several ranks each takes its shard of them. Loss, tokens and
+        steps are those of all ranks."""
+        group = self.group
+        plan = distributed.shard(self.plan(random.Random(self.cfg.seed * 1_000_003 + epoch)), group)
+        if group.parallel:  # dropout masks differ between ranks, and follow from the epoch whatever the world size
+            torch.manual_seed(self.cfg.seed * 1_000_003 + epoch * 1009 + group.rank)
         datasets = self.prep.datasets
         self.model.train()
         total, tokens, t0 = 0.0, 0, time.perf_counter()
@@ -654,9 +749,11 @@ class Trainer:
             used.add(threads.active()["current"])
             if self.progress:
                 self.progress("step", dict(epoch=epoch, step=step + 1, steps=len(plan), loss=total / (step + 1),
-                                           tok_s=tokens / max(time.perf_counter() - t0, 1e-9)))
+                                           tok_s=group.world * tokens / max(time.perf_counter() - t0, 1e-9)))
         secs = time.perf_counter() - t0
-        return dict(loss=total / max(len(plan), 1), seconds=secs, tokens=tokens, steps=len(plan), threads=sorted(used))
+        total, tokens, steps = distributed.sum_over_ranks([total, tokens, len(plan)], group)
+        return dict(loss=total / max(steps, 1), seconds=secs, tokens=int(tokens), steps=int(steps),
+                    threads=sorted(used))
 
     def checkpoint_state(self) -> dict:
         return dict(model=self.model.state_dict(), optim=self.opt.state_dict(), epoch=self.epoch,
@@ -673,37 +770,48 @@ class Trainer:
         return time.perf_counter() - t0
 
     def fit(self) -> dict:
+        """Train to the last epoch or until patience runs out. On several ranks, rank 0 alone evaluates,
+        selects and writes; the others take its selection state after every epoch."""
         cfg = self.cfg
         start = time.perf_counter()
         stop_reason = "epochs"
-        with CheckpointWriter(self.rundir) as self.writer:
+        main = self.group.main
+        with CheckpointWriter(self.rundir) if main else contextlib.nullcontext() as self.writer:
             while self.epoch < cfg.epochs:
                 if self.selection.exhausted(cfg.patience):
                     stop_reason = "patience"
                     break
                 self.epoch += 1
                 stats = self.train_epoch(self.epoch)
-                t_eval = time.perf_counter()
-                score = self.task.score(self.model, self.prep, cfg)
-                eval_s = time.perf_counter() - t_eval
-                keep = self.selection.observe(self.epoch, score, cfg.epochs)
-                ckpt_s = self.save_checkpoint(keep_model=keep)
-                rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.task.criterion: score.value,
-                       **score.extra, "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3),
-                       "checkpoint_seconds": round(ckpt_s, 3), "elapsed_seconds": round(time.perf_counter() - start, 3),
-                       "tokens": stats["tokens"],
-                       "best_epoch": self.selection.best_epoch, "threads": stats["threads"]}
-                self.rundir.append_log(rec)
-                if self.progress:
-                    self.progress("epoch", rec)
-            self.writer.wait()
-            if not self.rundir.has_model():  # no dictionary ever scored: keep the last epoch
-                self.rundir.save_state({"model": self.model.state_dict(), "epoch": self.epoch}, MODEL)
-                self.selection.best_epoch = self.epoch
-        self.export_embeddings()
+                if main:
+                    self._finish_epoch(stats, start)
+                self.selection = distributed.from_main(self.selection, self.group)
+            if main:
+                self.writer.wait()
+                if not self.rundir.has_model():  # no dictionary ever scored: keep the last epoch
+                    self.rundir.save_state({"model": self.model.state_dict(), "epoch": self.epoch}, MODEL)
+                    self.selection.best_epoch = self.epoch
+                self.export_embeddings()
+        distributed.barrier(self.group)  # every rank returns once the run directory is complete
         return {"epochs": self.epoch, "best_epoch": self.selection.best_epoch,
                 f"best_{self.task.criterion}": self.selection.kept_score, "stop": stop_reason,
                 "seconds": time.perf_counter() - start, "resumed_after": self.resumed_after, "changes": self.changes}
+
+    def _finish_epoch(self, stats: dict, start: float) -> None:
+        """Score the epoch's model, keep it if selected, checkpoint, log."""
+        t_eval = time.perf_counter()
+        score = self.task.score(self.model, self.prep, self.cfg)
+        eval_s = time.perf_counter() - t_eval
+        keep = self.selection.observe(self.epoch, score, self.cfg.epochs)
+        ckpt_s = self.save_checkpoint(keep_model=keep)
+        rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.task.criterion: score.value,
+               **score.extra, "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3),
+               "checkpoint_seconds": round(ckpt_s, 3), "elapsed_seconds": round(time.perf_counter() - start, 3),
+               "tokens": stats["tokens"], "steps": stats["steps"],
+               "ranks": self.group.world, "best_epoch": self.selection.best_epoch, "threads": stats["threads"]}
+        self.rundir.append_log(rec)
+        if self.progress:
+            self.progress("epoch", rec)
 
     def export_embeddings(self) -> None:
         """Static subword-aware vectors of the selected model for every vocabulary word (word2vec text)."""

@@ -1,6 +1,7 @@
 """`xlfast train`: learn cross-lingual embeddings from parallel corpora (or, with --mono, monolingual ones)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,6 +45,9 @@ def train(
     tokenize: Annotated[Tokenize, typer.Option(help="default: Unicode-aware, splits punctuation; none: text is pre-tokenised.")] = Tokenize(DEFAULTS.tokenizer.name),
     lowercase: Annotated[bool, typer.Option("--lowercase/--no-lowercase", help="Lowercase before tokenising.")] = DEFAULTS.tokenizer.lowercase,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip (and count) malformed lines instead of stopping.")] = DEFAULTS.skip_bad_lines,
+    pretrained: Annotated[Optional[list[str]], typer.Option("--pretrained", metavar="LANG=FILE", help="Pre-trained vectors (word2vec text, .vec or .vec.gz as fastText ships them) for a language of the corpora, frozen (Wada et al. 2021, §3.7): their words join the vocabulary, so retrieval reaches words the corpora never show. Their dimension must be --dim. Repeat for another language.")] = None,
+    pretrained_max: Annotated[int, typer.Option(help="Read the first this many words of each --pretrained file.")] = DEFAULTS.pretrained_max,
+    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (DistributedDataParallel, gloo; nccl on GPUs): launches torchrun. For several machines run `torchrun ... -m xlfast train` yourself.")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint. Options given are checked against the run's: --epochs, --patience, --lr, --threads, --device, --bf16 and --backend may change; any other difference is refused.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON ('-' for stdout).")] = None,
 ) -> None:
@@ -51,9 +55,15 @@ def train(
     --mono the multilingual language model on monolingual corpora only (Wada & Iwata 2018)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from xlfast import distributed
     from xlfast.corpora import from_arguments
     from xlfast.train import SettingError, flag, start
 
+    if nproc < 1:
+        raise typer.BadParameter(f"{nproc} must be at least 1", param_hint="--nproc")
+    if nproc > 1 and not distributed.launched():
+        # the same command line on nproc processes; there every rank finds itself launched and trains
+        raise typer.Exit(distributed.launch(nproc, distributed.without_option(sys.argv[1:], "--nproc")))
     apply_threads(threads)
 
     def given(name: str) -> bool:
@@ -64,12 +74,21 @@ def train(
     options = dict(preset=preset.value, dim=dim, enc_layers=enc_layers, dec_layers=dec_layers, batch_size=batch_size,
                    subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, lr=lr, min_count=min_count,
                    spm_vocab=spm_vocab, select_words=select_words, seed=seed, threads=threads, device=device,
-                   bf16=bf16, backend=backend, skip_bad_lines=skip_bad_lines, softmax=softmax.value)
+                   bf16=bf16, backend=backend, skip_bad_lines=skip_bad_lines, softmax=softmax.value,
+                   pretrained_max=pretrained_max)
     changes = {name: value for name, value in options.items() if given(name)}
     tokenizer = {key: value for key, value, name in (("name", tokenize.value, "tokenize"), ("lowercase", lowercase, "lowercase"))
                  if given(name)}
     if tokenizer:
         changes["tokenizer"] = tokenizer
+    if pretrained:
+        from xlfast.errors import XlfastError
+        from xlfast.pretrained import parse_options
+
+        try:
+            changes["pretrained"] = parse_options(pretrained)
+        except XlfastError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--pretrained") from None
     if corpora:
         changes.update(from_arguments(corpora, langs or [], mono))
     elif langs or mono:
@@ -111,8 +130,13 @@ def train(
         trainer = start(out, changes, resume, log=lambda m: err_console.print(m, highlight=False), progress=on_event)
     except SettingError as exc:
         raise typer.BadParameter(f"{exc.value!r} {exc.problem}", param_hint=flag(exc.name)) from None
+    if not trainer.group.main:  # rank 0 reports
+        trainer.fit()
+        distributed.leave()
+        return
     with progress:
         summary = trainer.fit()
+    distributed.leave()
     summary["run_dir"] = str(out)
     criterion, label = trainer.task.criterion, trainer.task.label
     shown.print(
