@@ -128,10 +128,10 @@ def test_a_model_that_does_not_fit_its_configuration_is_one_line(run_copy):
 
 def test_a_truncated_checkpoint_is_one_line_for_resume_and_changes_nothing(run_copy):
     truncate(run_copy / "checkpoint.pt")
-    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    before = {str(p.relative_to(run_copy)): p.read_bytes() for p in run_copy.rglob('*') if p.is_file()}
     r = CliRunner().invoke(app, ["train", "-o", str(run_copy), "--resume", "--epochs", "2"])
     one_error_line(r, f"error: {run_copy / 'checkpoint.pt'}: not a readable checkpoint (truncated?)")
-    assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before
+    assert {str(p.relative_to(run_copy)): p.read_bytes() for p in run_copy.rglob('*') if p.is_file()} == before
 
 
 def test_missing_run_files_name_themselves(run_copy):

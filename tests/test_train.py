@@ -212,7 +212,7 @@ def one_line(text: str) -> str:
 
 
 def files_of(run_dir):
-    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())}
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
