@@ -80,13 +80,15 @@ def csls_cmd(
         write_json(json_path, res)
 
 
-def _ints(text: str, what: str) -> list[int]:
+def _positive_list(text: str, what: str, kind: type = int) -> list:
+    """'1,2,3' -> [1, 2, 3]: comma-separated positive integers (kind=int) or numbers (kind=float)."""
+    noun = "integers" if kind is int else "numbers"
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        values = [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise XlfastError(f"--{what}: expected comma-separated integers, got '{text}'") from None
-    if not values or min(values) < 1:
-        raise XlfastError(f"--{what}: expected positive integers, got '{text}'")
+        raise XlfastError(f"--{what}: expected comma-separated {noun}, got '{text}'") from None
+    if not values or min(values) <= 0:
+        raise XlfastError(f"--{what}: expected positive {noun}, got '{text}'")
     return values
 
 
@@ -112,22 +114,12 @@ def embed_cmd(
     """Fused subword-average lookup, forward+backward, against the torch reference."""
     apply_threads(threads)
     setup_logging()
-    sizes = embed.sizes_of(_ints(vocab, "vocab"), _ints(dim, "dim"), grid)
+    sizes = embed.sizes_of(_positive_list(vocab, "vocab"), _positive_list(dim, "dim"), grid)
     with _progress("embed bench") as tick:
         res = embed.run_bench(sizes, num_pieces, pieces, repeats, backend, not no_simple, dropout, progress=tick)
     render(embed.report(res))
     if json_path:
         write_json(json_path, res)
-
-
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise XlfastError(f"--{what}: expected comma-separated numbers, got '{text}'") from None
-    if not values or min(values) <= 0:
-        raise XlfastError(f"--{what}: expected positive numbers, got '{text}'")
-    return values
 
 
 def linear_ce_cmd(
@@ -148,7 +140,7 @@ def linear_ce_cmd(
     setup_logging()
     if min(rows, vocab, dim, repeats) < 1 or not 0.0 <= ignored < 1.0:
         raise XlfastError("--rows, --vocab, --dim and --repeats must be positive, --ignored in [0, 1)")
-    sizes = _floats(chunk_mb, "chunk-mb") if chunk_mb else None
+    sizes = _positive_list(chunk_mb, "chunk-mb", float) if chunk_mb else None
     with _progress("linear-ce bench") as tick:
         res = linear_ce.run_bench(rows, vocab, dim, repeats, backend, sizes, ignored, progress=tick)
     render(linear_ce.report(res))
