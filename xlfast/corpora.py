@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from xlfast.corpus_store import Store, TokenArrays
 from xlfast.errors import InputError, XlfastError
 from xlfast.model import SPECIALS, UNK, LMBatch, PairBatch
@@ -255,8 +257,9 @@ class PairData:
     def __len__(self) -> int:
         return len(self.src)
 
-    def length(self, i: int) -> int:
-        return max(len(self.src[i]), len(self.tgt[i]))
+    def lengths(self) -> np.ndarray:
+        """Per sentence pair, the longer side's length (what its batch pads to)."""
+        return np.maximum(self.src.lengths(), self.tgt.lengths())
 
     def tokens(self, idx: list[int]) -> int:
         return sum(len(self.src[i]) + len(self.tgt[i]) for i in idx)
@@ -277,8 +280,8 @@ class MonoData:
     def __len__(self) -> int:
         return len(self.sents)
 
-    def length(self, i: int) -> int:
-        return len(self.sents[i])
+    def lengths(self) -> np.ndarray:
+        return self.sents.lengths()
 
     def tokens(self, idx: list[int]) -> int:
         return sum(len(self.sents[i]) for i in idx)
