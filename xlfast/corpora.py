@@ -359,5 +359,5 @@ class Prepared:
     dropped: int
     classes: dict[str, int] = field(default_factory=dict)  # size of the trained vocabulary (the output classes)
     pretrained: dict[str, dict] = field(default_factory=dict)  # ModelConfig.pretrained
-    pretrained_rows: dict = field(default_factory=dict)  # language → PretrainedRows (a new run; a resumed one
-    # takes the frozen vectors from its checkpoint)
+    pretrained_rows: dict = field(default_factory=dict)  # language → PretrainedRows (read from the vectors'
+    # file for a new run; memory-mapped from the run directory for a resumed one)

@@ -454,7 +454,7 @@ class Task(ABC):
         prep = Prepared(list(classes), dict(classes), datasets, tables, store.dropped,
                         classes={lang: len(words) for lang, words in classes.items()})
         if saved:
-            prep.vocabs, prep.pretrained = vocabs, mcfg.pretrained
+            prep.vocabs, prep.pretrained, prep.pretrained_rows = vocabs, mcfg.pretrained, saved.read_pretrained(mcfg)
         else:
             self._add_pretrained(cfg, prep, log)
         return prep
@@ -637,10 +637,8 @@ class Trainer:
             pretrained=prep.pretrained,
         )
         torch.manual_seed(cfg.seed)
-        frozen = {lang: (torch.from_numpy(rows.ids), torch.from_numpy(rows.vectors))
-                  for lang, rows in prep.pretrained_rows.items()}
         self.model = model_class(mcfg)(mcfg, prep.subwords.pieces_per_word if prep.subwords else None,
-                                       frozen).to(device)
+                                       prep.pretrained_rows).to(device)
         if cfg.softmax == "sampled":
             from xlfast.kernels.linear_ce import UnigramSampler
 
@@ -749,6 +747,8 @@ class Trainer:
             for lang, segmenter in self.prep.subwords.segmenters.items():
                 self.rundir.write_segmenter(lang, segmenter)
             self.rundir.write_pieces(self.prep.subwords.piece_table)
+        for lang, rows in self.prep.pretrained_rows.items():
+            self.rundir.write_pretrained(lang, rows)
 
     def _write_config(self) -> None:
         self.rundir.write_config({"train": self.cfg.to_dict(), "model": self.model.cfg.to_dict(),
