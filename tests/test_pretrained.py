@@ -167,22 +167,16 @@ def test_an_out_of_corpus_word_retrieves_its_translation(with_synonym, tmp_path)
     assert via_vectors == in_corpus and data.source in via_vectors
 
 
-def test_the_vectors_are_saved_once_and_a_resumed_run_continues_exactly(with_synonym, tmp_path):
+def test_the_vectors_are_saved_once_and_a_resumed_run_continues_exactly(with_synonym, straight_and_resumed):
     """The frozen vectors live in the run directory, memory-mapped, never in checkpoint.pt or model.pt; a
     run resumed from its checkpoint ends exactly where an uninterrupted one does."""
     from xlfast.io import read_vec
-    from xlfast.rundir import RunDir
-    from xlfast.train import Trainer
 
     data = with_synonym
-    straight = Trainer.new(_config(data, tmp_path / "a", epochs=2, patience=9), log=lambda m: None)
-    straight.fit()
-    Trainer.new(_config(data, tmp_path / "b", epochs=1, patience=9), log=lambda m: None).fit()
-    resumed = Trainer.resume(tmp_path / "b", dict(epochs=2), log=lambda m: None)
-    resumed.fit()
+    straight, resumed = straight_and_resumed(lambda out, epochs: _config(data, out, epochs=epochs, patience=9), 2)
     for (k, p), (_, q) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(p, q), k
-    run = RunDir(tmp_path / "b")
+    run = resumed.rundir
     saved = run.read_pretrained(run.model_config())["tgt"]
     assert isinstance(saved.vectors, np.memmap)
     words, vectors = read_vec(data.vec)

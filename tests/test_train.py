@@ -68,17 +68,13 @@ def test_short_training_lowers_the_loss_and_finds_translations(synth, tmp_path):
         assert (tmp_path / "r" / f).exists(), f
 
 
-def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(synth, tmp_path):
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(synth, straight_and_resumed):
     _, corpus = synth
-    straight = Trainer.new(cfg_for(corpus, tmp_path / "a", epochs=3, patience=99), log=lambda m: None)
-    straight.fit()
-    Trainer.new(cfg_for(corpus, tmp_path / "b", epochs=1, patience=99), log=lambda m: None).fit()
-    resumed = Trainer.resume(tmp_path / "b", dict(epochs=3), log=lambda m: None)
-    resumed.fit()
+    straight, resumed = straight_and_resumed(lambda out, epochs: cfg_for(corpus, out, epochs=epochs, patience=99), 3)
     for (k, p), (_, q) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.allclose(p.float(), q.float(), atol=1e-6), k
-    la = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
-    lb = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    la = straight.rundir.log_path.read_text().splitlines()
+    lb = resumed.rundir.log_path.read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(x).items() if "seconds" not in k} for x in lines]
     assert strip(la) == strip(lb)
 
