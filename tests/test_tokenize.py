@@ -1,4 +1,5 @@
-"""The tokenizer: known answers in Italian, French, Nepali, Shipibo; spans quote the original text."""
+"""The tokenizer: known answers in Italian, French, Nepali, Shipibo; spans quote the original text; `auto`
+tells raw text from tokenised text."""
 from __future__ import annotations
 
 import itertools
@@ -7,9 +8,9 @@ import unicodedata
 import pytest
 
 from xlfast.errors import XlfastError
-from xlfast.tokenize import TokenizerSpec, token_spans
+from xlfast.tokenize import Tokenisedness, TokenizerSpec, token_spans
 
-default = TokenizerSpec()
+default = TokenizerSpec("default")
 
 
 @pytest.mark.parametrize(
@@ -65,8 +66,9 @@ def test_spans_quote_the_original_text():
 def test_spec_round_trip_and_validation():
     spec = TokenizerSpec("none", lowercase=True)
     assert TokenizerSpec.from_dict(spec.to_dict()) == spec
-    assert spec.to_dict() == {"name": "none", "lowercase": True}
-    assert TokenizerSpec.from_dict({}) == TokenizerSpec()
+    assert spec.to_dict() == {"name": "none", "lowercase": True, "auto": False}
+    assert TokenizerSpec().name == "auto"
+    assert TokenizerSpec.from_dict({}) == TokenizerSpec("default")  # a run saved before `auto` existed
     with pytest.raises(XlfastError):
         TokenizerSpec("moses")
     with pytest.raises(XlfastError):
@@ -100,9 +102,46 @@ def test_real_nepali_shipibo_italian(data_dir):
     assert stray == 2
     # Shipibo: the tokenizer agrees with the corpus's own tokenised, lowercased copy on most lines
     # (that copy also strips stress accents, so exact agreement is not expected everywhere)
-    lower = TokenizerSpec(lowercase=True)
+    lower = TokenizerSpec("default", lowercase=True)
     with open(data_dir / "shp-es/train.shp", encoding="utf-8") as raw, \
             open(data_dir / "shp-es/train.tok.shp", encoding="utf-8") as tok:
         pairs = list(itertools.islice(zip(raw, tok), 500))
     agree = sum(lower(r) == t.split() for r, t in pairs)
     assert agree / len(pairs) > 0.8
+
+
+def test_tokenisedness_of_hand_made_text():
+    raw = ["Ninguno sobrevivirá.", "¿Dónde está?", "Juan, María y yo comimos (mucho) pan."]
+    tokenised = ["Ninguno sobrevivirá .", "¿ Dónde está ?"] * 20 + ["Mr. Smith , the member , spoke ."]
+    assert Tokenisedness.of(raw).raw
+    assert not Tokenisedness.of(tokenised).raw  # abbreviations keep their full stop in tokenised text
+    assert not Tokenisedness.of(["ìcha na aforàso to tsomì"] * 5).raw  # no punctuation at all
+    assert not Tokenisedness.of(["", "  "]).raw
+    t = Tokenisedness.of(raw)
+    assert (t.words, t.attached_words, t.lines, t.attached_line_ends) == (11, 6, 3, 3)
+
+
+def test_auto_resolves_to_a_splitter_and_remembers_it():
+    sides = {"es": Tokenisedness.of(["Ninguno sobrevivirá ."]), "shp": Tokenisedness.of(["Jaweti , ea ."])}
+    spec = TokenizerSpec(lowercase=True).resolved(sides)
+    assert (spec.name, spec.lowercase, spec.auto) == ("none", True, True)
+    assert "tokenised already" in spec.reason
+    sides["shp"] = Tokenisedness.of(["Jaweti, ea."])
+    spec = TokenizerSpec().resolved(sides)
+    assert (spec.name, spec.auto) == ("default", True) and spec.reason.startswith("shp looks like raw text")
+    assert TokenizerSpec("default").resolved(sides) == TokenizerSpec("default")
+    # the choice is saved; whether it was automatic does not make two splitters differ
+    assert TokenizerSpec.from_dict(spec.to_dict()).auto and spec == TokenizerSpec("default")
+
+
+@pytest.mark.parametrize("pair, expected", [
+    (("grk-it/align.gr", "grk-it/align.it"), "none"),  # the gold alignment set: tokenised
+    (("shp-es/train.tok.shp", "shp-es/train.tok.es"), "none"),
+    (("shp-es/train.shp", "shp-es/train.es"), "default"),  # raw text
+    (("ne-en/dev.ne", "ne-en/dev.en"), "default"),  # raw; the Nepali side's danda stands apart
+])
+def test_auto_on_real_corpora(data_dir, pair, expected):
+    from xlfast.corpora import parallel_specs, tokenisedness
+
+    specs = parallel_specs([str(data_dir / p) for p in pair], ["a,b"])
+    assert TokenizerSpec().resolved(tokenisedness(specs, skip_bad_lines=False)).name == expected

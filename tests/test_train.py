@@ -20,7 +20,7 @@ from xlfast.evaluate import bli
 from xlfast.run import Run
 from xlfast.synthetic import make_pair
 from xlfast.tokenize import TokenizerSpec
-from xlfast.corpora import CorpusSpec, MonoData, PairData
+from xlfast.corpora import CorpusSpec, MonoData, PairData, parallel_specs
 from xlfast.corpus_store import TokenArrays
 from xlfast.errors import XlfastError
 from xlfast.train import TrainConfig, Trainer, bucketed_batches, epoch_plan
@@ -163,13 +163,33 @@ def test_two_corpora_sharing_a_language_train_one_model(synth, tmp_path):
         "".join(f"{' '.join(s)}\t{' '.join(w[::-1] for w in t)}\n" for s, t in list(zip(pair.src_sents, pair.tgt_sents))[: n // 2]),
         "utf-8",
     )
+    summary = tmp_path / "summary.json"
     r = CliRunner().invoke(app, ["train", str(a), str(b), "-o", str(tmp_path / "m"), "--dim", "32", "--epochs", "1",
-                                 "--spm-vocab", "150", "--tokenize", "none"])
+                                 "--spm-vocab", "150", "--json", str(summary)])
     assert r.exit_code == 0, r.output
+    # no punctuation is attached to any word: --tokenize auto took the text as tokenised, and says so
+    assert "tokenizer: none, chosen because every side looks tokenised already" in one_line(r.output)
+    assert json.loads(summary.read_text())["tokenizer"] == {"name": "none", "lowercase": False, "auto": True}
     run = Run.load(tmp_path / "m")
+    assert run.tokenizer.name == "none"
     assert run.langs == ["xx", "yy", "zz"]
     assert set(run.model.decoders) == {f"{l}_{d}" for l in ("xx", "yy", "zz") for d in ("fwd", "bwd")}
     assert set(run.vocab("zz")) <= {w[::-1] for w in run.vocab("yy")}
+
+
+def test_auto_tokenizer_splits_raw_text_and_a_resume_keeps_the_choice(synth, tmp_path):
+    pair, _ = synth
+    raw = tmp_path / "raw.tsv"  # running text: a full stop attached to every sentence's last word
+    raw.write_text("".join(f"{' '.join(s)}.\t{' '.join(t)}.\n" for s, t in zip(pair.src_sents, pair.tgt_sents)), "utf-8")
+    cfg = TrainConfig(corpora=parallel_specs([str(raw)], ["src,tgt"]), out=str(tmp_path / "r"), epochs=1, **{
+        **SMALL, "tokenizer": TokenizerSpec(lowercase=True)}).resolved()
+    assert (cfg.tokenizer.name, cfg.tokenizer.lowercase, cfg.tokenizer.auto) == ("default", True, True)
+    assert "src (raw.tsv) looks like raw text" in cfg.tokenizer.reason
+    Trainer.new(cfg, log=lambda _: None).fit()
+    assert Run.load(cfg.out).tokenizer == TokenizerSpec("default", lowercase=True)
+    # `--tokenize auto` again on resume decides the same way: not a change
+    r = CliRunner().invoke(app, ["train", "-o", cfg.out, "--resume", "--epochs", "2", "--tokenize", "auto", "--lowercase"])
+    assert r.exit_code == 0, r.output
 
 
 def test_oversampling_gives_every_pair_the_same_number_of_batches():

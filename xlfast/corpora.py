@@ -215,6 +215,31 @@ def mono_records(specs: list[MonoSpec], tok: TokenizerSpec, skip_bad_lines: bool
     return groups, records()
 
 
+# Lines of each side read to decide `--tokenize auto`: enough for a stable rate, cheap on any corpus.
+TOKENISEDNESS_SAMPLE = 20_000
+
+
+def tokenisedness(specs: list, skip_bad_lines: bool) -> dict[str, "Tokenisedness"]:
+    """How tokenised each side of the corpora looks (xlfast.tokenize.Tokenisedness), from its first
+    lines; keyed by a name a person reads (language and file)."""
+    from itertools import islice
+
+    from xlfast.io import iter_mono, iter_parallel
+    from xlfast.tokenize import Tokenisedness
+
+    sides: dict[str, Tokenisedness] = {}
+    for spec in specs:
+        if isinstance(spec, MonoSpec):
+            lines = [line for _, line in islice(iter_mono(spec.path, skip_bad_lines), TOKENISEDNESS_SAMPLE)]
+            sides[f"{spec.lang} ({os.path.basename(spec.path)})"] = Tokenisedness.of(lines)
+            continue
+        pairs = list(islice(iter_parallel(spec.path, spec.tgt_path, fmt=spec.fmt, skip_bad_lines=skip_bad_lines),
+                            TOKENISEDNESS_SAMPLE))
+        for i, (lang, path) in enumerate(zip(spec.langs, (spec.path, spec.tgt_path or spec.path))):
+            sides[f"{lang} ({os.path.basename(path)})"] = Tokenisedness.of(pair[1 + i] for pair in pairs)
+    return sides
+
+
 def store_key(specs: list, tok: TokenizerSpec, skip_bad_lines: bool, min_count: int) -> dict:
     """What a corpus store is built from: the files (with their sizes and modification times), how they
     are read and the vocabulary's threshold. A resumed run reuses a store only when this is unchanged."""

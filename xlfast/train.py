@@ -27,7 +27,8 @@ import torch
 from xlfast import corpus_store, distributed, threads
 from xlfast.allocator import keep_freed_memory
 from xlfast.corpora import (CorpusSpec, MonoSpec, PairData, Prepared, check_specs, mono_datasets, mono_records,
-                            pair_datasets, parallel_records, store_key, subwords, train_segmenters, vocabularies)
+                            pair_datasets, parallel_records, store_key, subwords, tokenisedness, train_segmenters,
+                            vocabularies)
 from xlfast.corpus_store import Store
 from xlfast.errors import InputError, XlfastError
 from xlfast.kernels.dispatch import bf16_native
@@ -82,10 +83,15 @@ class TrainConfig:
         return "mono" if self.mono else "parallel"
 
     def resolved(self) -> "TrainConfig":
-        """A copy with the sizes left open (None) taken from the preset; a multilingual LM's batch from
-        MONO_BATCH. A run saves its resolved settings, so it resumes with them whatever the defaults become."""
+        """A copy with the sizes left open (None) taken from the preset (a multilingual LM's batch from
+        MONO_BATCH), and `--tokenize auto` decided from the corpora. A run saves its resolved settings, so it
+        resumes with them whatever the defaults become."""
         preset = dict(PRESETS[self.preset], **({"batch_size": MONO_BATCH} if self.mono else {}))
-        return replace(self, **{k: preset[k] if getattr(self, k) is None else getattr(self, k) for k in SIZES})
+        sizes = {k: preset[k] if getattr(self, k) is None else getattr(self, k) for k in SIZES}
+        tokenizer = self.tokenizer
+        if tokenizer.name == "auto":
+            tokenizer = tokenizer.resolved(tokenisedness(self.mono or self.corpora, self.skip_bad_lines))
+        return replace(self, tokenizer=tokenizer, **sizes)
 
     def validate(self) -> None:
         """Every setting in its range and every corpus present: raised before any work is done."""
@@ -665,6 +671,8 @@ class Trainer:
         rundir.check_writable()
         if rundir.holds_trained_run():
             raise XlfastError(f"{rundir} already holds a run: use --resume to continue it, or another -o")
+        if cfg.tokenizer.reason:
+            log(f"tokenizer: {cfg.tokenizer.name}, chosen because {cfg.tokenizer.reason}")
         device, group = _machine(cfg)
         if not group.main:  # the others read what rank 0 prepared and saved, as a resumed run does
             distributed.barrier(group)
@@ -834,7 +842,8 @@ class Trainer:
         distributed.barrier(self.group)  # every rank returns once the run directory is complete
         return {"epochs": self.epoch, "best_epoch": self.selection.best_epoch,
                 f"best_{self.task.criterion}": self.selection.kept_score, "stop": stop_reason,
-                "seconds": time.perf_counter() - start, "resumed_after": self.resumed_after, "changes": self.changes}
+                "seconds": time.perf_counter() - start, "resumed_after": self.resumed_after, "changes": self.changes,
+                "tokenizer": self.cfg.tokenizer.to_dict()}
 
     def _finish_epoch(self, stats: dict, start: float) -> None:
         """Score the epoch's model, keep it if selected, checkpoint, log."""

@@ -29,7 +29,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from xlfast.errors import UsageError, XlfastError
 from xlfast.io import is_stdio
-from xlfast.tokenize import TOKENIZERS
+from xlfast.tokenize import SPLITTERS, TOKENIZERS
 
 # Click's exceptions, wherever this Typer takes Click from (newer versions carry their own copy)
 _click_errors = sys.modules[typer.BadParameter.__module__]
@@ -71,7 +71,8 @@ def choices(name: str, values: Iterable[Any]) -> type[Enum]:
     return Enum(name, {str(v): str(v) for v in values}, type=str)
 
 
-Tokenize = choices("Tokenize", TOKENIZERS)
+Tokenize = choices("Tokenize", TOKENIZERS)  # xlfast train: auto decides from the corpora
+Splitter = choices("Splitter", SPLITTERS)  # the other commands: the run's choice, or one they are given
 
 
 def _check_threads(value: Optional[int]) -> Optional[int]:
@@ -97,7 +98,7 @@ SrcLangOption = Annotated[Optional[str], typer.Option(
     "--src-lang", show_default=False, help="Source language of the run. Default: its first.")]
 TgtLangOption = Annotated[Optional[str], typer.Option(
     "--tgt-lang", show_default=False, help="Target language of the run. Default: its other one.")]
-TokenizeOverride = Annotated[Optional[Tokenize], typer.Option(
+TokenizeOverride = Annotated[Optional[Splitter], typer.Option(
     "--tokenize", show_default=False,
     help="Override the run's tokenizer (none: split on spaces, for pre-tokenised text and gold data).")]
 LowercaseOverride = Annotated[Optional[bool], typer.Option(

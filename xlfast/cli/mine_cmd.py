@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from xlfast import mine as mining
-from xlfast.cli.common import (JsonOption, LowercaseOverride, ThreadsOption, Tokenize, apply_threads, choices, console,
+from xlfast.cli.common import (JsonOption, LowercaseOverride, Splitter, ThreadsOption, apply_threads, choices, console,
                                err_console, parsed_by, progress, table, write_json)
 from xlfast.kernels.csls import parse_mem
 from xlfast.search import METRICS, is_primary
@@ -48,7 +48,7 @@ def mine(
     min_count: Annotated[int, typer.Option(min=1, help="Word level: keep word pairs mined at least this often.")] = 1,
     nproc: Annotated[int, typer.Option(
         min=1, help="Processes for the search (target side sharded, torch.distributed gloo on 127.0.0.1).")] = 1,
-    tokenize: Annotated[Optional[Tokenize], typer.Option(
+    tokenize: Annotated[Optional[Splitter], typer.Option(
         help="Tokenizer (none: whitespace). Default: the run's own choice; none for --hf-model.")] = None,
     lowercase: LowercaseOverride = None,
     src_lang: Annotated[Optional[str], typer.Option(help="Run language of --src. Default: the run's first.")] = None,

@@ -42,7 +42,9 @@ def train(
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bfloat16 autocast. Default: on where the hardware has bf16 arithmetic.", show_default=False)] = None,
     backend: Annotated[Optional[str], typer.Option(help="Subword-lookup kernel backend (default: fastest available).")] = None,
     softmax: Annotated[Softmax, typer.Option(help="Training loss over the whole vocabulary (full), or over the batch's target words plus ~4k words drawn by unigram^0.75 with the log-Q correction (sampled: fewer FLOPs; evaluation stays full).")] = Softmax(DEFAULTS.softmax),
-    tokenize: Annotated[Tokenize, typer.Option(help="default: Unicode-aware, splits punctuation; none: text is pre-tokenised.")] = Tokenize(DEFAULTS.tokenizer.name),
+    tokenize: Annotated[Tokenize, typer.Option(
+        help="auto: none where every side already looks tokenised (punctuation stands apart), else default; "
+             "default: Unicode-aware, splits punctuation; none: split on spaces only.")] = Tokenize(DEFAULTS.tokenizer.name),
     lowercase: Annotated[bool, typer.Option("--lowercase/--no-lowercase", help="Lowercase before tokenising.")] = DEFAULTS.tokenizer.lowercase,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip (and count) malformed lines instead of stopping.")] = DEFAULTS.skip_bad_lines,
     pretrained: Annotated[Optional[list[str]], typer.Option("--pretrained", metavar="LANG=FILE", help="Pre-trained vectors (word2vec text, .vec or .vec.gz as fastText ships them) for a language of the corpora, frozen (Wada et al. 2021, §3.7): their words join the vocabulary, so retrieval reaches words the corpora never show. Their dimension must be --dim. Repeat for another language.")] = None,
@@ -142,8 +144,9 @@ def train(
     shown.print(
         table(
             f"xlfast train → {out}",
-            ["epochs", "selected epoch", label, "stopped by", "seconds"],
-            [[summary["epochs"], summary["best_epoch"], summary[f"best_{criterion}"], summary["stop"], summary["seconds"]]],
+            ["epochs", "selected epoch", label, "stopped by", "seconds", "tokenizer"],
+            [[summary["epochs"], summary["best_epoch"], summary[f"best_{criterion}"], summary["stop"], summary["seconds"],
+              _tokenizer_shown(summary["tokenizer"])]],
         )
     )
     if summary["resumed_after"] is not None:
@@ -151,3 +154,7 @@ def train(
         shown.print(f"resumed after epoch {summary['resumed_after']}{with_changes}", highlight=False)
     if json_out:
         write_json(json_out, summary)
+
+
+def _tokenizer_shown(spec: dict) -> str:
+    return spec["name"] + (" lowercase" if spec["lowercase"] else "") + (" (auto)" if spec["auto"] else "")
