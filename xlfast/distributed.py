@@ -15,6 +15,7 @@ import datetime
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 # Rank 0 evaluates and writes checkpoints between epochs while the others wait in a collective: the
@@ -60,14 +61,12 @@ def join(device_type: str = "cpu") -> Group:
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
 
 
-def shard(plan: list, group: Group) -> list:
-    """This rank's batches of an epoch: every world-th one from its rank on. Every rank must take as many
-    steps (each step is a collective), so a plan that does not divide evenly wraps around to its start."""
-    if not group.parallel:
-        return plan
-    steps = -(-len(plan) // group.world)
-    padded = plan + plan[: steps * group.world - len(plan)]
-    return padded[group.rank :: group.world]
+def shard(n_batches: int, group: Group) -> np.ndarray:
+    """The positions of this rank's batches among an epoch's `n_batches`: every world-th one from its rank
+    on. Every rank must take as many steps (each step is a collective), so a plan that does not divide
+    evenly wraps around to its start."""
+    steps = -(-n_batches // group.world)
+    return np.arange(group.rank, steps * group.world, group.world) % n_batches
 
 
 def wrap(model: torch.nn.Module, device: torch.device, find_unused: bool) -> torch.nn.Module:
