@@ -409,13 +409,16 @@ def test_bench_embed_cli_runs_small_and_rejects_bad_input(tmp_path):
     assert bad.exit_code == 1 and "same number of values" in bad.output
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_table_dropout_matches_its_mask_and_gradient(backend):
     from xlfast.kernels.subword_embed import table_dropout
+    from xlfast.kernels.subword_embed.base import drop_spec, dropout_keep
 
+    available(backend)
     X = torch.randn(37, 11, requires_grad=True)
-    gen = torch.Generator().manual_seed(5)
-    Y = table_dropout(X, 0.5, backend=backend, generator=gen)
+    Y = table_dropout(X, 0.5, backend=backend, generator=torch.Generator().manual_seed(5))
+    drop = drop_spec(0.5, torch.Generator().manual_seed(5), "dropout")
+    assert torch.equal(Y, X * dropout_keep((37, 11), drop))  # the very mask every backend hashes
     kept = Y != 0
     assert 0.35 < kept.float().mean() < 0.65
     assert torch.allclose(Y[kept], 2 * X[kept])

@@ -24,15 +24,61 @@ inline void sum_tail(const T* z, int64_t d, const index_t* pcs, index_t start, i
   }
 }
 
+// The dropout mask of `dropout_keep` (xlfast/kernels/subword_embed/base.py): element `index` of a table
+// is kept iff mix32(index ^ key) >= threshold (index mod 2**32), in uint32 arithmetic so that it vectorises.
+inline uint32_t mix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x7FEB352Du;
+  h ^= h >> 15;
+  h *= 0x846CA68Bu;
+  return h ^ (h >> 16);
+}
+
+// v where keep, +0 elsewhere, as a bit mask: a branch or `keep ? v : 0` is not vectorised (GCC will not
+// if-convert floating-point code under its default -ftrapping-math), and the masks are random.
 template <typename T>
-void forward(const T* e, const T* z, const index_t* off, const index_t* pcs, const index_t* row, T* o, int64_t n,
-             int64_t d) {
+inline T keep_or_zero(T v, bool keep) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  U u;
+  std::memcpy(&u, &v, sizeof u);
+  u &= U(0) - U(keep);
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+// A mask ready for one element type: `apply` gives x * scale where element `index` is kept, else 0.
+template <typename T>
+struct Mask {
+  uint32_t key, threshold;
+  T scale;
+  explicit Mask(const DropArgs& a) : key(a.key), threshold(a.threshold), scale(T(a.scale)) {}
+  inline T apply(uint32_t index, T x) const { return keep_or_zero(x * scale, mix32(index ^ key) >= threshold); }
+};
+
+template <typename T>
+void dropout(const T* x, int64_t rows, int64_t d, DropArgs drop, T* out) {
+  const Mask<T> mask(drop);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint32_t base = uint32_t(uint64_t(r) * uint64_t(d));
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) out[r * d + j] = mask.apply(base + uint32_t(j), x[r * d + j]);
+  }
+}
+
+// The forward, optionally under the word-table mask (element w*d + j of E) and the output mask (element
+// i*d + j of out): both applied while the row is written, so neither costs a pass of its own.
+template <typename T, bool WordDrop, bool OutDrop>
+void forward_masked(const T* e, const T* z, const index_t* off, const index_t* pcs, const index_t* row, T* o,
+                    int64_t n, int64_t d, DropArgs word_drop, DropArgs out_drop) {
+  const Mask<T> words(word_drop), outs(out_drop);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const index_t w = row[i], start = off[w], stop = off[w + 1];
     const T inv = T(1) / T(stop - start);
     const T* ew = e + w * d;
     T* dst = o + i * d;
+    const uint32_t word_base = uint32_t(uint64_t(w) * uint64_t(d)), out_base = uint32_t(uint64_t(i) * uint64_t(d));
     // Column blocks small enough to live in registers: each piece row is read once and the sum
     // never round-trips through memory (a row-at-a-time sum was 2x slower here).
     for (int64_t j0 = 0; j0 < d; j0 += kBlock) {
@@ -44,9 +90,25 @@ void forward(const T* e, const T* z, const index_t* off, const index_t* pcs, con
         sum_tail<T>(z, d, pcs, start, stop, j0, m, r);
       }
 #pragma omp simd
-      for (int64_t jj = 0; jj < m; ++jj) dst[j0 + jj] = ew[j0 + jj] + r[jj] * inv;
+      for (int64_t jj = 0; jj < m; ++jj) {
+        const uint32_t j = uint32_t(j0 + jj);
+        T x = ew[j0 + jj];
+        if (WordDrop) x = words.apply(word_base + j, x);
+        x += r[jj] * inv;
+        if (OutDrop) x = outs.apply(out_base + j, x);
+        dst[j0 + jj] = x;
+      }
     }
   }
+}
+
+template <typename T>
+void forward(const T* e, const T* z, const index_t* off, const index_t* pcs, const index_t* row, T* o, int64_t n,
+             int64_t d, DropArgs words, DropArgs outs) {
+  if (words.on && outs.on) return forward_masked<T, true, true>(e, z, off, pcs, row, o, n, d, words, outs);
+  if (words.on) return forward_masked<T, true, false>(e, z, off, pcs, row, o, n, d, words, outs);
+  if (outs.on) return forward_masked<T, false, true>(e, z, off, pcs, row, o, n, d, words, outs);
+  forward_masked<T, false, false>(e, z, off, pcs, row, o, n, d, words, outs);
 }
 
 // Each thread owns a contiguous range of piece rows and walks every word in order: no atomics.

@@ -33,17 +33,11 @@ __all__ = ["PieceLayout", "subword_embed", "table_dropout", "FusedBackend", "reg
 registry = KernelRegistry("subword_embed")
 
 
-def _load_cpp():
-    from xlfast.kernels.subword_embed.cpp import CppSubwordEmbed
-
-    return CppSubwordEmbed(masks=registry.backends["numba"].load())
-
-
 # Ranks follow `xlfast bench embed` on the 2-core CPU this was built on (V=50k, d=500, P=8k, 3 pieces/word,
 # fwd+bwd): Numba 60 ms, C++ 63 ms, torch 664 ms; with dropout 0.5 Numba 153 ms, C++ 156 ms, torch 1382 ms.
 # C++ is not faster overall (faster backward, slower forward), so Numba, always installed, goes first.
 registry.register("numba", load_from("xlfast.kernels.subword_embed.numba", "NumbaSubwordEmbed"), devices={"cpu": 10})
-registry.register("cpp", _load_cpp, devices={"cpu": 20})
+registry.register("cpp", load_from("xlfast.kernels.subword_embed.cpp", "CppSubwordEmbed"), devices={"cpu": 20})
 registry.register("triton", load_from("xlfast.kernels.subword_embed.triton", "TritonSubwordEmbed"),
                   devices={"cuda": 10})
 registry.register("torch", TorchReference, devices={"cpu": 90, "cuda": 90})

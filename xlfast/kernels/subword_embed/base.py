@@ -206,8 +206,9 @@ class FusedBackend(SubwordEmbedBackend):
 
     Subclasses implement `forward_into(E, Z, layout, ids, out)` and `grad_pieces_into(g, layout, ids,
     grad_Z)` (every row of grad_Z written); inputs are contiguous and on the backend's device.
-    `dropout_into(X, drop, out)` applies a dropout mask (`dropout_keep`) and `forward_word_dropout_into`
-    the forward with the word-table mask; these defaults run in torch, backends override them with kernels.
+    `dropout_into(X, drop, out)` applies a dropout mask (`dropout_keep`), `forward_word_dropout_into` the
+    forward with the word-table mask and `forward_dropout_into` the forward with the word-table and output
+    masks; these defaults run in torch or in passes of their own, backends override them with kernels.
     """
 
     @abstractmethod
@@ -225,6 +226,15 @@ class FusedBackend(SubwordEmbedBackend):
         dropped = pool.empty(tuple(E.shape), E.dtype, E.device)
         self.dropout_into(E, drop, dropped)
         self.forward_into(dropped, Z, layout, ids, out)
+
+    def forward_dropout_into(self, E, Z, layout, ids, out, drop_words, drop_out) -> None:
+        """The forward under the word-table mask and the output mask (each a `drop` spec or None)."""
+        if drop_words is not None:
+            self.forward_word_dropout_into(E, Z, layout, ids, out, drop_words)
+        else:
+            self.forward_into(E, Z, layout, ids, out)
+        if drop_out is not None:
+            self.dropout_into(out, drop_out, out)
 
     def __call__(self, E, Z, layout, ids, drop=None, drop_words=None, drop_out=None):
         return _SubwordEmbed.apply(E, Z, layout, ids, self, drop, drop_words, drop_out)
@@ -244,12 +254,7 @@ class _SubwordEmbed(torch.autograd.Function):
             dropped = pool.empty(tuple(Z.shape), Z.dtype, Z.device)
             impl.dropout_into(Z, drop, dropped)
             Z = dropped
-        if drop_words is not None:
-            impl.forward_word_dropout_into(E, Z, layout, ids, out, drop_words)
-        else:
-            impl.forward_into(E, Z, layout, ids, out)
-        if drop_out is not None:
-            impl.dropout_into(out, drop_out, out)
+        impl.forward_dropout_into(E, Z, layout, ids, out, drop_words, drop_out)
         ctx.layout, ctx.ids, ctx.impl, ctx.drop, ctx.drop_words = layout, ids, impl, drop, drop_words
         ctx.drop_out = drop_out
         ctx.shapes = (E.shape, Z.shape, E.dtype)
