@@ -16,6 +16,7 @@ from typing import Callable
 import numba
 import torch
 
+from xlfast.allocator import keep_freed_memory
 from xlfast.errors import XlfastError
 from xlfast.kernels.subword_embed import FusedBackend, PieceLayout, registry, subword_embed
 from xlfast.kernels.subword_embed.reference import reference_subword_embed
@@ -173,7 +174,8 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
     """Median fwd/bwd ms per backend and size. With `dropout` > 0 the reference is the model's torch path
     (`F.dropout` on Z, the lookup, `F.dropout` on the table) and the fused backends drop inside.
     `training`: each sample is one step as `Trainer.train_step` makes it (`_training_round`: gradients land in
-    `.grad` of parameters, the incoming gradient is the engine's own), with its page faults and system time;
+    `.grad` of parameters, the incoming gradient is the engine's own), with its page faults and system time,
+    in a process that keeps freed memory as training does (`keep_freed_memory`, for the rest of the process);
     otherwise the kernels through `torch.autograd.grad`, several calls per sample at small sizes.
     `progress(done, total, what)` is called before each alternated round."""
     if not 0.0 <= dropout < 1.0:
@@ -188,6 +190,7 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
     simple = simple and dropout == 0.0
     names = ["torch"] + [n for n in names if n != "torch"] + (["numba-simple"] if simple else [])
     state = cpu_state_probe()
+    heap_keeps_freed = training and keep_freed_memory()
     load_before = os.getloadavg()
     gen = torch.Generator().manual_seed(0)
     results = []
@@ -248,7 +251,7 @@ def run_bench(sizes: list[tuple[int, int]], num_pieces: int = 8000, per_word: in
             results.append(row)
         del E, Z, g, copy_dst, layout, baseline
     return {"num_pieces": num_pieces, "pieces_per_word": per_word, "repeats": repeats, "dropout": dropout,
-            "training": training, "cpu_state": state, "load_avg": [load_before[0], os.getloadavg()[0]],
+            "training": training, "heap_keeps_freed": heap_keeps_freed, "cpu_state": state, "load_avg": [load_before[0], os.getloadavg()[0]],
             "threads": torch.get_num_threads(), "results": results}
 
 
@@ -290,7 +293,9 @@ def report(res: dict) -> dict:
     summary = (f"CPU state: {s['state']} (GEMM 2-thread/1-thread ×{s['speedup']:.2f}), load average "
                f"{res['load_avg'][0]:.2f} → {res['load_avg'][1]:.2f}, {res['threads']} threads; P={res['num_pieces']} "
                f"pieces, {res['pieces_per_word']} per word, dropout {res['dropout']}, median of {res['repeats']} "
-               f"alternated rounds; {'as train_step calls it' if training else 'kernels through autograd.grad'}")
+               f"alternated rounds; "
+               + (f"as train_step calls it (freed memory kept: {res['heap_keeps_freed']})" if training
+                  else "kernels through autograd.grad"))
     columns = [("V×d", "{vocab}×{dim}"), ("backend", "{backend}"), ("fwd ms", "{fwd_ms:.4g}"),
                ("bwd ms", "{bwd_ms:.4g}"), ("×torch", "{speedup:.4g}"),
                ("fwd GB/s (of copy)", "{fwd_gbs:.1f} ({fwd_of_copy:.0%})"),
