@@ -31,6 +31,7 @@ using Array = py::array_t<T, py::array::c_style>;
 namespace {
 
 constexpr int64_t kBlock = 64;
+constexpr int64_t kPrefetchBytes = 256;  // of each piece row the backward will update next
 
 // A dropout mask (a drop spec of base.py: key, threshold, scale), or none when `on` is false.
 struct DropArgs {
