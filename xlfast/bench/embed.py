@@ -1,7 +1,9 @@
 """`xlfast bench embed`: the fused subword-average lookup, forward and backward, every backend beside the
 torch reference, alternated in one run, with the bytes each pass must move and the GB/s it reaches
 against a plain copy measured in the same run (the kernel is memory-bound: that ratio says how close to
-the limit it is).
+the limit it is). Two ways to time it: the kernels through `torch.autograd.grad`, or (`training`) whole
+steps as `Trainer.train_step` makes them, with what autograd, `.grad` and the allocator add, and the page
+faults and system time of a step.
 
 Pure measurement: `run_bench` returns the results (JSON-ready), `report` the table a command renders.
 """
