@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from xlfast.bench.embed import Consumers
 from xlfast.errors import BackendUnavailable, XlfastError
 from xlfast.kernels.subword_embed import PieceLayout, registry, subword_embed
 from xlfast.kernels.subword_embed.base import pool
@@ -120,25 +121,6 @@ def test_large_outputs_reuse_buffers_only_when_free(backend):
     torch.testing.assert_close(c, a_copy)
 
 
-class FreshGradient(torch.autograd.Function):
-    """What a training step does with the table (embedding lookups, the tied output layer), reduced to its
-    gradient: a scalar whose backward hands the table a new gradient that only the autograd engine holds,
-    as the model's consumers do. `made` records where each such gradient lives."""
-
-    made: list[int] = []
-
-    @staticmethod
-    def forward(ctx, table, grad):
-        ctx.grad = grad
-        return table.new_zeros(())
-
-    @staticmethod
-    def backward(ctx, _):
-        g = ctx.grad.clone()
-        FreshGradient.made.append(g.data_ptr())
-        return g, None
-
-
 def pooled_words(V, P, gen):
     """A layout of 1-4 pieces per word, tables large enough (>= 1 MB at d=128) for the buffer pool."""
     return PieceLayout.from_lists(random_words(V, P, 4, gen), num_pieces=P)
@@ -174,14 +156,13 @@ def test_training_steps_reuse_buffers_and_hand_over_the_incoming_gradient(backen
         table = subword_embed(E, Z, layout, backend=backend, piece_dropout=p, output_dropout=p,
                               generator=torch.Generator().manual_seed(step))
         E.grad = Z.grad = None  # zero_grad(set_to_none=True): after the forward, as in train_step
-        FreshGradient.made.clear()
-        FreshGradient.apply(table, g).backward()
+        Consumers.apply(table, g).backward()
         ref, ref_gE, ref_gZ = reference_step(E, Z, layout, g, p, step)
         torch.testing.assert_close(table.detach(), ref, atol=1e-5, rtol=1e-5)  # not overwritten by the backward
         torch.testing.assert_close(E.grad, ref_gE, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(Z.grad, ref_gZ, atol=1e-5, rtol=1e-5)
         if p == 0:
-            assert E.grad.data_ptr() == FreshGradient.made[0]  # handed over, not copied
+            assert E.grad.data_ptr() == g.data_ptr()  # handed over, not copied
         sizes.append((pooled((V, d)), pooled((P, d))))
         del table
     assert sizes[1] == sizes[2] == sizes[3] and min(sizes[1]) > 0  # steady state: the same pooled buffers
@@ -225,7 +206,7 @@ def test_evaluation_under_no_grad_while_a_training_graph_is_alive(backend):
                           generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         evaluation = subword_embed(E, Z, layout, backend=backend)
-    FreshGradient.apply(train, g).backward()
+    Consumers.apply(train, g).backward()
     again = subword_embed(E, Z, layout, backend=backend)  # after the backward, while both are alive
     ref_train, ref_gE, ref_gZ = reference_step(E, Z, layout, g, 0.5, 5)
     ref_eval = reference_subword_embed(E.detach(), Z.detach(), layout)

@@ -126,7 +126,7 @@ def _lookup(name: str, E, Z, layout: PieceLayout, dropout: float, baseline: Simp
     return subword_embed(E, Z, layout, backend=name, piece_dropout=dropout, output_dropout=dropout)
 
 
-class _Consumers(torch.autograd.Function):
+class Consumers(torch.autograd.Function):
     """What a training step does with the table (embedding lookups, the tied output layer), reduced to its
     gradient: the backward hands the table `grad`'s values as a tensor only the autograd engine holds, as
     the model's consumers do (their fresh gradient), so that what the lookup's backward returns may be
@@ -163,7 +163,7 @@ def _training_round(lookup: Callable[[], torch.Tensor], params: list[torch.Tenso
         mid = time.perf_counter()
         for p in params:
             p.grad = None
-        _Consumers.apply(table, g).backward()
+        Consumers.apply(table, g).backward()
         del table
         fwd, bwd = fwd + mid - start, bwd + time.perf_counter() - mid
     sys1, faults1 = _usage()
