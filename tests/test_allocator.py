@@ -43,3 +43,14 @@ def test_freed_large_blocks_are_reused_without_page_faults():
     pages = SIZE // 4096
     assert _second_allocation_faults("default") > pages // 2  # glibc unmaps the block: every page again
     assert _second_allocation_faults("keep") < pages // 20
+
+
+def test_training_keeps_freed_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from xlfast import train
+
+    calls = []
+    monkeypatch.setattr(train, "keep_freed_memory", lambda: calls.append(True) or True)
+    train._machine(SimpleNamespace(device="cpu", threads=None, backend=None))
+    assert calls == [True]

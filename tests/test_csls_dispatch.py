@@ -61,7 +61,7 @@ def test_gpu_kernels_rank_first_on_the_gpu():
     # torch's CSLS backend tiles on the CPU; on a GPU the GPU kernels come first (they ranked behind it before)
     assert C.registry.names("cuda") == ["triton", "cuda"]
     assert C.registry.names("cpu")[:3] == ["cpp", "numba", "torch"]
-    assert embed_registry.names("cuda")[0] == "triton" and embed_registry.names("cpu")[0] == "numba"
+    assert embed_registry.names("cuda")[0] == "triton" and embed_registry.names("cpu")[:2] == ["cpp", "numba"]
 
 
 class TorchRows(RowTopkBackend):

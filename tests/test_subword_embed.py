@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from xlfast.bench.embed import Consumers
 from xlfast.errors import BackendUnavailable, XlfastError
 from xlfast.kernels.subword_embed import PieceLayout, registry, subword_embed
+from xlfast.kernels.subword_embed.base import pool
 from xlfast.kernels.subword_embed.reference import reference_subword_embed
 
 CPU_BACKENDS = registry.names("cpu")
@@ -117,6 +119,112 @@ def test_large_outputs_reuse_buffers_only_when_free(backend):
     c = subword_embed(E, Z, layout, backend=backend)
     assert c.data_ptr() == ptr  # released, so reused
     torch.testing.assert_close(c, a_copy)
+
+
+def pooled_words(V, P, gen):
+    """A layout of 1-4 pieces per word, tables large enough (>= 1 MB at d=128) for the buffer pool."""
+    return PieceLayout.from_lists(random_words(V, P, 4, gen), num_pieces=P)
+
+
+def reference_step(E, Z, layout, g, p, seed):
+    """The torch backend's values and gradients under the same hashed masks."""
+    E, Z = E.detach().clone().requires_grad_(), Z.detach().clone().requires_grad_()
+    out = subword_embed(E, Z, layout, backend="torch", piece_dropout=p, output_dropout=p,
+                        generator=torch.Generator().manual_seed(seed))
+    return (out.detach(), *torch.autograd.grad(out, (E, Z), g))
+
+
+def pooled(shape):
+    return len(pool._buffers.get((shape, torch.float32, torch.device("cpu")), []))
+
+
+@pytest.mark.parametrize("backend", ["numba", "cpp"])
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_training_steps_reuse_buffers_and_hand_over_the_incoming_gradient(backend, p):
+    """Steps as Trainer.train_step makes them (forward, zero_grad(set_to_none=True), backward into .grad):
+    right values and gradients every step, the table intact after its own backward, no new buffers after
+    the first step, and without dropout E.grad *is* the incoming gradient (no copy)."""
+    available(backend)
+    gen = torch.Generator().manual_seed(21)
+    V, P, d = 3000, 2100, 128  # E, Z and their gradients all above the pool's 1 MB threshold
+    layout = pooled_words(V, P, gen)
+    E = torch.nn.Parameter(torch.randn(V, d, generator=gen))
+    Z = torch.nn.Parameter(torch.randn(P, d, generator=gen))
+    sizes = []
+    for step in range(4):
+        g = torch.randn(V, d, generator=gen)
+        table = subword_embed(E, Z, layout, backend=backend, piece_dropout=p, output_dropout=p,
+                              generator=torch.Generator().manual_seed(step))
+        E.grad = Z.grad = None  # zero_grad(set_to_none=True): after the forward, as in train_step
+        Consumers.apply(table, g).backward()
+        ref, ref_gE, ref_gZ = reference_step(E, Z, layout, g, p, step)
+        torch.testing.assert_close(table.detach(), ref, atol=1e-5, rtol=1e-5)  # not overwritten by the backward
+        torch.testing.assert_close(E.grad, ref_gE, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(Z.grad, ref_gZ, atol=1e-5, rtol=1e-5)
+        if p == 0:
+            assert E.grad.data_ptr() == g.data_ptr()  # handed over, not copied
+        sizes.append((pooled((V, d)), pooled((P, d))))
+        del table
+    assert sizes[1] == sizes[2] == sizes[3] and min(sizes[1]) > 0  # steady state: the same pooled buffers
+
+
+@pytest.mark.parametrize("backend", ["numba", "cpp"])
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_two_forwards_before_one_backward_keep_their_buffers(backend, p):
+    available(backend)
+    gen = torch.Generator().manual_seed(22)
+    V, P, d = 3000, 2100, 128
+    layout = pooled_words(V, P, gen)
+    E1 = torch.randn(V, d, generator=gen, requires_grad=True)
+    E2 = torch.randn(V, d, generator=gen, requires_grad=True)
+    Z = torch.randn(P, d, generator=gen, requires_grad=True)
+    g1, g2 = torch.randn(V, d, generator=gen), torch.randn(V, d, generator=gen)
+    a = subword_embed(E1, Z, layout, backend=backend, piece_dropout=p, output_dropout=p,
+                      generator=torch.Generator().manual_seed(1))
+    b = subword_embed(E2, Z, layout, backend=backend, piece_dropout=p, output_dropout=p,
+                      generator=torch.Generator().manual_seed(2))
+    grads_b = torch.autograd.grad(b, (E2, Z), g2)  # b's backward first, its gradients kept
+    del b
+    grads_a = torch.autograd.grad(a, (E1, Z), g1)  # a's buffers, then a's gradients, must be untouched by it
+    ref_a, *ref_grads_a = reference_step(E1, Z, layout, g1, p, 1)
+    _, *ref_grads_b = reference_step(E2, Z, layout, g2, p, 2)
+    torch.testing.assert_close(a.detach(), ref_a, atol=1e-5, rtol=1e-5)
+    for got, want in zip([*grads_a, *grads_b], [*ref_grads_a, *ref_grads_b]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cpp"])
+def test_evaluation_under_no_grad_while_a_training_graph_is_alive(backend):
+    available(backend)
+    gen = torch.Generator().manual_seed(23)
+    V, P, d = 3000, 2100, 128
+    layout = pooled_words(V, P, gen)
+    E = torch.nn.Parameter(torch.randn(V, d, generator=gen))
+    Z = torch.nn.Parameter(torch.randn(P, d, generator=gen))
+    g = torch.randn(V, d, generator=gen)
+    train = subword_embed(E, Z, layout, backend=backend, piece_dropout=0.5, output_dropout=0.5,
+                          generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        evaluation = subword_embed(E, Z, layout, backend=backend)
+    Consumers.apply(train, g).backward()
+    again = subword_embed(E, Z, layout, backend=backend)  # after the backward, while both are alive
+    ref_train, ref_gE, ref_gZ = reference_step(E, Z, layout, g, 0.5, 5)
+    ref_eval = reference_subword_embed(E.detach(), Z.detach(), layout)
+    torch.testing.assert_close(train.detach(), ref_train, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(evaluation, ref_eval, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again.detach(), ref_eval, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(E.grad, ref_gE, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(Z.grad, ref_gZ, atol=1e-5, rtol=1e-5)
+
+
+def test_pool_keeps_only_the_shapes_used_last():
+    gen = torch.Generator().manual_seed(24)
+    layout = pooled_words(3000, 50, gen)
+    E, Z = torch.randn(3000, 128, generator=gen), torch.randn(50, 128, generator=gen)
+    for n in range(2100, 2100 + 3 * pool.max_shapes):  # batches of words: a new 1 MB+ output shape each time
+        out = subword_embed(E, Z, layout, torch.arange(n), backend="numba")
+        assert len(pool._buffers) <= pool.max_shapes
+    torch.testing.assert_close(out, reference_subword_embed(E, Z, layout, torch.arange(n)), atol=1e-5, rtol=1e-5)
 
 
 def test_layout_padded_and_checks():
@@ -272,17 +380,26 @@ def test_bench_embed_cli_runs_small_and_rejects_bad_input(tmp_path):
     rows = {r["backend"]: r for r in data["results"]}
     assert "torch" in rows and "numba" in rows and rows["torch"]["speedup"] == 1.0
     assert all(r["max_abs_err"] < 1e-4 for r in rows.values())  # checked against the reference first
+    res = CliRunner().invoke(app, ["bench", "embed", "--vocab", "300", "--dim", "16", "--num-pieces", "40",
+                                   "--repeats", "1", "--training", "--backend", "numba", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["training"] and [r["backend"] for r in data["results"]] == ["torch", "numba", "numba-simple"]
+    assert all(r["max_abs_err"] < 1e-4 and r["faults"] >= 0 and r["sys_ms"] >= 0 for r in data["results"])
     bad = CliRunner().invoke(app, ["bench", "embed", "--vocab", "10,20", "--dim", "8,9,10"])
     assert bad.exit_code == 1 and "same number of values" in bad.output
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_table_dropout_matches_its_mask_and_gradient(backend):
     from xlfast.kernels.subword_embed import table_dropout
+    from xlfast.kernels.subword_embed.base import drop_spec, dropout_keep
 
+    available(backend)
     X = torch.randn(37, 11, requires_grad=True)
-    gen = torch.Generator().manual_seed(5)
-    Y = table_dropout(X, 0.5, backend=backend, generator=gen)
+    Y = table_dropout(X, 0.5, backend=backend, generator=torch.Generator().manual_seed(5))
+    drop = drop_spec(0.5, torch.Generator().manual_seed(5), "dropout")
+    assert torch.equal(Y, X * dropout_keep((37, 11), drop))  # the very mask every backend hashes
     kept = Y != 0
     assert 0.35 < kept.float().mean() < 0.65
     assert torch.allclose(Y[kept], 2 * X[kept])

@@ -605,6 +605,7 @@ def _machine(cfg: TrainConfig) -> tuple[torch.device, distributed.Group]:
     n_threads = distributed.threads_per_rank(group, cfg.threads)
     if n_threads:
         threads.configure(n_threads)
+    keep_freed_memory()  # a step's large tensors are reused from the heap, not faulted in afresh
     if device.type == "cuda" and device.index is None and group.parallel:
         device = torch.device("cuda", group.local_rank)
     if cfg.backend and cfg.backend != "auto":

@@ -108,6 +108,9 @@ def embed_cmd(
                                            "F.dropout for the reference, fused for the others. Default 0.")] = 0.0,
     no_simple: Annotated[bool, typer.Option("--no-simple", help="Skip the simple-Numba baseline. Default: run it.")]
     = False,
+    training: Annotated[bool, typer.Option(
+        "--training", help="Time each backend as a training step calls it (forward, zero_grad, backward into "
+        ".grad), with page faults and system time per step. Default: the kernels through autograd.grad.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
     threads: ThreadsOption = None,
 ) -> None:
@@ -116,7 +119,8 @@ def embed_cmd(
     setup_logging()
     sizes = embed.sizes_of(_positive_list(vocab, "vocab"), _positive_list(dim, "dim"), grid)
     with _progress("embed bench") as tick:
-        res = embed.run_bench(sizes, num_pieces, pieces, repeats, backend, not no_simple, dropout, progress=tick)
+        res = embed.run_bench(sizes, num_pieces, pieces, repeats, backend, not no_simple, dropout, progress=tick,
+                              training=training)
     render(embed.report(res))
     if json_path:
         write_json(json_path, res)

@@ -5,8 +5,8 @@ so it is a hot path. The pieces of each word are a CSR (`PieceLayout`, built onc
 mean is a *true* mean over the word's pieces (the authors' released code divides a padded sum, a bug).
 
 Backends (`registry`, ranked per device by measurement, see `xlfast bench embed`; a call runs on the device
-of its tensors): on the CPU Numba (numba.py, always there) and C++/OpenMP when built (cpp.py, column sums
-blocked in registers; on par with Numba here), both partitioning the piece table between threads in the
+of its tensors): on the CPU C++/OpenMP when built (cpp.py; its dropout masks vectorised, so first with
+dropout) and Numba (numba.py, always there), both partitioning the piece table between threads in the
 backward (no atomics, no private copies, deterministic); on a GPU Triton (triton.py); the plain-torch
 reference (`embedding_bag(mode="mean")` + add, reference.py) on any device, which every other backend is
 tested against; and csrc/cuda/subword_embed.cu (cuda.py), unmeasured, only when asked for by name.
@@ -33,17 +33,13 @@ __all__ = ["PieceLayout", "subword_embed", "table_dropout", "FusedBackend", "reg
 registry = KernelRegistry("subword_embed")
 
 
-def _load_cpp():
-    from xlfast.kernels.subword_embed.cpp import CppSubwordEmbed
-
-    return CppSubwordEmbed(masks=registry.backends["numba"].load())
-
-
-# Ranks follow `xlfast bench embed` on the 2-core CPU this was built on (V=50k, d=500, P=8k, 3 pieces/word,
-# fwd+bwd): Numba 60 ms, C++ 63 ms, torch 664 ms; with dropout 0.5 Numba 153 ms, C++ 156 ms, torch 1382 ms.
-# C++ is not faster overall (faster backward, slower forward), so Numba, always installed, goes first.
-registry.register("numba", load_from("xlfast.kernels.subword_embed.numba", "NumbaSubwordEmbed"), devices={"cpu": 10})
-registry.register("cpp", _load_cpp, devices={"cpu": 20})
+# Ranks follow `xlfast bench embed --training` on the 2-core CPU this was built on (V=50k, d=500, P=8k, 3 pieces
+# per word, fwd+bwd as a training step, one loaded run, load average ~7): with dropout 0.5 (training's
+# default) C++ 249 ms, Numba 320 ms, torch 2784 ms at 2 threads, 193 / 294 / 2225 ms at 1 thread (the C++
+# masks hash in 32-bit lanes); without dropout the two are level (forward and backward within noise). So
+# C++ goes first where it is built, Numba (always installed) next.
+registry.register("cpp", load_from("xlfast.kernels.subword_embed.cpp", "CppSubwordEmbed"), devices={"cpu": 10})
+registry.register("numba", load_from("xlfast.kernels.subword_embed.numba", "NumbaSubwordEmbed"), devices={"cpu": 20})
 registry.register("triton", load_from("xlfast.kernels.subword_embed.triton", "TritonSubwordEmbed"),
                   devices={"cuda": 10})
 registry.register("torch", TorchReference, devices={"cpu": 90, "cuda": 90})

@@ -6,6 +6,7 @@ Backends import this module and nothing else of the package.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 
 import torch
 
@@ -142,14 +143,17 @@ class BufferPool:
     """Reuses large buffers whose previous user has let go (a fresh 100 MB tensor costs ~29 ms here).
 
     A handed-out tensor is a new view of a pooled storage; the storage's use count tells whether any
-    earlier output (or a graph that saved it) is still alive, in which case another buffer is used. A
-    few buffers per shape: the forward output is still alive while the backward wants grad_E.
+    earlier output (or a graph that saved it, or a `.grad` that took it over) is still alive, in which case
+    another buffer is used. A few buffers per shape: during a training step the last step's gradients are
+    alive while the forward wants its output, and the output while the backward wants grad_E. Only the
+    `max_shapes` shapes used last are kept (lookups of batches of words come in many shapes).
     """
 
-    def __init__(self, min_bytes: int = 1 << 20, per_shape: int = 4):
+    def __init__(self, min_bytes: int = 1 << 20, per_shape: int = 4, max_shapes: int = 8):
         self.min_bytes = min_bytes
         self.per_shape = per_shape
-        self._buffers: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
+        self.max_shapes = max_shapes
+        self._buffers: OrderedDict[tuple, list[tuple[torch.Tensor, int]]] = OrderedDict()
 
     @staticmethod
     def _uses(t: torch.Tensor) -> int:
@@ -161,7 +165,11 @@ class BufferPool:
             numel *= s
         if numel * torch.empty((), dtype=dtype).element_size() < self.min_bytes or not _CAN_POOL:
             return torch.empty(shape, dtype=dtype, device=device)
-        held = self._buffers.setdefault((tuple(shape), dtype, torch.device(device)), [])
+        key = (tuple(shape), dtype, torch.device(device))
+        held = self._buffers.setdefault(key, [])
+        self._buffers.move_to_end(key)
+        if len(self._buffers) > self.max_shapes:
+            self._buffers.popitem(last=False)  # buffers still in use stay with their users
         buf = next((b for b, idle in held if self._uses(b) == idle), None)
         if buf is None:
             buf = torch.empty(shape, dtype=dtype, device=device)
@@ -198,8 +206,9 @@ class FusedBackend(SubwordEmbedBackend):
 
     Subclasses implement `forward_into(E, Z, layout, ids, out)` and `grad_pieces_into(g, layout, ids,
     grad_Z)` (every row of grad_Z written); inputs are contiguous and on the backend's device.
-    `dropout_into(X, drop, out)` applies a dropout mask (`dropout_keep`) and `forward_word_dropout_into`
-    the forward with the word-table mask; these defaults run in torch, backends override them with kernels.
+    `dropout_into(X, drop, out)` applies a dropout mask (`dropout_keep`), `forward_word_dropout_into` the
+    forward with the word-table mask and `forward_dropout_into` the forward with the word-table and output
+    masks; these defaults run in torch or in passes of their own, backends override them with kernels.
     """
 
     @abstractmethod
@@ -217,6 +226,15 @@ class FusedBackend(SubwordEmbedBackend):
         dropped = pool.empty(tuple(E.shape), E.dtype, E.device)
         self.dropout_into(E, drop, dropped)
         self.forward_into(dropped, Z, layout, ids, out)
+
+    def forward_dropout_into(self, E, Z, layout, ids, out, drop_words, drop_out) -> None:
+        """The forward under the word-table mask and the output mask (each a `drop` spec or None)."""
+        if drop_words is not None:
+            self.forward_word_dropout_into(E, Z, layout, ids, out, drop_words)
+        else:
+            self.forward_into(E, Z, layout, ids, out)
+        if drop_out is not None:
+            self.dropout_into(out, drop_out, out)
 
     def __call__(self, E, Z, layout, ids, drop=None, drop_words=None, drop_out=None):
         return _SubwordEmbed.apply(E, Z, layout, ids, self, drop, drop_words, drop_out)
@@ -236,12 +254,7 @@ class _SubwordEmbed(torch.autograd.Function):
             dropped = pool.empty(tuple(Z.shape), Z.dtype, Z.device)
             impl.dropout_into(Z, drop, dropped)
             Z = dropped
-        if drop_words is not None:
-            impl.forward_word_dropout_into(E, Z, layout, ids, out, drop_words)
-        else:
-            impl.forward_into(E, Z, layout, ids, out)
-        if drop_out is not None:
-            impl.dropout_into(out, drop_out, out)
+        impl.forward_dropout_into(E, Z, layout, ids, out, drop_words, drop_out)
         ctx.layout, ctx.ids, ctx.impl, ctx.drop, ctx.drop_words = layout, ids, impl, drop, drop_words
         ctx.drop_out = drop_out
         ctx.shapes = (E.shape, Z.shape, E.dtype)
