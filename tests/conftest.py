@@ -32,6 +32,28 @@ def write(tmp_path):
     return _write
 
 
+@pytest.fixture
+def straight_and_resumed(tmp_path):
+    """straight_and_resumed(config, epochs) -> (trainer, trainer): a run trained `epochs` epochs straight
+    through, and one trained one epoch then resumed from its checkpoint to `epochs`. `config(out, epochs)`
+    gives each run its TrainConfig."""
+    from xlfast.train import Trainer
+
+    def train(config, epochs: int):
+        straight = Trainer.new(config(tmp_path / "straight", epochs), log=_quiet)
+        straight.fit()
+        Trainer.new(config(tmp_path / "resumed", 1), log=_quiet).fit()
+        resumed = Trainer.resume(tmp_path / "resumed", {"epochs": epochs}, log=_quiet)
+        resumed.fit()
+        return straight, resumed
+
+    return train
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
 # Tests compare runs bit for bit (resume, shards). The thread-pool governor (xlfast.threads) changes thread
 # counts with the machine's load, and float sums round differently at different thread counts, so the
 # suite runs with fixed threads; tests/test_threads.py drives the governor explicitly.

@@ -261,6 +261,25 @@ def test_mine_names_the_lines_it_skips(env, tmp_path):
     assert f"warning: {src}:3: empty line" in result.stderr
 
 
+def test_mine_files_is_the_whole_command(env, tmp_path, caplog):
+    """The library call behind `xlfast mine`: it reads, loads the encoder, says which, and mines what the
+    command line mines."""
+    from xlfast import mine
+
+    src = tmp_path / "src.txt"
+    src.write_bytes((env["dir"] / "six.src").read_bytes() + b"\n\n")
+    said = []
+    summary = mine.mine_files(src, env["dir"] / "six.tgt", tmp_path / "lib.tsv", model=env["run"], threshold=-1,
+                              say=said.append)
+    assert said == ["encoder: xlfast run (src-tgt), dim 16; search: xlfast.kernels.csls, 1 process(es)"]
+    assert f"{src}: skipped 2 empty or undecodable line(s) in all" in caplog.messages
+    assert summary.encoder == "xlfast run (src-tgt)" and summary.pairs > 0
+    result = invoke("mine", "--src", src, "--tgt", env["dir"] / "six.tgt", "--model", env["run"],
+                    "-o", tmp_path / "cli.tsv", "--threshold", "-1")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli.tsv").read_text() == (tmp_path / "lib.tsv").read_text()
+
+
 def test_mine_reads_standard_input_and_takes_both_lowercase_spellings(env, tmp_path):
     outputs = []
     for src, stdin, flag in ((env["dir"] / "six.src", None, "--no-lowercase"),

@@ -2,31 +2,51 @@
 rank 0 evaluates within epochs, and a killed distributed run resumes (on another number of processes, even
 from within an epoch)."""
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from xlfast import distributed
-from xlfast.corpora import CorpusSpec
+from xlfast.corpora import CorpusSpec, MonoData
+from xlfast.corpus_store import TokenArrays
 from xlfast.rundir import RunDir, epoch_ends
 from xlfast.synthetic import make_pair
 from xlfast.tokenize import TokenizerSpec
-from xlfast.train import TrainConfig, Trainer
+from xlfast.train import TrainConfig, Trainer, epoch_plan
 
 SETTINGS = dict(dim=16, batch_size=4, dropout=0.0, spm_vocab=60, bf16=False, threads=1, seed=7)
 
 
 def test_shards_are_disjoint_cover_the_plan_and_take_equal_steps():
-    plan = list(range(11))
-    shards = [distributed.shard(plan, distributed.Group(rank, 3)) for rank in range(3)]
+    shards = [distributed.shard(11, distributed.Group(rank, 3)).tolist() for rank in range(3)]
     assert [len(s) for s in shards] == [4, 4, 4]
-    assert sorted(sum(shards, [])) == sorted(plan + [0])  # one batch repeats so that every rank steps 4 times
+    assert sorted(sum(shards, [])) == sorted(list(range(11)) + [0])  # one batch repeats: every rank steps 4 times
     assert shards[0] == [0, 3, 6, 9] and shards[2] == [2, 5, 8, 0]
-    assert distributed.shard(plan, distributed.SINGLE) == plan
+    assert distributed.shard(11, distributed.SINGLE).tolist() == list(range(11))
+
+
+def test_an_epoch_resumed_within_shards_the_batches_not_yet_trained():
+    whole = [distributed.shard(11, distributed.Group(rank, 3)).tolist() for rank in range(3)]
+    rest = [distributed.shard(11, distributed.Group(rank, 3), done=6).tolist() for rank in range(3)]
+    assert rest == [s[2:] for s in whole]  # two steps of 3 ranks done: the rest of each rank's shard
+    assert distributed.shard(11, distributed.SINGLE, done=6).tolist() == list(range(6, 11))  # resumed on one process
+
+
+def test_a_shard_of_a_plan_takes_its_batches():
+    lengths = [[4] * n for n in range(1, 40)]
+    data = MonoData("x", TokenArrays.from_lists(lengths), "x")
+    plan = epoch_plan([data], 4, random.Random(3))
+    halves = [plan.take(distributed.shard(len(plan), distributed.Group(rank, 2))) for rank in (0, 1)]
+    assert [len(h) for h in halves] == [5, 5]  # 10 batches
+    batches = [idx.tolist() for half in halves for _, idx in half]
+    assert sorted(i for b in batches for i in b) == list(range(39))  # disjoint, and together the whole plan
+    assert [idx.tolist() for _, idx in halves[1]] == [plan[j][1].tolist() for j in (1, 3, 5, 7, 9)]
 
 
 def test_the_launcher_drops_its_own_option():
@@ -85,9 +105,9 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tmp_path):
                       tokenizer=TokenizerSpec("none"), **SETTINGS)
     single = Trainer.new(cfg, log=lambda m: None)
     plan = single.plan(1)
-    halves = [distributed.shard(plan, distributed.Group(rank, 2)) for rank in (0, 1)]
+    halves = [plan.take(distributed.shard(len(plan), distributed.Group(rank, 2))) for rank in (0, 1)]
     assert all(k0 == k1 for (k0, _), (k1, _) in zip(*halves))
-    losses = [single.train_step(single.prep.datasets[k], a + b) for (k, a), (_, b) in zip(*halves)]
+    losses = [single.train_step(single.prep.datasets[k], np.concatenate([a, b])) for (k, a), (_, b) in zip(*halves)]
     assert first["steps"] == 2 * len(losses)
     assert sum(losses) / len(losses) == pytest.approx(first["loss"], rel=1e-4)
 

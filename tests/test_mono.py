@@ -12,6 +12,7 @@ from xlfast.model import BOS, EOS, LMBatch, ModelConfig, MultilingualLM
 from xlfast.run import Run
 from xlfast.synthetic import make_mono_pair
 from xlfast.corpora import MonoData
+from xlfast.corpus_store import TokenArrays
 from xlfast.train import epoch_plan
 
 torch.manual_seed(0)
@@ -78,8 +79,8 @@ def test_contextual_vectors_do_not_depend_on_padding():
 
 
 def test_alternating_plan_interleaves_languages_and_oversamples_the_smaller():
-    a = MonoData("a", [[1]] * 100, "a")
-    b = MonoData("b", [[1]] * 40, "b")
+    a = MonoData("a", TokenArrays.from_lists([[1]] * 100), "a")
+    b = MonoData("b", TokenArrays.from_lists([[1]] * 40), "b")
     plan = epoch_plan([a, b], 16, random.Random(0), alternate=True)
     assert [k for k, _ in plan] == [0, 1] * 7
     assert sorted(i for k, idx in plan if k == 0 for i in idx) == list(range(100))

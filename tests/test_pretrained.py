@@ -1,5 +1,6 @@
 """Pre-trained vectors for one language (Wada et al. 2021, §3.7): frozen, a ⊗ E_pre + b, never output classes."""
 import gzip
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from xlfast.errors import XlfastError
 from xlfast.io import write_vec
 from xlfast.model import SPECIALS, CrossLingualModel, ModelConfig, PairBatch
-from xlfast.pretrained import extend_vocabulary, load, parse_options, problem
+from xlfast.pretrained import PretrainedRows, extend_vocabulary, load, parse_options, problem
 
 
 def test_vocabulary_takes_corpus_words_then_the_new_ones():
@@ -46,11 +47,10 @@ def _model(dropout=0.0):
     trained = {"aa": 9, "bb": 8}  # specials + corpus words
     pieces = {lang: [[w % 5] for w in range(n)] for lang, n in trained.items()}
     # "bb": word 5 and 6 of the corpus have vectors; two more words only the vectors know (ids 8, 9)
-    ids = torch.tensor([5, 6, 8, 9])
-    vectors = torch.randn(4, 8)
+    rows = PretrainedRows(np.array([5, 6, 8, 9]), torch.randn(4, 8).numpy())
     cfg = ModelConfig(["aa", "bb"], trained, num_pieces=5, dim=8, dropout=dropout,
                       pretrained={"bb": {"rows": 4, "added": 2}})
-    return CrossLingualModel(cfg, pieces, {"bb": (ids, vectors)}), vectors
+    return CrossLingualModel(cfg, pieces, {"bb": rows}), torch.from_numpy(rows.vectors)
 
 
 def test_pretrained_rows_are_frozen_affine_and_outside_the_output_layer():
@@ -73,10 +73,16 @@ def test_pretrained_rows_are_frozen_affine_and_outside_the_output_layer():
     assert torch.allclose(model.static_table("bb")[[5, 6, 8, 9]], 2 * vectors + 0.5)
 
 
-def test_pretrained_model_round_trips_through_its_state():
-    model, _ = _model()
-    again = CrossLingualModel.from_state(model.cfg, model.state_dict())
+def test_pretrained_model_round_trips_through_its_state_without_the_vectors():
+    model, vectors = _model()
+    with torch.no_grad():
+        model.embed.pre_scale["bb"].fill_(2.0)
+    state = model.state_dict()
+    assert not [k for k in state if "pre_ids" in k or "pre_vectors" in k]  # saved once, beside the checkpoints
+    again = CrossLingualModel.from_state(model.cfg, state, {"bb": PretrainedRows(np.array([5, 6, 8, 9]), vectors.numpy())})
     assert torch.equal(again.static_table("bb"), model.static_table("bb"))
+    with pytest.raises(ValueError, match="pre-trained vectors for 'bb'"):
+        CrossLingualModel.from_state(model.cfg, state)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -103,18 +109,18 @@ def ppmi_svd_vectors(sentences: list[list[str]], dim: int, window: int = 2) -> t
     return words, (u[:, :dim] * np.sqrt(s[:dim])).astype(np.float32)
 
 
-def test_an_out_of_corpus_word_retrieves_its_translation(tmp_path):
+@pytest.fixture(scope="module")
+def with_synonym(tmp_path_factory):
+    """A synthetic parallel corpus, and target-language vectors in which a synonym the corpus never shows
+    appears in the contexts of a frequent target word (each sentence once with the word and once with the
+    synonym: equal pre-trained vectors)."""
     from collections import Counter
 
-    from xlfast.kernels.csls import topk
-    from xlfast.run import Run
     from xlfast.synthetic import make_pair
-    from xlfast.train import TrainConfig, Trainer
-    from xlfast.corpora import CorpusSpec
-    from xlfast.tokenize import TokenizerSpec
 
+    d = tmp_path_factory.mktemp("pretrained")
     pair = make_pair(n_sentences=320, vocab=16, seed=2)
-    corpus = tmp_path / "corpus.tsv"
+    corpus = d / "corpus.tsv"
     corpus.write_text("".join(f"{' '.join(s)}\t{' '.join(t)}\n" for s, t in zip(pair.src_sents, pair.tgt_sents)))
     # the most frequent target word with a single translation, and that translation
     translations: dict[str, set[str]] = {}
@@ -123,26 +129,61 @@ def test_an_out_of_corpus_word_retrieves_its_translation(tmp_path):
     counts = Counter(w for t in pair.tgt_sents for w in t)
     target = next(w for w, _ in counts.most_common() if len(translations.get(w, ())) == 1)
     (source,) = translations[target]
-    # Target-language text in which a synonym the parallel corpus never shows appears in the word's
-    # contexts (each sentence once with the word and once with the synonym): equal pre-trained vectors
     synonym = "zzqa"
     mono = pair.tgt_sents + [[synonym if w == target else w for w in t] for t in pair.tgt_sents]
     words, vectors = ppmi_svd_vectors(mono, dim=32)
-    vec = tmp_path / "tgt.vec"
+    vec = d / "tgt.vec"
     write_vec(vec, words, vectors)
+    return SimpleNamespace(corpus=corpus, vec=vec, counts=counts, target=target, source=source, synonym=synonym)
 
-    cfg = TrainConfig(corpora=[CorpusSpec(str(corpus), None, ("src", "tgt"))], out=str(tmp_path / "run"),
-                      dim=32, epochs=6, patience=6, spm_vocab=100, tokenizer=TokenizerSpec("none"), threads=1,
-                      pretrained={"tgt": str(vec)})
-    Trainer.new(cfg, log=lambda m: None).fit()
+
+def _config(data, out, **changes):
+    from xlfast.corpora import CorpusSpec
+    from xlfast.tokenize import TokenizerSpec
+    from xlfast.train import TrainConfig
+
+    settings = dict(dim=32, epochs=6, patience=6, spm_vocab=100, threads=1, pretrained={"tgt": str(data.vec)})
+    return TrainConfig(corpora=[CorpusSpec(str(data.corpus), None, ("src", "tgt"))], out=str(out),
+                       tokenizer=TokenizerSpec("none"), **dict(settings, **changes))
+
+
+def test_an_out_of_corpus_word_retrieves_its_translation(with_synonym, tmp_path):
+    from xlfast.kernels.csls import topk
+    from xlfast.run import Run
+    from xlfast.train import Trainer
+
+    data = with_synonym
+    Trainer.new(_config(data, tmp_path / "run"), log=lambda m: None).fit()
     run = Run.load(tmp_path / "run")
     tgt_words, tgt_table = run.word_vectors("tgt")
     src_words, src_table = run.word_vectors("src")
-    assert synonym in tgt_words and synonym not in counts
-    assert run.model.cfg.vocab_sizes["tgt"] == len(SPECIALS) + len(counts)  # not an output class
+    assert data.synonym in tgt_words and data.synonym not in data.counts
+    assert run.model.cfg.vocab_sizes["tgt"] == len(SPECIALS) + len(data.counts)  # not an output class
     best = topk(tgt_table.float(), src_table.float(), 3, metric="csls", knn=10,
-                rows=[tgt_words.index(synonym), tgt_words.index(target)])
+                rows=[tgt_words.index(data.synonym), tgt_words.index(data.target)])
     via_vectors, in_corpus = ([src_words[j] for j in row] for row in best.indices.tolist())
     # the unseen word ranks the source words as its in-corpus twin does, its translation among the first
     # three (after six epochs the source determiners, aligned to nothing, can still rank above it)
-    assert via_vectors == in_corpus and source in via_vectors
+    assert via_vectors == in_corpus and data.source in via_vectors
+
+
+def test_the_vectors_are_saved_once_and_a_resumed_run_continues_exactly(with_synonym, straight_and_resumed):
+    """The frozen vectors live in the run directory, memory-mapped, never in checkpoint.pt or model.pt; a
+    run resumed from its checkpoint ends exactly where an uninterrupted one does."""
+    from xlfast.io import read_vec
+
+    data = with_synonym
+    straight, resumed = straight_and_resumed(lambda out, epochs: _config(data, out, epochs=epochs, patience=9), 2)
+    for (k, p), (_, q) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(p, q), k
+    run = resumed.rundir
+    saved = run.read_pretrained(run.model_config())["tgt"]
+    assert isinstance(saved.vectors, np.memmap)
+    words, vectors = read_vec(data.vec)
+    vocab = run.read_vocab("tgt")
+    assert np.array_equal(saved.vectors, vectors[[words.index(vocab[i]) for i in saved.ids]])
+    for name in ("checkpoint.pt", "model.pt"):
+        state = run.load_state(name)["model"]
+        assert not [k for k in state if "pre_vectors" in k or "pre_ids" in k], name
+        assert set(state) == set(resumed.model.state_dict())
+    assert torch.equal(resumed.model.embed.pre_vectors_tgt, torch.from_numpy(np.asarray(saved.vectors)))

@@ -1,6 +1,8 @@
 """Training end to end on the synthetic pair: learning, resume, several corpora, the CLI."""
 import json
+import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -8,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -17,9 +20,10 @@ from xlfast.evaluate import bli
 from xlfast.run import Run
 from xlfast.synthetic import make_pair
 from xlfast.tokenize import TokenizerSpec
-from xlfast.corpora import CorpusSpec, PairData, parallel_specs
+from xlfast.corpora import CorpusSpec, MonoData, PairData, parallel_specs
+from xlfast.corpus_store import TokenArrays
 from xlfast.errors import XlfastError
-from xlfast.train import TrainConfig, Trainer, bucketed_batches, eval_interval
+from xlfast.train import TrainConfig, Trainer, bucketed_batches, epoch_plan, eval_interval
 
 SMALL = dict(dim=64, batch_size=16, spm_vocab=200, tokenizer=TokenizerSpec("none"))
 
@@ -64,17 +68,13 @@ def test_short_training_lowers_the_loss_and_finds_translations(synth, tmp_path):
         assert (tmp_path / "r" / f).exists(), f
 
 
-def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(synth, tmp_path):
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(synth, straight_and_resumed):
     _, corpus = synth
-    straight = Trainer.new(cfg_for(corpus, tmp_path / "a", epochs=3, patience=99), log=lambda m: None)
-    straight.fit()
-    Trainer.new(cfg_for(corpus, tmp_path / "b", epochs=1, patience=99), log=lambda m: None).fit()
-    resumed = Trainer.resume(tmp_path / "b", dict(epochs=3), log=lambda m: None)
-    resumed.fit()
+    straight, resumed = straight_and_resumed(lambda out, epochs: cfg_for(corpus, out, epochs=epochs, patience=99), 3)
     for (k, p), (_, q) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.allclose(p.float(), q.float(), atol=1e-6), k
-    la = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
-    lb = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    la = straight.rundir.log_path.read_text().splitlines()
+    lb = resumed.rundir.log_path.read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(x).items() if "seconds" not in k} for x in lines]
     assert strip(la) == strip(lb)
 
@@ -287,13 +287,50 @@ def test_auto_tokenizer_splits_raw_text_and_a_resume_keeps_the_choice(synth, tmp
 
 
 def test_oversampling_gives_every_pair_the_same_number_of_batches():
-    big = PairData(("a", "b"), [[1]] * 100, [[1]] * 100, [], "a-b")
-    import random
+    order, start = bucketed_batches(np.ones(100, dtype=np.int64), 16, random.Random(0))
+    assert sorted(order.tolist()) == list(range(100)) and len(start) == 7  # every sentence once
+    over = epoch_plan([PairData(("a", "b"), *[TokenArrays.from_lists([[1]] * 100)] * 2, [], "a-b"),
+                       PairData(("a", "c"), *[TokenArrays.from_lists([[1]] * 30)] * 2, [], "a-c")], 16, random.Random(0))
+    sizes = [len(idx) for k, idx in over if k == 1]
+    assert len(sizes) == 7 and sum(sizes) == 7 * 16  # the small pair: 30 sentences oversampled to 7 full batches
 
-    batches = bucketed_batches(big, 16, random.Random(0))
-    assert sorted(i for b in batches for i in b) == list(range(100))  # every sentence once
-    over = bucketed_batches(PairData(("a", "c"), [[1]] * 30, [[1]] * 30, [], "a-c"), 16, random.Random(0), n_batches=7)
-    assert len(over) == 7 and sum(len(b) for b in over) == 7 * 16
+
+def list_plan(lengths: list[list[int]], batch_size: int, rng: random.Random, alternate: bool = False):
+    """The planner as it was written on Python lists: the reference a seed's batches must not move from
+    (a run resumed across versions, a comparison between runs, replays the same batches)."""
+    most = max(math.ceil(len(lens) / batch_size) for lens in lengths)
+    per = []
+    for lens in lengths:
+        n = len(lens)
+        n_batches = most if math.ceil(n / batch_size) < most else None
+        need = n_batches * batch_size if n_batches else n
+        order = []
+        while len(order) < need:
+            idx = list(range(n))
+            rng.shuffle(idx)
+            order += idx
+        order = order[:need] if n_batches else order
+        key = {i: lens[i] + rng.random() * 2.0 for i in set(order)}
+        order.sort(key=lambda i: key[i])
+        batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+        rng.shuffle(batches)
+        per.append(batches)
+    if alternate:
+        return [(k, per[k][j]) for j in range(most) for k in range(len(lengths)) if j < len(per[k])]
+    plan = [(k, b) for k, batches in enumerate(per) for b in batches]
+    rng.shuffle(plan)
+    return plan
+
+
+@pytest.mark.parametrize("alternate", [False, True])
+def test_the_array_plan_draws_the_batches_of_the_list_plan(alternate):
+    rng = np.random.default_rng(5)
+    lengths = [rng.integers(1, 30, n).tolist() for n in (1000, 237, 61)]  # two of them oversampled
+    datasets = [MonoData("x", TokenArrays.from_lists([[4] * n for n in lens]), "x") for lens in lengths]
+    for seed in (0, 1_000_004):
+        plan = epoch_plan(datasets, 16, random.Random(seed), alternate)
+        want = list_plan(lengths, 16, random.Random(seed), alternate)
+        assert [(k, idx.tolist()) for k, idx in plan] == want
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from xlfast.corpus_store import Store, TokenArrays
 from xlfast.errors import InputError, XlfastError
 from xlfast.model import SPECIALS, UNK, LMBatch, PairBatch
@@ -280,8 +282,9 @@ class PairData:
     def __len__(self) -> int:
         return len(self.src)
 
-    def length(self, i: int) -> int:
-        return max(len(self.src[i]), len(self.tgt[i]))
+    def lengths(self) -> np.ndarray:
+        """Per sentence pair, the longer side's length (what its batch pads to)."""
+        return np.maximum(self.src.lengths(), self.tgt.lengths())
 
     def tokens(self, idx: list[int]) -> int:
         return sum(len(self.src[i]) + len(self.tgt[i]) for i in idx)
@@ -302,8 +305,8 @@ class MonoData:
     def __len__(self) -> int:
         return len(self.sents)
 
-    def length(self, i: int) -> int:
-        return len(self.sents[i])
+    def lengths(self) -> np.ndarray:
+        return self.sents.lengths()
 
     def tokens(self, idx: list[int]) -> int:
         return sum(len(self.sents[i]) for i in idx)
@@ -381,5 +384,5 @@ class Prepared:
     dropped: int
     classes: dict[str, int] = field(default_factory=dict)  # size of the trained vocabulary (the output classes)
     pretrained: dict[str, dict] = field(default_factory=dict)  # ModelConfig.pretrained
-    pretrained_rows: dict = field(default_factory=dict)  # language → PretrainedRows (a new run; a resumed one
-    # takes the frozen vectors from its checkpoint)
+    pretrained_rows: dict = field(default_factory=dict)  # language → PretrainedRows (read from the vectors'
+    # file for a new run; memory-mapped from the run directory for a resumed one)

@@ -17,7 +17,8 @@ Stages, each timed and shown as a progress stage:
    backward best candidates, highest margin first, one-to-one, above the threshold.
 
 `mine_corpora` runs the stages as `xlfast mine` does: defaults by level and metric, a scratch
-directory for the token vectors, the TSV written once (by the first rank under torchrun).
+directory for the token vectors, the TSV written once (by the first rank under torchrun). `mine_files`
+is the whole command: it reads the two files and loads the encoder first.
 
 `iterations > 0` runs the mine→update loop: per iteration a sample of sentences from each side is
 mined and language-specific linear maps are refit on the mined token pairs with the encoder frozen;
@@ -39,6 +40,7 @@ ne-en devtest with a 6-epoch xlfast run (one shared encoder, so identity is alre
 """
 from __future__ import annotations
 
+import logging
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -52,6 +54,8 @@ from xlfast import threads
 from xlfast.errors import XlfastError
 from xlfast.kernels.csls import normalize
 from xlfast.search import BestMatches, Rows, is_primary, scratch_dir, search, search_topk, validate
+
+log = logging.getLogger("xlfast.mine")
 
 LEVELS = ("word", "sentence")
 WORD_METRICS = ("cos", "csls")  # the ratio margin scores sentences (Artetxe & Schwenk 2019)
@@ -536,6 +540,7 @@ class MiningSummary:
     seconds: dict
     # word level: (source word, target word, count, score); sentence level: (score, source line, target line)
     best: list[tuple]
+    encoder: str  # its name
     token_pairs: int | None = None  # word level
     iterations: list[IterationStats] | None = None  # word level
     candidates: int | None = None  # sentence level: stage 1's candidates per sentence, both ways
@@ -595,7 +600,28 @@ def mine_corpora(encoder, src_lines: Sequence[str], tgt_lines: Sequence[str], ou
                          word_weight=options.get("word_weight", DEFAULT_WORD_WEIGHT))
         summary = MiningSummary(level, metric, threshold, knn, nproc, src_sentences=len(src.lines),
                                 tgt_sentences=len(tgt.lines), src_tokens=src.n_tokens, tgt_tokens=tgt.n_tokens,
-                                seconds=seconds, best=best, **extra)
+                                seconds=seconds, best=best, encoder=encoder.name, **extra)
     if is_primary():
         atomic_write_text(output, text)
     return summary
+
+
+def mine_files(src, tgt, output, *, model=None, hf_model=None, tokenize: str | None = None,
+               lowercase: bool | None = None, src_lang: str | None = None, tgt_lang: str | None = None,
+               nproc: int = 1, say: Callable[[str], None] = print, **mining) -> MiningSummary:
+    """`xlfast mine`: read two monolingual files ('-': standard input, once; empty or undecodable lines
+    are skipped, each file's count in a warning), load the encoder (`xlfast.encoders.load_encoder`: a
+    run directory `model` or a local transformer `hf_model`), `say` which, and mine them with
+    `mine_corpora` (`mining`: its options)."""
+    from xlfast.encoders import load_encoder
+    from xlfast.errors import shown_path
+    from xlfast.io import check_stdin_once, read_mono
+
+    check_stdin_once(src, tgt)
+    src_lines, tgt_lines = read_mono(src, skip_bad_lines=True), read_mono(tgt, skip_bad_lines=True)
+    for lines in (src_lines, tgt_lines):
+        if lines.skipped:
+            log.warning("%s: skipped %d empty or undecodable line(s) in all", shown_path(lines.path), lines.skipped)
+    encoder = load_encoder(model, hf_model, tokenize, lowercase, src_lang, tgt_lang)
+    say(f"encoder: {encoder.name}, dim {encoder.dim}; search: xlfast.kernels.csls, {nproc} process(es)")
+    return mine_corpora(encoder, src_lines, tgt_lines, output, nproc=nproc, **mining)

@@ -78,7 +78,8 @@ class SubwordEmbedding(nn.Module):
     A language with pre-trained vectors (Wada et al. 2021, §3.7) takes `a ⊗ E_pre_w + b` instead for the
     words those vectors know: E_pre frozen, a and b trainable and shared by all of them. Its words that only
     the vectors know follow the trained vocabulary: `table(lang)` appends them, `table(lang, full=False)`
-    (training: the tied output layer's classes) leaves them out."""
+    (training: the tied output layer's classes) leaves them out. `pretrained`: language → its frozen rows
+    (`xlfast.pretrained.PretrainedRows`), one for each language of `cfg.pretrained`."""
 
     def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None,
                  pretrained: dict | None = None):
@@ -100,15 +101,17 @@ class SubwordEmbedding(nn.Module):
         if self.subword == "cnn":
             # Conv1d(d→d, kernel 3, padding 1) over a word's pieces, then the mean (SWcnn, Wada et al. 2021, §3.1; as the authors' code does it).
             self.conv = nn.Conv1d(d, d, kernel_size=3, padding=1)
-        pretrained = pretrained or {}
         self.pre_scale = nn.ParameterDict({lang: nn.Parameter(torch.ones(d)) for lang in cfg.pretrained})
         self.pre_shift = nn.ParameterDict({lang: nn.Parameter(torch.zeros(d)) for lang in cfg.pretrained})
-        for lang, size in cfg.pretrained.items():
-            rows = size["rows"]
-            ids, vectors = pretrained.get(lang, (torch.zeros(rows, dtype=torch.long), torch.zeros(rows, d)))
-            # persistent buffers: the frozen vectors travel with the checkpoint and with .to(device)
-            self.register_buffer(f"pre_ids_{lang}", torch.as_tensor(ids, dtype=torch.long), persistent=True)
-            self.register_buffer(f"pre_vectors_{lang}", torch.as_tensor(vectors, dtype=torch.float32), persistent=True)
+        for lang in cfg.pretrained:
+            if lang not in (pretrained or {}):
+                raise ValueError(f"the model takes pre-trained vectors for '{lang}': pass them (RunDir.read_pretrained)")
+            rows = pretrained[lang]
+            # Buffers travel with .to(device); non-persistent: the frozen vectors (often the largest tensor)
+            # are saved once in the run directory, not in every checkpoint (xlfast.rundir)
+            self.register_buffer(f"pre_ids_{lang}", torch.as_tensor(rows.ids, dtype=torch.long), persistent=False)
+            self.register_buffer(f"pre_vectors_{lang}", torch.as_tensor(rows.vectors, dtype=torch.float32),
+                                 persistent=False)
 
     def reset_pretrained(self) -> None:
         """a = 1, b = 0: the pre-trained vectors enter as they are."""
@@ -220,8 +223,9 @@ class _EmbeddingModel(nn.Module):
     sampler = None  # xlfast.kernels.linear_ce.UnigramSampler, set by the Trainer for softmax="sampled"
 
     @classmethod
-    def from_state(cls, cfg: ModelConfig, state: dict) -> "_EmbeddingModel":
-        """Rebuild a saved model; the piece layouts come from the state's own buffers."""
+    def from_state(cls, cfg: ModelConfig, state: dict, pretrained: dict | None = None) -> "_EmbeddingModel":
+        """Rebuild a saved model; the piece layouts come from the state's own buffers, the frozen pre-trained
+        rows (language → PretrainedRows) from the run directory."""
         pieces_per_word = None
         if cfg.subword != "none":
             pieces_per_word = {}
@@ -229,7 +233,7 @@ class _EmbeddingModel(nn.Module):
                 off = state[f"embed.offsets_{lang}"].tolist()
                 pcs = state[f"embed.pieces_{lang}"].tolist()
                 pieces_per_word[lang] = [pcs[off[i] : off[i + 1]] for i in range(len(off) - 1)]
-        model = cls(cfg, pieces_per_word)  # the frozen pre-trained rows come with the state's buffers
+        model = cls(cfg, pieces_per_word, pretrained)
         model.load_state_dict(state)
         return model
 

@@ -10,6 +10,8 @@
     emb.<lang>.vec     static subword-aware vectors of the selected model (word2vec text)
     log.jsonl          one line per evaluation: its epoch and step, the epoch's statistics so far, the score
     corpus/            the training corpora as memory-mapped word ids (xlfast.corpus_store), reused on --resume
+    pretrained/        frozen pre-trained vectors (`--pretrained`): <lang>.npy (float32 rows) and <lang>.ids.npy
+                       (the word id of each row), written once and memory-mapped; never inside a .pt file
 
 Every file is written atomically (temporary file, fsync, rename: a reader or a resumed run never sees half a
 file), and every file read back that is damaged is one line naming it, never a traceback.
@@ -23,10 +25,12 @@ import queue
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from xlfast.errors import InputError, XlfastError
 from xlfast.io import atomic_open, atomic_write_text, write_vec
+from xlfast.pretrained import PretrainedRows
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -63,6 +67,11 @@ class RunDir:
 
     def vec_path(self, lang: str) -> Path:
         return self.path / f"emb.{lang}.vec"
+
+    def pretrained_paths(self, lang: str) -> tuple[Path, Path]:
+        """The word ids and the frozen vectors of a language's pre-trained rows."""
+        folder = self.path / "pretrained"
+        return folder / f"{lang}.ids.npy", folder / f"{lang}.npy"
 
     # ------------------------------------------------------------------------------------ what is here
     def is_run(self) -> bool:
@@ -192,14 +201,35 @@ class RunDir:
             raise InputError(path, "not an xlfast checkpoint (no model state)")
         return state
 
+    def read_pretrained(self, mcfg) -> dict[str, PretrainedRows]:
+        """The frozen pre-trained rows of every language that has them (`mcfg.pretrained`), memory-mapped
+        copy-on-write (torch takes them as they are; nothing ever writes to the files)."""
+        out = {}
+        for lang, size in mcfg.pretrained.items():
+            arrays = []
+            for path, shape in zip(self.pretrained_paths(lang), ((size["rows"],), (size["rows"], mcfg.dim))):
+                try:
+                    array = np.load(path, mmap_mode="c")
+                except FileNotFoundError:
+                    raise InputError(path, "missing from the run directory") from None
+                except (OSError, ValueError):
+                    raise InputError(path, "not a readable array (truncated?)") from None
+                if array.shape != shape:
+                    raise InputError(path, f"does not match {CONFIG} (shape {array.shape}, expected {shape})")
+                arrays.append(array)
+            out[lang] = PretrainedRows(*arrays)
+        return out
+
     def load_model(self, name: str = MODEL, device="cpu", mcfg=None):
-        """The model saved in `name`, built as config.json describes it, on `device`."""
+        """The model saved in `name`, built as config.json describes it, with the run's frozen pre-trained
+        vectors, on `device`."""
         from xlfast.model import model_class
 
         mcfg = self.model_config() if mcfg is None else mcfg
         state = self.load_state(name, device)["model"]
+        frozen = self.read_pretrained(mcfg)
         try:
-            model = model_class(mcfg).from_state(mcfg, state)
+            model = model_class(mcfg).from_state(mcfg, state, frozen)
         except (RuntimeError, KeyError, ValueError, IndexError) as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(self.path / name, f"does not match {CONFIG} ({why})") from None
@@ -232,6 +262,12 @@ class RunDir:
     def write_segmenter(self, lang: str, segmenter) -> None:
         with atomic_open(self.spm_path(lang), "wb") as f:
             f.write(segmenter.model_bytes)
+
+    def write_pretrained(self, lang: str, rows: PretrainedRows) -> None:
+        for path, array in zip(self.pretrained_paths(lang), (rows.ids, rows.vectors)):
+            path.parent.mkdir(exist_ok=True)
+            with atomic_open(path, "wb") as f:
+                np.save(f, array)
 
     def save_state(self, state: dict, name: str) -> None:
         with atomic_open(self.path / name, "wb") as f:

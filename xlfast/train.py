@@ -280,40 +280,78 @@ def reconcile(rundir: RunDir, stored: TrainConfig, changes: Mapping[str, Any]) -
 # Batches
 
 
-def bucketed_batches(data, batch_size: int, rng: random.Random, n_batches: int | None = None) -> list[list[int]]:
-    """Batches of sentence indices with similar lengths (little padding), in random order.
+@dataclass
+class EpochPlan:
+    """The batches of an epoch, without a Python object per sentence: batch j is the sentences
+    `orders[k][start[j] : start[j] + batch_size]` of dataset k = `dataset[j]`."""
+
+    orders: list[np.ndarray]  # per dataset: its sentence indices sorted into buckets of similar length
+    dataset: np.ndarray  # per batch: which dataset it is drawn from
+    start: np.ndarray  # per batch: where it starts in its dataset's order
+    batch_size: int
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def __getitem__(self, j: int) -> tuple[int, np.ndarray]:
+        """(dataset index, sentence indices) of batch j (a view of the order)."""
+        k, first = int(self.dataset[j]), int(self.start[j])
+        return k, self.orders[k][first : first + self.batch_size]
+
+    def __iter__(self):
+        return (self[j] for j in range(len(self)))
+
+    def take(self, positions: np.ndarray) -> "EpochPlan":
+        """The plan of the batches at `positions` (e.g. one rank's shard), in that order."""
+        return EpochPlan(self.orders, self.dataset[positions], self.start[positions], self.batch_size)
+
+
+def _shuffle(items: np.ndarray, rng: random.Random) -> np.ndarray:
+    """`items` (one-dimensional, contiguous) shuffled in place by `rng.shuffle` through a memoryview: the
+    permutation `rng` gives a list of as many items (what plans drew before they were arrays, so a seed
+    keeps its batches), without a Python object per item."""
+    rng.shuffle(memoryview(items))
+    return items
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: random.Random,
+                     n_batches: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Batches of sentences with similar lengths (little padding), in random order: the sentence indices
+    sorted into buckets, and where each batch starts in them (batch: `order[s : s + batch_size]`).
 
     Sorting on length plus a random jitter keeps padding low while batches still change every epoch.
     `n_batches` > natural count oversamples a small corpus (every corpus weighs the same per epoch).
     """
-    n = len(data)
+    n = len(lengths)
     need = n_batches * batch_size if n_batches else n
-    order: list[int] = []
-    while len(order) < need:
-        idx = list(range(n))
-        rng.shuffle(idx)
-        order += idx
-    order = order[:need] if n_batches else order
-    key = {i: data.length(i) + rng.random() * 2.0 for i in set(order)}
-    order.sort(key=lambda i: key[i])
-    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
+    rounds = -(-need // n)  # shuffled passes over the corpus (more than one oversamples it)
+    order = np.arange(rounds * n, dtype=np.int64)
+    order %= n
+    for one_pass in order.reshape(rounds, n):
+        _shuffle(one_pass, rng)
+    order = order[:need]
+    key = np.fromiter((rng.random() for _ in range(n)), dtype=np.float64, count=n)
+    key *= 2.0
+    key += lengths
+    order = order[np.argsort(key[order], kind="stable")]  # stable: equal keys keep the shuffled order
+    return order, _shuffle(np.arange(0, need, batch_size, dtype=np.int64), rng)
 
 
-def epoch_plan(datasets: list, batch_size: int, rng: random.Random, alternate: bool = False) -> list[tuple[int, list[int]]]:
-    """(dataset index, sentence indices) for every batch of an epoch; smaller corpora are oversampled
-    to the batch count of the largest. `alternate` interleaves the corpora a, b, a, b, … (the
-    multilingual LM's schedule); otherwise the batches of all corpora are shuffled together."""
+def epoch_plan(datasets: list, batch_size: int, rng: random.Random, alternate: bool = False) -> EpochPlan:
+    """The batches of an epoch; smaller corpora are oversampled to the batch count of the largest.
+    `alternate` interleaves the corpora a, b, a, b, … (the multilingual LM's schedule); otherwise the
+    batches of all corpora are shuffled together."""
     most = max(math.ceil(len(d) / batch_size) for d in datasets)
-    per = [bucketed_batches(d, batch_size, rng, most if math.ceil(len(d) / batch_size) < most else None)
+    per = [bucketed_batches(d.lengths(), batch_size, rng, most if math.ceil(len(d) / batch_size) < most else None)
            for d in datasets]
-    if alternate:
-        return [(k, per[k][j]) for j in range(most) for k in range(len(datasets)) if j < len(per[k])]
-    plan = [(k, b) for k, batches in enumerate(per) for b in batches]
-    rng.shuffle(plan)
-    return plan
-
+    orders = [order for order, _ in per]
+    if alternate:  # every corpus has `most` batches: batch j of each in turn
+        start = np.stack([first for _, first in per], axis=1).ravel()
+        return EpochPlan(orders, np.tile(np.arange(len(per)), most), start, batch_size)
+    dataset = np.concatenate([np.full(len(first), k) for k, (_, first) in enumerate(per)])
+    start = np.concatenate([first for _, first in per])
+    mixed = _shuffle(np.arange(len(start)), rng)
+    return EpochPlan(orders, dataset[mixed], start[mixed], batch_size)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -425,7 +463,7 @@ class Task(ABC):
         prep = Prepared(list(classes), dict(classes), datasets, tables, store.dropped,
                         classes={lang: len(words) for lang, words in classes.items()})
         if saved:
-            prep.vocabs, prep.pretrained = vocabs, mcfg.pretrained
+            prep.vocabs, prep.pretrained, prep.pretrained_rows = vocabs, mcfg.pretrained, saved.read_pretrained(mcfg)
         else:
             self._add_pretrained(cfg, prep, log)
         return prep
@@ -452,8 +490,8 @@ class Task(ABC):
         """What batches are drawn from, as word ids."""
 
     @abstractmethod
-    def plan(self, datasets: list, batch_size: int, rng: random.Random) -> list[tuple[int, list[int]]]:
-        """(dataset index, sentence indices) of every batch of an epoch."""
+    def plan(self, datasets: list, batch_size: int, rng: random.Random) -> EpochPlan:
+        """The batches of an epoch."""
 
     @abstractmethod
     def score(self, model, prep: Prepared, cfg: TrainConfig) -> Score:
@@ -654,10 +692,8 @@ class Trainer:
             pretrained=prep.pretrained,
         )
         torch.manual_seed(cfg.seed)
-        frozen = {lang: (torch.from_numpy(rows.ids), torch.from_numpy(rows.vectors))
-                  for lang, rows in prep.pretrained_rows.items()}
         self.model = model_class(mcfg)(mcfg, prep.subwords.pieces_per_word if prep.subwords else None,
-                                       frozen).to(device)
+                                       prep.pretrained_rows).to(device)
         if cfg.softmax == "sampled":
             from xlfast.kernels.linear_ce import UnigramSampler
 
@@ -772,17 +808,19 @@ class Trainer:
             for lang, segmenter in self.prep.subwords.segmenters.items():
                 self.rundir.write_segmenter(lang, segmenter)
             self.rundir.write_pieces(self.prep.subwords.piece_table)
+        for lang, rows in self.prep.pretrained_rows.items():
+            self.rundir.write_pretrained(lang, rows)
 
     def _write_config(self) -> None:
         self.rundir.write_config({"train": self.cfg.to_dict(), "model": self.model.cfg.to_dict(),
                                   "langs": self.prep.langs})
 
-    def plan(self, epoch: int) -> list[tuple[int, list[int]]]:
-        """The batches of an epoch, (index into prep.datasets, sentence indices): the same for an epoch
+    def plan(self, epoch: int) -> EpochPlan:
+        """The batches of an epoch, (index into prep.datasets, sentence indices) each: the same for an epoch
         whenever it is asked for (a resumed run rebuilds the plan of the epoch it stopped in)."""
         return self.task.plan(self.prep.datasets, self.cfg.batch_size, random.Random(self.cfg.seed * 1_000_003 + epoch))
 
-    def train_step(self, data, idx: list[int]) -> float:
+    def train_step(self, data, idx: np.ndarray) -> float:
         """One optimiser step on one batch of a dataset (corpus pair or monolingual corpus); returns its loss."""
         threads.poll()  # between steps: share the CPUs when other work runs (xlfast.threads)
         batch = data.batch(idx, self.device)
@@ -799,13 +837,14 @@ class Trainer:
         `interval` steps, or the epoch's end. On several ranks each takes its shard of the epoch's batches.
         Adds to `so_far` the loss and tokens of all ranks; returns the epoch's number of steps."""
         group, so_far, datasets = self.group, self.so_far, self.prep.datasets
-        todo = distributed.shard(self.plan(self.epoch), group, so_far.batches)
+        plan = self.plan(self.epoch)
+        todo = distributed.shard(len(plan), group, so_far.batches)
         first = so_far.steps(group.world)
         epoch_steps = first + len(todo)
         last = min((first // interval + 1) * interval, epoch_steps)
         self.model.train()
         total, tokens, used, t0 = 0.0, 0, set(so_far.threads), time.perf_counter()
-        for step, (k, idx) in enumerate(todo[: last - first], start=first + 1):
+        for step, (k, idx) in enumerate(plan.take(todo[: last - first]), start=first + 1):
             if group.parallel:  # dropout masks differ between ranks, and follow from the step whatever the world size
                 torch.manual_seed((((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + step) * 1009 + group.rank) % 2**63)
             total += self.train_step(datasets[k], idx)

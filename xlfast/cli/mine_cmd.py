@@ -10,7 +10,6 @@ from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from xlfast import mine as mining
 from xlfast.cli.common import (JsonOption, LowercaseOverride, Splitter, ThreadsOption, apply_threads, choices, console,
                                err_console, parsed_by, progress, table, write_json)
-from xlfast.errors import shown_path
 from xlfast.kernels.csls import parse_mem
 from xlfast.search import METRICS, is_primary
 
@@ -74,23 +73,14 @@ def mine(
 ) -> None:
     """Mine word pairs or parallel sentences from two monolingual corpora (Hangya et al. 2022)."""
     apply_threads(threads)
-    from xlfast.encoders import load_encoder
-    from xlfast.io import check_stdin_once, read_mono
-
-    check_stdin_once(src, tgt)
-    src_lines, tgt_lines = read_mono(src, skip_bad_lines=True), read_mono(tgt, skip_bad_lines=True)
-    for lines in (src_lines, tgt_lines):
-        if lines.skipped:
-            err_console.print(f"warning: {shown_path(lines.path)}: skipped {lines.skipped} empty or undecodable "
-                              "line(s) in all", style="yellow", markup=False, highlight=False)
-    encoder = load_encoder(model, hf_model, tokenize and tokenize.value, lowercase, src_lang, tgt_lang)
-    err_console.print(f"encoder: {encoder.name}, dim {encoder.dim}; search: xlfast.kernels.csls, {nproc} process(es)")
     by_level = (dict(iterations=iterations, sample=sample, map_update=map_update.value, min_count=min_count, seed=seed)
                 if level is Level.word else dict(center=center, candidates=candidates, word_weight=word_weight))
     with _StageProgress() as bar:
-        summary = mining.mine_corpora(encoder, src_lines, tgt_lines, output, level=level.value,
-                                      metric=metric and metric.value, threshold=threshold, knn=knn, nproc=nproc,
-                                      mem=mem, work_dir=work_dir, progress=bar, **by_level)
+        summary = mining.mine_files(src, tgt, output, model=model, hf_model=hf_model,
+                                    tokenize=tokenize and tokenize.value, lowercase=lowercase, src_lang=src_lang,
+                                    tgt_lang=tgt_lang, nproc=nproc, say=_say, level=level.value,
+                                    metric=metric and metric.value, threshold=threshold, knn=knn, mem=mem,
+                                    work_dir=work_dir, progress=bar, **by_level)
     if not is_primary():  # under torchrun every rank mines; the first one reports
         return
     if level is Level.word:
@@ -103,8 +93,11 @@ def mine(
                         [[name, s, f"{100 * s / max(sum(seconds.values()), 1e-9):.0f}%"] for name, s in seconds.items()]
                         + [["tokens/s", summary.tokens_per_second, ""]]))
     if json_path is not None:
-        write_json(json_path, dict(summary.to_dict(), src=str(src), tgt=str(tgt), encoder=encoder.name,
-                                   output=str(output)))
+        write_json(json_path, dict(summary.to_dict(), src=str(src), tgt=str(tgt), output=str(output)))
+
+
+def _say(line: str) -> None:
+    err_console.print(line, markup=False, highlight=False)
 
 
 def _short(text: str, width: int = 50) -> str:
@@ -112,19 +105,22 @@ def _short(text: str, width: int = 50) -> str:
 
 
 class _StageProgress:
-    """A Rich progress bar with one row per stage, fed by (stage, done, total) callbacks."""
+    """A Rich progress bar with one row per stage, fed by (stage, done, total) callbacks; it appears with the
+    first stage, below what was said before the mining began."""
 
     def __enter__(self):
-        self.bar = progress(TextColumn("{task.description:>12}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), transient=False)
+        self.bar = None
         self.tasks: dict[str, int] = {}
-        self.bar.__enter__()
         return self
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress(TextColumn("{task.description:>12}"), BarColumn(),
+                                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), transient=False)
+            self.bar.__enter__()
         if stage not in self.tasks:
             self.tasks[stage] = self.bar.add_task(stage, total=total)
         self.bar.update(self.tasks[stage], completed=done, total=total)
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        return self.bar.__exit__(*exc) if self.bar is not None else None
