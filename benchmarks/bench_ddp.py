@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from xlfast.paths import data_dir
+from xlfast.rundir import epoch_ends
 
 CORPORA = {
     "grk-it": ["align.gr+align.it", "--langs", "grk,it"],
@@ -38,7 +39,7 @@ def run(data: str, nproc: int, threads: int, epochs: int, extra: list[str]) -> d
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ, XLFAST_GOVERNOR="0"))
         wall = time.perf_counter() - t0
-        log = [json.loads(line) for line in Path(f"{tmp}/run/log.jsonl").read_text().splitlines()]
+        log = epoch_ends([json.loads(line) for line in Path(f"{tmp}/run/log.jsonl").read_text().splitlines()])
     tokens = sum(r["tokens"] for r in log)
     seconds = sum(r["seconds"] for r in log)
     return {"nproc": nproc, "threads": threads, "steps_per_epoch": log[0].get("steps"), "tokens": tokens,

@@ -8,9 +8,11 @@ Quality: grk-it 1−AER against the gold alignments (`xlfast align` + `xlfast ev
 (CSLS) on `bli.dev.tsv` (`xlfast eval bli`); ne-en (dev + devtest, no gold dictionary) the run's own model
 selection score, BLI P@1 on the Dice pseudo-dictionary (Wada et al. 2021, §4).
 
-From the run's log.jsonl: the wall time to the end of the selected epoch (setup — tokenising, SentencePiece,
-vocabularies — plus the training loop up to that epoch), and per epoch the training, model-selection
-evaluation and checkpoint seconds; the export of the embeddings is the rest of the loop's time. `--epochs`
+From the run's log.jsonl: the wall time to the selected evaluation (setup — tokenising, SentencePiece,
+vocabularies — plus the training loop up to that evaluation, which may be within an epoch), the epochs
+trained by then (fractional when it was within an epoch), and per epoch the training, model-selection
+evaluation and checkpoint seconds (all of an epoch's evaluations); the export of the embeddings is the rest
+of the loop's time. `--epochs`
 bounds a run (the default command otherwise runs up to 60 epochs with patience 10); the report says so.
 Rows are appended to --csv.
 """
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 from xlfast.paths import data_file
+from xlfast.rundir import epoch_ends
 
 XLFAST = [sys.executable, "-m", "xlfast.cli.main"]
 
@@ -82,25 +85,31 @@ def measure(corpus: str, extra: list[str], work: Path) -> dict:
     after = os.times()
     summary = json.loads(summary_path.read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
-    selected = summary["best_epoch"]
-    by_epoch = {rec["epoch"]: rec for rec in log}
+    selected = next(r for r in log if (r["epoch"], r["step"]) == (summary["best_epoch"], summary["best_step"]))
+    ends = epoch_ends(log)
     setup = wall - summary["seconds"]  # interpreter start, tokenising, SentencePiece, vocabularies, model
     metric, value = quality(corpus, run, work)
     if value is None:
-        value = 100 * by_epoch[selected]["dict_p1"]
+        value = 100 * selected["dict_p1"]
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "corpus": corpus, "extra_args": " ".join(extra),
         "epochs_run": summary["epochs"], "stop": summary["stop"],
-        "selected_epoch": selected, "metric": metric, "quality": round(value, 4),
-        "seconds_to_selected": round(setup + by_epoch[selected]["elapsed_seconds"], 1),
+        "selected_epoch": round(selected["epoch"] - 1 + selected["step"] / selected["epoch_steps"], 3),
+        "metric": metric, "quality": round(value, 4),
+        "seconds_to_selected": round(setup + selected["elapsed_seconds"], 1),
         "seconds_total": round(wall, 1), "setup_s": round(setup, 1),
-        "train_s_per_epoch": round(statistics.median(r["seconds"] for r in log), 2),
-        "eval_s_per_epoch": round(statistics.median(r["eval_seconds"] for r in log), 3),
-        "checkpoint_s_per_epoch": round(statistics.median(r["checkpoint_seconds"] for r in log), 3),
+        "train_s_per_epoch": round(statistics.median(r["seconds"] for r in ends), 2),
+        "eval_s_per_epoch": round(statistics.median(_per_epoch(log, ends, "eval_seconds")), 3),
+        "checkpoint_s_per_epoch": round(statistics.median(_per_epoch(log, ends, "checkpoint_seconds")), 3),
         "export_s": round(summary["seconds"] - log[-1]["elapsed_seconds"], 2),
         "cpu_user_s": round(after.children_user - before.children_user, 1),
         "cpu_sys_s": round(after.children_system - before.children_system, 1),
     }
+
+
+def _per_epoch(log: list[dict], ends: list[dict], key: str) -> list[float]:
+    """`key` summed over the evaluations of each finished epoch."""
+    return [sum(r[key] for r in log if r["epoch"] == end["epoch"]) for end in ends]
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from xlfast.cli.main import app
 from xlfast.corpora import CorpusSpec
 from xlfast.errors import XlfastError
 from xlfast.run import Run
-from xlfast.rundir import CheckpointWriter, RunDir
+from xlfast.rundir import CheckpointWriter, RunDir, epoch_ends
 from xlfast.synthetic import make_pair
 from xlfast.tokenize import TokenizerSpec
 from xlfast.train import TrainConfig, Trainer
@@ -172,3 +172,17 @@ def test_a_log_line_cut_short_by_a_kill_is_left_out(tmp_path):
     rd.log_path.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
     with pytest.raises(XlfastError, match=r"log\.jsonl:2: not a JSON record"):
         rd.read_log()
+
+
+def test_a_resumed_run_keeps_the_log_up_to_its_checkpoint(tmp_path):
+    """Evaluations within an epoch: a checkpoint taken at a step keeps the lines up to that step; one taken
+    at an epoch's end (step None) keeps the whole epoch."""
+    rd = RunDir(tmp_path)
+    points = [(1, 5), (1, 10), (1, 15), (2, 5), (2, 10), (2, 15)]
+    for epoch, step in points:
+        rd.append_log({"epoch": epoch, "step": step, "epoch_steps": 15})
+    rd.truncate_log(2, 5)
+    assert [(r["epoch"], r["step"]) for r in rd.read_log()] == points[:4]
+    assert [(r["epoch"], r["step"]) for r in epoch_ends(rd.read_log())] == [(1, 15)]
+    rd.truncate_log(1)
+    assert [(r["epoch"], r["step"]) for r in rd.read_log()] == points[:3]

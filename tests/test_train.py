@@ -23,7 +23,7 @@ from xlfast.tokenize import TokenizerSpec
 from xlfast.corpora import CorpusSpec, MonoData, PairData, parallel_specs
 from xlfast.corpus_store import TokenArrays
 from xlfast.errors import XlfastError
-from xlfast.train import TrainConfig, Trainer, bucketed_batches, epoch_plan
+from xlfast.train import TrainConfig, Trainer, bucketed_batches, epoch_plan, eval_interval
 
 SMALL = dict(dim=64, batch_size=16, spm_vocab=200, tokenizer=TokenizerSpec("none"))
 
@@ -89,7 +89,7 @@ def test_patience_counts_epochs_without_a_strict_improvement(synth, tmp_path, mo
     # a huge pseudo-dictionary: no sampling noise, so only exact ties move the kept model
     monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 10**9)])
     trainer = Trainer.new(cfg_for(corpus, tmp_path / "p", epochs=10, patience=3), log=lambda m: None)
-    monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0, threads=[1]))
+    monkeypatch.setattr(trainer, "train_step", lambda data, idx: 1.0)
     summary = trainer.fit()
     # the score rises strictly at epochs 1 and 2, then ties (3), falls (4) and ties (5): three epochs
     # without a strict rise, so with patience 3 the run stops before epoch 6 (and never sees the 0.70s)
@@ -110,7 +110,7 @@ def test_the_kept_model_is_the_latest_within_one_standard_error(synth, tmp_path,
     scores = iter([0.50, 0.80, 0.77, 0.75, 0.70, 0.79])
     monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 100)])
     trainer = Trainer.new(cfg_for(corpus, tmp_path / "s", epochs=6, patience=10), log=lambda m: None)
-    monkeypatch.setattr(trainer, "train_epoch", lambda epoch: dict(loss=1.0, seconds=0.0, tokens=0, steps=0, threads=[1]))
+    monkeypatch.setattr(trainer, "train_step", lambda data, idx: 1.0)
     summary = trainer.fit()
     log = [json.loads(x) for x in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
     # 0.77 and 0.79 are within 0.04 of 0.80 and kept; 0.75 and 0.70 are not
@@ -118,6 +118,84 @@ def test_the_kept_model_is_the_latest_within_one_standard_error(synth, tmp_path,
     assert summary["best_epoch"] == 6 and summary["best_dict_p1"] == 0.79
     assert train_mod.standard_error([(0.8, 100)]) == pytest.approx(0.04)
     assert train_mod.standard_error([(0.8, 100), (0.5, 25)]) == pytest.approx((0.04**2 + 0.1**2) ** 0.5 / 2)
+
+
+# ------------------------------------------------------------------------------- evaluations within an epoch
+@pytest.mark.parametrize("epoch_steps, every, interval", [
+    (15, None, 15),  # a short epoch: once, at its end
+    (599, None, 599),
+    (600, None, 300),  # long enough for two
+    (910, None, 304),  # shp-es at batch 16: steps 304, 608 and the end
+    (5000, None, 625),  # at most eight
+    (910, 100, 100),
+    (910, 0, 910),  # asked for once an epoch
+    (910, 2000, 910),
+])
+def test_long_epochs_are_evaluated_several_times(epoch_steps, every, interval):
+    assert eval_interval(epoch_steps, every) == interval
+
+
+def scored_at_each_evaluation(monkeypatch, scores, n_words=10**9):
+    """Make the selection score follow `scores`, one per evaluation (a huge pseudo-dictionary: no sampling
+    noise, so only exact ties move the kept model); returns the parameters of the model at each evaluation."""
+    import xlfast.train as train_mod
+
+    scores, seen = iter(scores), []
+
+    def score(model, pairs):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return [(next(scores), n_words)]
+
+    monkeypatch.setattr(train_mod, "pseudo_dict_scores", score)
+    return seen
+
+
+def read_log(run_dir):
+    return [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_model_from_within_an_epoch_is_kept_when_it_scores_best(synth, tmp_path, monkeypatch):
+    _, corpus = synth
+    seen = scored_at_each_evaluation(monkeypatch, [0.50, 0.90, 0.60, 0.60, 0.70, 0.80])
+    # 240 pairs in batches of 16: 15 steps an epoch, evaluated at steps 5, 10 and 15
+    summary = Trainer.new(cfg_for(corpus, tmp_path / "m", dim=16, epochs=2, eval_every=5), log=lambda m: None).fit()
+    log = read_log(tmp_path / "m")
+    assert [(r["epoch"], r["step"], r["epoch_steps"]) for r in log] == [(e, s, 15) for e in (1, 2) for s in (5, 10, 15)]
+    assert [(r["best_epoch"], r["best_step"]) for r in log] == [(1, 5)] + [(1, 10)] * 5
+    assert (summary["best_epoch"], summary["best_step"], summary["best_dict_p1"]) == (1, 10, 0.9)
+    kept = torch.load(tmp_path / "m" / "model.pt", weights_only=False)
+    assert (kept["epoch"], kept["step"]) == (1, 10)
+    assert all(torch.equal(kept["model"][k], v) for k, v in seen[1].items())  # the model as it was at step 10
+    assert not torch.equal(kept["model"]["embed.E.src"], seen[2]["embed.E.src"])
+    # each record holds the epoch's statistics so far; the last of an epoch, the whole epoch's
+    assert [r["steps"] for r in log[:3]] == [5, 10, 15] and log[0]["tokens"] < log[1]["tokens"] < log[2]["tokens"]
+
+
+def test_patience_counts_epochs_worth_of_evaluations(synth, tmp_path, monkeypatch):
+    """--patience 1 with three evaluations an epoch: three evaluations without a strict rise stop the run,
+    here within its second epoch."""
+    _, corpus = synth
+    scored_at_each_evaluation(monkeypatch, [0.50, 0.60, 0.60, 0.55, 0.60, 0.9, 0.9])
+    trainer = Trainer.new(cfg_for(corpus, tmp_path / "p", epochs=5, patience=1, eval_every=5), log=lambda m: None)
+    monkeypatch.setattr(trainer, "train_step", lambda data, idx: 1.0)
+    summary = trainer.fit()
+    assert summary["stop"] == "patience" and summary["epochs"] == 2
+    assert [(r["epoch"], r["step"]) for r in read_log(tmp_path / "p")] == [(1, 5), (1, 10), (1, 15), (2, 5), (2, 10)]
+    assert (summary["best_epoch"], summary["best_step"]) == (2, 10)  # the tie at the last evaluation
+    assert torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)["step"] == 10
+
+
+def test_how_often_a_run_is_evaluated_changes_no_parameter(synth, tmp_path):
+    """An evaluation draws no random number and changes no parameter: what makes --eval-every a setting a
+    resumed run may change."""
+    _, corpus = synth
+    once = Trainer.new(cfg_for(corpus, tmp_path / "a", dim=16, epochs=2), log=lambda m: None)
+    once.fit()
+    often = Trainer.new(cfg_for(corpus, tmp_path / "b", dim=16, epochs=2, eval_every=4), log=lambda m: None)
+    often.fit()
+    assert len(read_log(tmp_path / "a")) == 2 and len(read_log(tmp_path / "b")) == 8
+    for k, p in once.model.state_dict().items():
+        assert torch.equal(p, often.model.state_dict()[k]), k
 
 
 def test_refuses_to_overwrite_an_existing_run(synth, tmp_path):
@@ -128,28 +206,44 @@ def test_refuses_to_overwrite_an_existing_run(synth, tmp_path):
     assert "already holds a run" in result.output
 
 
-def test_kill_then_resume_from_the_cli(synth, tmp_path):
-    """SIGKILL mid-run loses nothing: the checkpoint and log stay consistent and --resume finishes."""
+def test_a_run_killed_mid_epoch_resumes_exactly(synth, tmp_path):
+    """SIGKILL after a checkpoint taken within an epoch loses nothing: --resume rebuilds the epoch's plan,
+    skips the batches done and ends with the parameters and log of a run never interrupted."""
     _, corpus = synth
+    # 240 pairs in batches of 4: 60 steps an epoch, evaluated and checkpointed every 3
+    args = ["train", str(corpus), "--langs", "src,tgt", "--dim", "32", "--spm-vocab", "150", "--batch-size", "4",
+            "--eval-every", "3", "--epochs", "2", "--patience", "99", "--tokenize", "none", "--threads", "1"]
     out = tmp_path / "k"
-    cmd = [sys.executable, "-m", "xlfast.cli.main", "train", str(corpus), "--langs", "src,tgt", "-o", str(out),
-           "--dim", "32", "--spm-vocab", "150", "--epochs", "40", "--patience", "99", "--tokenize", "none"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "xlfast.cli.main", *args, "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         log = out / "log.jsonl"
-        if log.exists() and len(log.read_text().splitlines()) >= 2:
+        # the checkpoint of epoch 2 step 3 is on disk once step 6 is logged (each waits for the one before)
+        if log.exists() and any(r.get("epoch") == 2 and r["step"] >= 6 for r in map(json.loads, log.read_text().splitlines()[:-1])):
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len((out / "log.jsonl").read_text().splitlines())
-    assert 2 <= done < 40
-    result = CliRunner().invoke(app, cmd[3:] + ["--resume", "--epochs", str(done + 2)])
+    killed_at = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert killed_at["epoch"] == 2 and 3 <= killed_at["step"] < 60, (killed_at["epoch"], killed_at["step"])
+    result = CliRunner().invoke(app, [*args, "-o", str(out), "--resume"])
     assert result.exit_code == 0, result.output
-    epochs = [json.loads(x)["epoch"] for x in (out / "log.jsonl").read_text().splitlines()]
-    assert epochs == list(range(1, done + 3))
-    assert not list(out.glob("*.tmp"))
+    assert f"resuming {out} at epoch 2, step {killed_at['step']}" in one_line(result.output)
+    assert not list(out.glob(".*.tmp"))
+
+    straight = tmp_path / "s"
+    result = CliRunner().invoke(app, [*args, "-o", str(straight)])
+    assert result.exit_code == 0, result.output
+    # a line per evaluation, with its step; the summary names the kept model's step when it is not an epoch's end
+    assert re.search(r"epoch 1 step 3/60 loss [\d.]+ dict P@1 [\d.]+ [\d.]+s \(best epoch 1 step 3\)", one_line(result.output))
+    for name in ("checkpoint.pt", "model.pt"):
+        a, b = (torch.load(d / name, weights_only=False)["model"] for d in (out, straight))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    untimed = lambda d: [{k: v for k, v in r.items() if "seconds" not in k} for r in read_log(d)]
+    assert untimed(out) == untimed(straight)
+    assert [(r["epoch"], r["step"]) for r in read_log(out)] == [(e, s) for e in (1, 2) for s in range(3, 61, 3)]
+    assert (out / "emb.src.vec").read_bytes() == (straight / "emb.src.vec").read_bytes()
 
 
 def test_two_corpora_sharing_a_language_train_one_model(synth, tmp_path):
@@ -350,6 +444,7 @@ def test_resume_checks_option_ranges_first(run_copy):
     (["--enc-layers", "0"], 2, "--enc-layers: 0 must be at least 1"),
     (["--threads", "0"], 2, "--threads"),
     (["--patience", "-3"], 2, "--patience: -3 must be at least 1"),
+    (["--eval-every", "-1"], 2, "--eval-every: -1 must be at least 0"),
     (["--spm-vocab", "0"], 2, "--spm-vocab: 0 must be at least 1"),
     (["--epochs", "0"], 2, "--epochs: 0 must be at least 1"),
     (["--device", "tpu"], 2, "--device: 'tpu' must be auto, cpu, cuda or cuda:N"),

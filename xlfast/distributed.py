@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# Rank 0 evaluates and writes checkpoints between epochs while the others wait in a collective: the
+# Rank 0 evaluates and writes checkpoints (within and between epochs) while the others wait in a collective: the
 # default timeout (30 min) would cut a long evaluation of a large vocabulary short.
 TIMEOUT = datetime.timedelta(hours=6)
 
@@ -61,12 +61,14 @@ def join(device_type: str = "cpu") -> Group:
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
 
 
-def shard(n_batches: int, group: Group) -> np.ndarray:
-    """The positions of this rank's batches among an epoch's `n_batches`: every world-th one from its rank
-    on. Every rank must take as many steps (each step is a collective), so a plan that does not divide
-    evenly wraps around to its start."""
-    steps = -(-n_batches // group.world)
-    return np.arange(group.rank, steps * group.world, group.world) % n_batches
+def shard(n_batches: int, group: Group, done: int = 0) -> np.ndarray:
+    """The positions of this rank's batches among an epoch's `n_batches` after the first `done` (a run
+    resumed within an epoch): every world-th one from its rank on. Every rank must take as many steps (each
+    step is a collective), so a plan that does not divide evenly wraps around to its start. The ranks' steps
+    take the plan in order, `world` batches a step: skipping `done` = steps × world batches leaves the rest
+    of every rank's uninterrupted shard."""
+    steps = -(-(n_batches - done) // group.world)
+    return np.arange(done + group.rank, done + steps * group.world, group.world) % n_batches
 
 
 def wrap(model: torch.nn.Module, device: torch.device, find_unused: bool) -> torch.nn.Module:

@@ -4,10 +4,11 @@
     vocab.<lang>.txt   vocabulary, one word per line (specials first, then by frequency)
     spm.<lang>.model   SentencePiece model of each language (subword runs)
     pieces.txt         the piece table shared by all languages (subword runs)
-    checkpoint.pt      the last epoch: model, optimiser, RNG, selection state (for --resume)
+    checkpoint.pt      the last evaluation (an epoch's end, or a step within it): model, optimiser, RNG, where
+                       the epoch stands, selection state (for --resume)
     model.pt           the selected model
     emb.<lang>.vec     static subword-aware vectors of the selected model (word2vec text)
-    log.jsonl          one line per epoch
+    log.jsonl          one line per evaluation: its epoch and step, the epoch's statistics so far, the score
     corpus/            the training corpora as memory-mapped word ids (xlfast.corpus_store), reused on --resume
     pretrained/        frozen pre-trained vectors (`--pretrained`): <lang>.npy (float32 rows) and <lang>.ids.npy
                        (the word id of each row), written once and memory-mapped; never inside a .pt file
@@ -18,6 +19,7 @@ file), and every file read back that is damaged is one line naming it, never a t
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import threading
@@ -83,7 +85,7 @@ class RunDir:
         return self.model_path.is_file()
 
     def holds_trained_run(self) -> bool:
-        """A configuration and at least one finished epoch: starting a new run here would destroy it."""
+        """A configuration and at least one evaluation (checkpoint): starting a new run here would destroy it."""
         return self.is_run() and (self.has_checkpoint() or self.has_model())
 
     def langs(self) -> list[str]:
@@ -189,7 +191,7 @@ class RunDir:
         """A saved state (model.pt or checkpoint.pt) with its tensors on `device`."""
         path = self.path / name
         if not path.is_file():
-            raise XlfastError(f"{self.path}: no {name} yet (training has not finished an epoch)")
+            raise XlfastError(f"{self.path}: no {name} yet (training has not reached its first evaluation)")
         try:
             # weights_only: a damaged or foreign file cannot run code while it is read
             state = torch.load(path, map_location=device, weights_only=True)
@@ -234,7 +236,7 @@ class RunDir:
         return model.to(device)
 
     def read_log(self) -> list[dict]:
-        """The epochs' records. A last line cut short (the process was killed while appending it) is left out."""
+        """The evaluations' records. A last line cut short (the process was killed while appending it) is left out."""
         if not self.log_path.is_file():
             return []
         lines = [line for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line]
@@ -275,7 +277,7 @@ class RunDir:
         write_vec(self.vec_path(lang), words, vectors)
 
     def append_log(self, record: dict) -> None:
-        """One epoch's line, on disk before the next epoch starts (a killed run keeps every finished epoch)."""
+        """One evaluation's line, on disk before training goes on (a killed run keeps every evaluation)."""
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -287,10 +289,18 @@ class RunDir:
         for tmp in self.path.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 
-    def truncate_log(self, epoch: int) -> None:
-        """Drop the lines of epochs after `epoch` (a resumed run trains them again; a new run: all)."""
-        kept = [r for r in self.read_log() if r["epoch"] <= epoch] if epoch else []
+    def truncate_log(self, epoch: int, step: int | None = None) -> None:
+        """Drop the lines of evaluations after `step` of `epoch` (None: after its end): a resumed run trains
+        from there again; a new run (epoch 0) drops all. A line without a step is an epoch's end."""
+        end = (epoch, math.inf if step is None else step)
+        kept = [r for r in self.read_log() if (r["epoch"], r.get("step", math.inf)) <= end] if epoch else []
         atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def epoch_ends(records: list[dict]) -> list[dict]:
+    """The records of log.jsonl that end an epoch: their statistics are the whole epoch's (a record of a run
+    from before mid-epoch evaluations has no step, and is one)."""
+    return [r for r in records if r.get("step") == r.get("epoch_steps")]
 
 
 class CheckpointWriter:

@@ -58,7 +58,8 @@ class TrainConfig:
     epochs: int = 60
     # Measured on grk-it (SWave and SWcnn, 3 seeds): selected 1−AER no better with 15 than with 10, and
     # 10 keeps the default run within two minutes on a 2-core CPU.
-    patience: int = 10
+    patience: int = 10  # epochs' worth of evaluations (patience × evaluations per epoch)
+    eval_every: int | None = None  # steps between evaluations in an epoch (None: automatic, eval_interval; 0: once an epoch)
     lr: float = 3e-3  # one optimiser step per batch (the authors take four): measured to learn ~2.5x faster per epoch than 1e-3
     clip: float = 5.0
     min_count: int = 1
@@ -203,6 +204,7 @@ SETTING_RULES: dict[str, Callable[[Any, TrainConfig], str | None]] = {
     "batch_size": _at_least(1),
     "epochs": _at_least(1),
     "patience": _at_least(1),
+    "eval_every": _at_least(0),
     "lr": _positive,
     "clip": _positive,
     "dropout": lambda value, cfg: None if 0 <= value < 1 else "must be at least 0 and below 1",
@@ -218,9 +220,10 @@ SETTING_RULES: dict[str, Callable[[Any, TrainConfig], str | None]] = {
     "pretrained_max": _at_least(1),
 }
 
-# What a resumed run may change: how long and where it runs, and the optimiser's step size and clipping.
-# Every other setting shapes the data, the vocabularies or the model that the checkpoint holds.
-RESUMABLE = ("epochs", "patience", "lr", "clip", "threads", "device", "bf16", "backend")
+# What a resumed run may change: how long and where it runs, how often it is evaluated (an evaluation
+# changes no parameter and draws no random number), and the optimiser's step size and clipping. Every
+# other setting shapes the data, the vocabularies or the model that the checkpoint holds.
+RESUMABLE = ("epochs", "patience", "eval_every", "lr", "clip", "threads", "device", "bf16", "backend")
 
 
 def apply_changes(base: TrainConfig, changes: Mapping[str, Any]) -> TrainConfig:
@@ -542,47 +545,93 @@ TASKS: dict[str, Task] = {task.kind: task for task in (ParallelTask(), MonoTask(
 # The training loop
 
 
+# The automatic --eval-every. On shp-es (910 steps an epoch at batch 16) an evaluation, the
+# pseudo-dictionary's CSLS over the whole target vocabulary plus queuing a checkpoint for the background
+# writer, took as long as 2-3 training steps (3.4 s and 0.06 s against 1.4 s a step, 2-core CPU beside other
+# work). Every EVAL_STEPS steps it costs under 1% of the training time, writes a checkpoint (263 MB there)
+# every few minutes rather than every few seconds, and still scores a default run every ~2.5 minutes
+# (~0.5 s a step alone), so its model is selectable long before the first epoch ends. An epoch of fewer
+# than 2 × EVAL_STEPS steps is evaluated once, at its end, as before. At most MAX_EVALS an epoch: patience
+# counts evaluations, and the more noisy scores the best is the maximum of, the more their noise alone
+# raises it. Counted in steps, not seconds, so that a run evaluates at the same points on any machine and
+# resumes exactly.
+EVAL_STEPS = 300
+MAX_EVALS = 8
+
+
+def eval_interval(epoch_steps: int, eval_every: int | None) -> int:
+    """Steps between the evaluations of an epoch of `epoch_steps` steps (each epoch also ends with one).
+    `eval_every`: --eval-every; 0 or at least `epoch_steps`: once an epoch; None: automatic, the epoch in
+    clamp(epoch_steps // EVAL_STEPS, 1, MAX_EVALS) equal parts."""
+    if eval_every is None:
+        eval_every = math.ceil(epoch_steps / min(max(epoch_steps // EVAL_STEPS, 1), MAX_EVALS))
+    return epoch_steps if eval_every == 0 else min(eval_every, epoch_steps)
+
+
 @dataclass
 class Selection:
-    """Which epoch's model is kept, and when patience runs out (saved in checkpoint.pt).
+    """Which evaluation's model is kept, and when patience runs out (saved in checkpoint.pt).
 
-    Patience counts epochs without a strict rise of the best score, so a score that ties or oscillates
-    cannot keep training going. The kept model is the latest epoch whose score is within one standard
-    error of the best (`tolerance`: the pseudo-dictionary P@1 is a proportion over a few hundred words on
-    a small corpus, so differences of a word or two are noise). The authors' code keeps the later epoch
-    on exact ties; widening the tie to one standard error follows what we measured on grk-it (three
-    seeds): P@1 on its 133-pair pseudo-dictionary peaks by epoch 12-15 while 1−AER keeps rising for
-    another 10 epochs (e.g. 0.936 → 0.944)."""
+    Patience counts evaluations without a strict rise of the best score, so a score that ties or
+    oscillates cannot keep training going. The kept model is the latest evaluation whose score is within
+    one standard error of the best (`tolerance`: the pseudo-dictionary P@1 is a proportion over a few
+    hundred words on a small corpus, so differences of a word or two are noise). The authors' code keeps
+    the later epoch on exact ties; widening the tie to one standard error follows what we measured on
+    grk-it (three seeds): P@1 on its 133-pair pseudo-dictionary peaks by epoch 12-15 while 1−AER keeps
+    rising for another 10 epochs (e.g. 0.936 → 0.944)."""
 
     best: float = -1.0  # the best score so far (patience watches it)
     kept_score: float = -1.0  # the score of the kept model (model.pt), within tolerance of the best
     best_epoch: int = 0  # the kept model's epoch
-    since_improved: int = 0  # epochs since the score last rose strictly: what patience counts
+    best_step: int | None = 0  # and its step in that epoch (None: the epoch's end, in a checkpoint of before mid-epoch evaluations)
+    since_improved: int = 0  # evaluations since the score last rose strictly: what patience counts
 
-    def observe(self, epoch: int, score: Score, last_epoch: int) -> bool:
-        """Whether this epoch's model is kept."""
+    def observe(self, epoch: int, step: int, score: Score, final: bool) -> bool:
+        """Whether the model evaluated at `step` of `epoch` is kept. `final`: the run's last evaluation."""
         if score.value is None:
-            keep = epoch == last_epoch
             self.since_improved += 1
-            if keep:
-                self.best_epoch = epoch
-            return keep
+            if final:
+                self.best_epoch, self.best_step = epoch, step
+            return final
         if score.value > self.best:
             self.best, self.since_improved = score.value, 0
         else:
             self.since_improved += 1
         keep = score.value >= self.best - score.tolerance
         if keep:
-            self.kept_score, self.best_epoch = score.value, epoch
+            self.kept_score, self.best_epoch, self.best_step = score.value, epoch, step
         return keep
 
     def exhausted(self, patience: int) -> bool:
+        """Whether `patience` evaluations have passed without a strict rise."""
         return self.since_improved >= patience and self.best >= 0
 
     @classmethod
     def from_state(cls, state: dict) -> "Selection":
         return cls(state["best"], state.get("kept_score", state["best"]), state["best_epoch"],
-                   state.get("since_improved", state.get("since_best", 0)))
+                   state.get("best_step"), state.get("since_improved", state.get("since_best", 0)))
+
+
+@dataclass
+class EpochSoFar:
+    """The part of the epoch in progress trained so far (saved in checkpoint.pt: a run resumes mid-epoch
+    exactly), and its statistics for log.jsonl."""
+
+    batches: int = 0  # batches trained by all ranks: the epoch's plan taken in order, `world` a step (distributed.shard)
+    loss: float = 0.0  # summed over those batches
+    tokens: int = 0
+    seconds: float = 0.0  # training time, evaluations left out
+    threads: list[int] = field(default_factory=list)  # thread counts the steps ran with (the governor lowers them while other work runs)
+
+    def steps(self, world: int) -> int:
+        """The optimiser steps of the epoch done, on `world` ranks."""
+        return -(-self.batches // world)
+
+
+def checkpoint_place(epoch: int, step: int | None) -> str:
+    """Where a checkpoint stands in its run, as a person reads it: "after epoch 3" (`step` None: the epoch
+    had finished), or "at epoch 3, step 300"."""
+    return f"after epoch {epoch}" if step is None else f"at epoch {epoch}, step {step}"
 
 
 def _quiet(message: str) -> None:
@@ -656,9 +705,11 @@ class Trainer:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
         except (RuntimeError, TypeError):  # older torch: no fused Adam on this device
             self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.epoch = 0
+        self.epoch = 0  # the epoch in progress, or the last one finished
+        self.so_far: EpochSoFar | None = None  # how far the epoch in progress has got; None: it is finished
         self.selection = Selection()
         self.resumed_after: int | None = None  # the checkpoint's epoch, for a resumed run
+        self.resumed_step: int | None = None  # and its step in that epoch, when it was taken mid-epoch
         self.changes: list[str] = []  # settings a resumed run took that differ from the run's, described
         self.writer: CheckpointWriter | None = None
 
@@ -704,7 +755,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, XlfastError) as exc:
             raise rundir.bad_config(f"train settings: {exc}") from None
         if not rundir.has_checkpoint():
-            raise XlfastError(f"{rundir}: no {CHECKPOINT} to resume from (no epoch has finished)")
+            raise XlfastError(f"{rundir}: no {CHECKPOINT} to resume from (training never reached its first evaluation)")
         cfg, accepted = reconcile(rundir, stored, changes or {})
         device, group = _machine(cfg)
         state = rundir.load_state(CHECKPOINT)  # on the CPU: the RNG state must stay there
@@ -713,16 +764,17 @@ class Trainer:
         trainer = cls(cfg, TASKS[cfg.kind].prepare(cfg, rundir, log if group.main else _quiet), device, log,
                       progress, group)
         trainer._restore(state)
+        step = state.get("step")  # None: the checkpoint's epoch had finished
         if group.main:
             rundir.remove_stale_temporaries()
-            rundir.truncate_log(trainer.epoch)
+            rundir.truncate_log(trainer.epoch, step)
             trainer._write_config()
             distributed.barrier(group)
         trainer._join()
         log = trainer.log
-        trainer.resumed_after, trainer.changes = trainer.epoch, accepted
+        trainer.resumed_after, trainer.resumed_step, trainer.changes = trainer.epoch, step, accepted
         sel = trainer.selection
-        log(f"resuming {rundir} after epoch {trainer.epoch} (best {sel.best:.3f} at epoch {sel.best_epoch})")
+        log(f"resuming {rundir} {checkpoint_place(trainer.epoch, step)} (best {sel.best:.3f} at epoch {sel.best_epoch})")
         for change in accepted:
             log(f"resuming with {change}")
         return trainer
@@ -741,6 +793,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optim"])
             self.epoch = int(state["epoch"])
+            self.so_far = EpochSoFar(**state["so_far"]) if state.get("so_far") else None
             self.selection = Selection.from_state(state)
             torch.set_rng_state(state["torch_rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
@@ -763,9 +816,10 @@ class Trainer:
         self.rundir.write_config({"train": self.cfg.to_dict(), "model": self.model.cfg.to_dict(),
                                   "langs": self.prep.langs})
 
-    def plan(self, rng: random.Random) -> EpochPlan:
-        """The batches of an epoch: (index into prep.datasets, sentence indices) each."""
-        return self.task.plan(self.prep.datasets, self.cfg.batch_size, rng)
+    def plan(self, epoch: int) -> EpochPlan:
+        """The batches of an epoch, (index into prep.datasets, sentence indices) each: the same for an epoch
+        whenever it is asked for (a resumed run rebuilds the plan of the epoch it stopped in)."""
+        return self.task.plan(self.prep.datasets, self.cfg.batch_size, random.Random(self.cfg.seed * 1_000_003 + epoch))
 
     def train_step(self, data, idx: np.ndarray) -> float:
         """One optimiser step on one batch of a dataset (corpus pair or monolingual corpus); returns its loss."""
@@ -779,88 +833,114 @@ class Trainer:
         self.opt.step()
         return float(loss.detach())
 
-    def train_epoch(self, epoch: int) -> dict:
-        """One pass over the epoch's batches; on several ranks each takes its shard of them. Loss, tokens and
-        steps are those of all ranks."""
-        group = self.group
-        plan = self.plan(random.Random(self.cfg.seed * 1_000_003 + epoch))
-        plan = plan.take(distributed.shard(len(plan), group))
-        if group.parallel:  # dropout masks differ between ranks, and follow from the epoch whatever the world size
-            torch.manual_seed(self.cfg.seed * 1_000_003 + epoch * 1009 + group.rank)
-        datasets = self.prep.datasets
+    def train_to_evaluation(self, interval: int) -> int:
+        """Train the epoch in progress from where it stands to its next evaluation: the next multiple of
+        `interval` steps, or the epoch's end. On several ranks each takes its shard of the epoch's batches.
+        Adds to `so_far` the loss and tokens of all ranks; returns the epoch's number of steps."""
+        group, so_far, datasets = self.group, self.so_far, self.prep.datasets
+        plan = self.plan(self.epoch)
+        todo = distributed.shard(len(plan), group, so_far.batches)
+        first = so_far.steps(group.world)
+        epoch_steps = first + len(todo)
+        last = min((first // interval + 1) * interval, epoch_steps)
         self.model.train()
-        total, tokens, t0 = 0.0, 0, time.perf_counter()
-        used = set()  # thread counts the steps ran with (the governor lowers them while other work runs)
-        for step, (k, idx) in enumerate(plan):
+        total, tokens, used, t0 = 0.0, 0, set(so_far.threads), time.perf_counter()
+        for step, (k, idx) in enumerate(plan.take(todo[: last - first]), start=first + 1):
+            if group.parallel:  # dropout masks differ between ranks, and follow from the step whatever the world size
+                torch.manual_seed((((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + step) * 1009 + group.rank) % 2**63)
             total += self.train_step(datasets[k], idx)
             tokens += datasets[k].tokens(idx)
             used.add(threads.active()["current"])
             if self.progress:
-                self.progress("step", dict(epoch=epoch, step=step + 1, steps=len(plan), loss=total / (step + 1),
+                done = so_far.batches + (step - first) * group.world  # other ranks' losses taken as this one's
+                self.progress("step", dict(epoch=self.epoch, step=step, steps=epoch_steps,
+                                           loss=(so_far.loss + total * group.world) / done,
                                            tok_s=group.world * tokens / max(time.perf_counter() - t0, 1e-9)))
-        secs = time.perf_counter() - t0
-        total, tokens, steps = distributed.sum_over_ranks([total, tokens, len(plan)], group)
-        return dict(loss=total / max(steps, 1), seconds=secs, tokens=int(tokens), steps=int(steps),
-                    threads=sorted(used))
+        so_far.seconds += time.perf_counter() - t0
+        total, tokens = distributed.sum_over_ranks([total, tokens], group)
+        so_far.loss, so_far.tokens = so_far.loss + total, so_far.tokens + int(tokens)
+        so_far.batches += (last - first) * group.world
+        so_far.threads = sorted(used)
+        return epoch_steps
 
     def checkpoint_state(self) -> dict:
+        """What --resume continues from. `step` and `so_far`: where the epoch in progress stands (None: the
+        epoch has finished)."""
+        mid = self.so_far is not None
         return dict(model=self.model.state_dict(), optim=self.opt.state_dict(), epoch=self.epoch,
-                    **asdict(self.selection), torch_rng=torch.get_rng_state())
+                    step=self.so_far.steps(self.group.world) if mid else None,
+                    so_far=asdict(self.so_far) if mid else None, **asdict(self.selection), torch_rng=torch.get_rng_state())
 
     def save_checkpoint(self, keep_model: bool = False) -> float:
-        """Queue checkpoint.pt (and model.pt when this epoch is kept) for the background writer; returns
-        the seconds the training thread spent on it (waiting for the previous write, copying tensors)."""
+        """Queue checkpoint.pt (and model.pt when this evaluation's model is kept) for the background writer;
+        returns the seconds the training thread spent on it (waiting for the previous write, copying tensors)."""
         t0 = time.perf_counter()
         snap = self.writer.snapshot(self.checkpoint_state())
-        if keep_model:  # first: a checkpoint never names a best epoch whose model is not on disk yet
-            self.writer.write({"model": snap["model"], "epoch": self.epoch}, MODEL)
+        if keep_model:  # first: a checkpoint never names a kept model that is not on disk yet
+            self.writer.write({"model": snap["model"], "epoch": self.epoch, "step": self.selection.best_step}, MODEL)
         self.writer.write(snap, CHECKPOINT)
         return time.perf_counter() - t0
 
     def fit(self) -> dict:
-        """Train to the last epoch or until patience runs out. On several ranks, rank 0 alone evaluates,
-        selects and writes; the others take its selection state after every epoch."""
-        cfg = self.cfg
+        """Train to the last epoch or until patience runs out, evaluating every `eval_every` steps and at the
+        end of every epoch. On several ranks, rank 0 alone evaluates, selects and writes; the others take its
+        selection state after every evaluation."""
+        cfg, group = self.cfg, self.group
         start = time.perf_counter()
+        epoch_steps = -(-len(self.plan(1)) // group.world)  # every epoch's plan has as many batches
+        interval = eval_interval(epoch_steps, cfg.eval_every)
+        patience = cfg.patience * math.ceil(epoch_steps / interval)  # --patience: epochs' worth of evaluations
         stop_reason = "epochs"
-        main = self.group.main
-        with CheckpointWriter(self.rundir) if main else contextlib.nullcontext() as self.writer:
-            while self.epoch < cfg.epochs:
-                if self.selection.exhausted(cfg.patience):
+        with CheckpointWriter(self.rundir) if group.main else contextlib.nullcontext() as self.writer:
+            while True:
+                if self.selection.exhausted(patience):
                     stop_reason = "patience"
                     break
-                self.epoch += 1
-                stats = self.train_epoch(self.epoch)
-                if main:
-                    self._finish_epoch(stats, start)
-                self.selection = distributed.from_main(self.selection, self.group)
-            if main:
+                if self.so_far is None:
+                    if self.epoch >= cfg.epochs:
+                        break
+                    self.epoch, self.so_far = self.epoch + 1, EpochSoFar()
+                elif self.epoch > cfg.epochs:  # resumed mid-epoch with fewer --epochs
+                    break
+                epoch_steps = self.train_to_evaluation(interval)
+                so_far, step = self.so_far, self.so_far.steps(group.world)
+                if step == epoch_steps:
+                    self.so_far = None  # the checkpoint says the epoch has finished
+                if group.main:
+                    self._evaluate(so_far, step, epoch_steps, start)
+                self.selection = distributed.from_main(self.selection, group)
+            if group.main:
                 self.writer.wait()
-                if not self.rundir.has_model():  # no dictionary ever scored: keep the last epoch
-                    self.rundir.save_state({"model": self.model.state_dict(), "epoch": self.epoch}, MODEL)
-                    self.selection.best_epoch = self.epoch
+                if not self.rundir.has_model():  # no dictionary ever scored: keep the last evaluation's model
+                    step = self.so_far.steps(group.world) if self.so_far else epoch_steps
+                    self.rundir.save_state({"model": self.model.state_dict(), "epoch": self.epoch, "step": step}, MODEL)
+                    self.selection.best_epoch, self.selection.best_step = self.epoch, step
                 self.export_embeddings()
-        distributed.barrier(self.group)  # every rank returns once the run directory is complete
-        return {"epochs": self.epoch, "best_epoch": self.selection.best_epoch,
-                f"best_{self.task.criterion}": self.selection.kept_score, "stop": stop_reason,
-                "seconds": time.perf_counter() - start, "resumed_after": self.resumed_after, "changes": self.changes,
-                "tokenizer": self.cfg.tokenizer.to_dict()}
+        distributed.barrier(group)  # every rank returns once the run directory is complete
+        return {"epochs": self.epoch, "epoch_steps": epoch_steps, "best_epoch": self.selection.best_epoch,
+                "best_step": self.selection.best_step, f"best_{self.task.criterion}": self.selection.kept_score,
+                "stop": stop_reason, "seconds": time.perf_counter() - start, "resumed_after": self.resumed_after,
+                "resumed_step": self.resumed_step, "changes": self.changes, "tokenizer": self.cfg.tokenizer.to_dict()}
 
-    def _finish_epoch(self, stats: dict, start: float) -> None:
-        """Score the epoch's model, keep it if selected, checkpoint, log."""
+    def _evaluate(self, so_far: EpochSoFar, step: int, epoch_steps: int, start: float) -> None:
+        """Score the model at `step` of the epoch, keep it if selected, checkpoint, log (the epoch's
+        statistics so far: at its end, the whole epoch's)."""
         t_eval = time.perf_counter()
         score = self.task.score(self.model, self.prep, self.cfg)
         eval_s = time.perf_counter() - t_eval
-        keep = self.selection.observe(self.epoch, score, self.cfg.epochs)
+        final = self.so_far is None and self.epoch == self.cfg.epochs
+        keep = self.selection.observe(self.epoch, step, score, final)
         ckpt_s = self.save_checkpoint(keep_model=keep)
-        rec = {"epoch": self.epoch, "loss": round(stats["loss"], 4), self.task.criterion: score.value,
-               **score.extra, "seconds": round(stats["seconds"], 3), "eval_seconds": round(eval_s, 3),
+        rec = {"epoch": self.epoch, "step": step, "epoch_steps": epoch_steps,
+               "loss": round(so_far.loss / max(so_far.batches, 1), 4), self.task.criterion: score.value,
+               **score.extra, "seconds": round(so_far.seconds, 3), "eval_seconds": round(eval_s, 3),
                "checkpoint_seconds": round(ckpt_s, 3), "elapsed_seconds": round(time.perf_counter() - start, 3),
-               "tokens": stats["tokens"], "steps": stats["steps"],
-               "ranks": self.group.world, "best_epoch": self.selection.best_epoch, "threads": stats["threads"]}
+               "tokens": so_far.tokens, "steps": so_far.batches, "ranks": self.group.world,
+               "best_epoch": self.selection.best_epoch, "best_step": self.selection.best_step,
+               "threads": so_far.threads}
         self.rundir.append_log(rec)
         if self.progress:
-            self.progress("epoch", rec)
+            self.progress("eval", rec)
 
     def export_embeddings(self) -> None:
         """Static subword-aware vectors of the selected model for every vocabulary word (word2vec text)."""

@@ -57,8 +57,6 @@ class _TrainWork:
     spinning pools."""
 
     def __init__(self, dim: Optional[int], corpus: str = "grk-it"):
-        import random
-
         from xlfast.bench.train import corpora
         from xlfast.corpora import CorpusSpec
         from xlfast.tokenize import TokenizerSpec
@@ -77,7 +75,7 @@ class _TrainWork:
         cfg = TrainConfig(corpora=[spec], out=str(Path(out) / "run"), subword="ave", tokenizer=TokenizerSpec("none"),
                           dim=dim, spm_vocab=300 if corpus == "demo" else 1000)
         self.trainer = Trainer.new(cfg, log=lambda m: None)
-        self.plan = self.trainer.plan(random.Random(0))
+        self.plan = self.trainer.plan(1)
         self.k = 0
         self.trainer.model.train()
 

@@ -72,7 +72,7 @@ def _train_align_score(pair, files, run_dir: Path, epochs: int, dim: int, seed: 
         task = progress.add_task("train", total=epochs, p1="–")
 
         def on_event(event, info):
-            if event == "epoch":
+            if event == "eval" and info["step"] == info["epoch_steps"]:
                 p1 = info["dict_p1"]
                 progress.update(task, completed=info["epoch"], p1="–" if p1 is None else f"{p1:.3f}")
 

@@ -30,7 +30,8 @@ def train(
     dec_layers: Annotated[Optional[int], typer.Option(help="Decoder layers (overrides the preset).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sentence pairs per batch (overrides the preset; --mono: 64 sentences).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = DEFAULTS.epochs,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs in which the selection score (pseudo-dictionary P@1; --mono: mutual-NN CSLS) did not rise.")] = DEFAULTS.patience,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs' worth of evaluations (patience × evaluations per epoch) in which the selection score (pseudo-dictionary P@1; --mono: mutual-NN CSLS) did not rise.")] = DEFAULTS.patience,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (score for model selection, checkpoint, log) every this many steps, and at the end of every epoch; 0: once an epoch. Default: once an epoch of fewer than 600 steps, else every 300 steps or a little more (at most 8 times an epoch).", show_default=False)] = DEFAULTS.eval_every,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = DEFAULTS.lr,
     dropout: Annotated[float, typer.Option(help="Dropout on embeddings, pieces and the attention output (0 to below 1).")] = DEFAULTS.dropout,
     min_count: Annotated[int, typer.Option(help="Keep words seen at least this often.")] = DEFAULTS.min_count,
@@ -50,7 +51,7 @@ def train(
     pretrained: Annotated[Optional[list[str]], typer.Option("--pretrained", metavar="LANG=FILE", help="Pre-trained vectors (word2vec text, .vec or .vec.gz as fastText ships them) for a language of the corpora, frozen (Wada et al. 2021, §3.7): their words join the vocabulary, so retrieval reaches words the corpora never show. Their dimension must be --dim. Repeat for another language.")] = None,
     pretrained_max: Annotated[int, typer.Option(help="Read the first this many words of each --pretrained file.")] = DEFAULTS.pretrained_max,
     nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (DistributedDataParallel, gloo; nccl on GPUs): launches torchrun. For several machines run `torchrun ... -m xlfast train` yourself.")] = 1,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint. Options given are checked against the run's: --epochs, --patience, --lr, --threads, --device, --bf16 and --backend may change; any other difference is refused.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint. Options given are checked against the run's: --epochs, --patience, --eval-every, --lr, --threads, --device, --bf16 and --backend may change; any other difference is refused.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON ('-' for stdout).")] = None,
 ) -> None:
     """Train the cross-lingual encoder-decoder on one or more parallel corpora (Wada et al. 2021), or with
@@ -59,7 +60,7 @@ def train(
 
     from xlfast import distributed
     from xlfast.corpora import from_arguments
-    from xlfast.train import SettingError, flag, start
+    from xlfast.train import SettingError, checkpoint_place, flag, start
 
     if nproc < 1:
         raise typer.BadParameter(f"{nproc} must be at least 1", param_hint="--nproc")
@@ -74,7 +75,7 @@ def train(
 
     # On --resume only the options given on the command line change the run's own settings.
     options = dict(preset=preset.value, dim=dim, enc_layers=enc_layers, dec_layers=dec_layers, batch_size=batch_size,
-                   subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, lr=lr, min_count=min_count,
+                   subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, eval_every=eval_every, lr=lr, min_count=min_count,
                    spm_vocab=spm_vocab, select_words=select_words, seed=seed, threads=threads, device=device,
                    bf16=bf16, backend=backend, skip_bad_lines=skip_bad_lines, softmax=softmax.value,
                    pretrained_max=pretrained_max)
@@ -105,10 +106,11 @@ def train(
         TextColumn("{task.fields[label]} {task.fields[score]}"), TimeElapsedColumn(), console=err_console,
         transient=False,
     )
-    state = {"bar": None, "score": "–"}
+    state = {"bar": None, "score": "–", "steps_shown": False}
 
     def on_event(event: str, info: dict) -> None:
-        # One bar, reset every epoch; a line per finished epoch stays above it.
+        # One bar, reset every epoch; a line per evaluation stays above it (with its step once an epoch has
+        # evaluations before its end).
         label, criterion = trainer.task.label, trainer.task.criterion
         if event == "step":
             if state["bar"] is None:
@@ -116,15 +118,21 @@ def train(
                                                  label=label, score=state["score"])
             progress.update(state["bar"], completed=info["step"], total=info["steps"], epoch=info["epoch"],
                             loss=info["loss"], tok_s=info["tok_s"], score=state["score"])
-        elif event == "epoch":
+        elif event == "eval":
             score = info[criterion]
             state["score"] = "–" if score is None else f"{score:.3f}"
+            state["steps_shown"] = state["steps_shown"] or info["step"] < info["epoch_steps"]
             pairs = f" ({info['mutual_pairs']} pairs)" if "mutual_pairs" in info else ""
+            at, best = f"epoch {info['epoch']:>3}", f"best epoch {info['best_epoch']}"
+            if state["steps_shown"]:
+                width = len(str(info["epoch_steps"]))
+                at += f"  step {info['step']:>{width}}/{info['epoch_steps']}"
+                best += "" if info["best_step"] is None else f" step {info['best_step']}"  # None: a checkpoint of an older version
             progress.console.print(
-                f"epoch {info['epoch']:>3}  loss {info['loss']:.2f}  {label} {state['score']}{pairs}  "
-                f"{info['seconds']:.1f}s  (best epoch {info['best_epoch']})", highlight=False,
+                f"{at}  loss {info['loss']:.2f}  {label} {state['score']}{pairs}  {info['seconds']:.1f}s  ({best})",
+                highlight=False,
             )
-            if state["bar"] is not None:
+            if state["bar"] is not None and info["step"] == info["epoch_steps"]:
                 progress.remove_task(state["bar"])
                 state["bar"] = None
 
@@ -141,17 +149,21 @@ def train(
     distributed.leave()
     summary["run_dir"] = str(out)
     criterion, label = trainer.task.criterion, trainer.task.label
+    selected = summary["best_epoch"]
+    if summary["best_step"] not in (None, summary["epoch_steps"]):
+        selected = f"{selected} (step {summary['best_step']}/{summary['epoch_steps']})"
     shown.print(
         table(
             f"xlfast train → {out}",
             ["epochs", "selected epoch", label, "stopped by", "seconds", "tokenizer"],
-            [[summary["epochs"], summary["best_epoch"], summary[f"best_{criterion}"], summary["stop"], summary["seconds"],
+            [[summary["epochs"], selected, summary[f"best_{criterion}"], summary["stop"], summary["seconds"],
               _tokenizer_shown(summary["tokenizer"])]],
         )
     )
     if summary["resumed_after"] is not None:
+        where = checkpoint_place(summary["resumed_after"], summary["resumed_step"])
         with_changes = f" with {', '.join(summary['changes'])}" if summary["changes"] else ""
-        shown.print(f"resumed after epoch {summary['resumed_after']}{with_changes}", highlight=False)
+        shown.print(f"resumed {where}{with_changes}", highlight=False)
     if json_out:
         write_json(json_out, summary)
 
