@@ -187,3 +187,31 @@ def test_all_three_losses_train_through_the_cli(synthetic_run, tmp_path):
     res = CliRunner().invoke(app, ["train-sent", str(synthetic_run / "run"), str(synthetic_run / "corpus.tsv"),
                                    "-o", str(tmp_path / "x"), "--weights", "1,2"])
     assert res.exit_code == 1 and "--weights" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("scores, kept, epochs_run", [
+    # a tie and a dip within one standard error keep the later epoch; patience (2) counts the two
+    # epochs without a strict rise, so epoch 4 is never trained
+    ([0.5, 0.9, 0.9, 0.88, 0.95], 3, 3),
+    # a fall beyond the standard error keeps the earlier epoch
+    ([0.5, 0.9, 0.9, 0.5, 0.95], 2, 3),
+    # a start already at the ceiling: the trained epochs are kept, not the starting model
+    ([1.0, 1.0, 1.0, 1.0, 1.0], 2, 2),
+])
+def test_the_sentence_encoder_is_selected_like_a_training_run(synthetic_run, tmp_path, monkeypatch, scores, kept,
+                                                               epochs_run):
+    from xlfast.io import read_parallel
+    from xlfast.sentence import SentenceConfig, SentenceTrainer, train_sentence_encoder
+
+    script = iter(scores)
+
+    def scripted(self):
+        acc = next(script)
+        return {"src2tgt": acc, "tgt2src": acc, "mean": acc, "sentences": 40}
+
+    monkeypatch.setattr(SentenceTrainer, "heldout_accuracy", scripted)
+    cfg = SentenceConfig(weights=(1.0, 0.0, 0.0), epochs=4, patience=2, batch_size=32)
+    summary = train_sentence_encoder(synthetic_run / "run", read_parallel(synthetic_run / "corpus.tsv"),
+                                     tmp_path / "sent", cfg, log=lambda m: None)
+    assert summary["best_epoch"] == kept
+    assert len(summary["epochs"]) == epochs_run + 1  # epoch 0: the starting model

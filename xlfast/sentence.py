@@ -17,7 +17,8 @@ Loss = w_TR·TR + w_WTR·WTR + w_AWP·AWP, weights 0.8 / 0.1 / 0.1 by default (M
 alignments come from the run itself (`xlfast.align.align_lines`, the intersection of both directions:
 the confident links, as awesome-align's self-training uses), computed once before training with the
 frozen starting model. The model is selected by bitext retrieval accuracy (both directions, mean) on a
-held-out slice of the corpus after each epoch.
+held-out slice of the corpus after each epoch, the way `xlfast train` selects (`xlfast.train.Selection`):
+the latest epoch within one standard error of the best is kept.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from xlfast import threads
 from xlfast.errors import XlfastError
 from xlfast.model import PAD
 from xlfast.rundir import CONFIG, MODEL, PIECES, RunDir
+from xlfast.train import Score, Selection, standard_error
 
 SENTENCE_FILE = "sentence.json"  # marks a run whose encoder was trained for sentence embeddings
 
@@ -48,7 +50,7 @@ class SentenceConfig:
     temperature: float = 0.05  # cosine / τ in TR and WTR
     margin: float = 0.0  # additive margin on the true pair's cosine in TR (LaBSE)
     epochs: int = 5
-    patience: int = 2  # epochs without a better held-out accuracy before stopping
+    patience: int = 2  # epochs without a strict rise of held-out accuracy before stopping
     batch_size: int = 32  # sentence pairs per step: the in-batch negatives of TR
     lr: float = 1e-3
     dropout: float = 0.1  # on the embedding tables (the run trained with 0.5; fine-tuning needs less)
@@ -217,13 +219,14 @@ class SentenceTrainer:
         cfg, history = self.cfg, SentenceLog()
         start = self.heldout_accuracy()
         history.epochs.append({"epoch": 0, "heldout": start})
+        selection = Selection()
+        selection.observe(0, 0, heldout_score(start), final=False)
         history.best_accuracy, best_state = start["mean"], copy.deepcopy(self.model.state_dict())
         if on_epoch:
             on_epoch(history.epochs[-1])
         order = list(range(len(self.train_set)))
-        since_best = 0
         for epoch in range(1, cfg.epochs + 1):
-            if since_best >= cfg.patience:
+            if selection.exhausted(cfg.patience):
                 break
             self.model.train()
             self.rng.shuffle(order)
@@ -239,14 +242,22 @@ class SentenceTrainer:
             rec = {"epoch": epoch, **{k: round(v / max(steps, 1), 4) for k, v in sums.items()}, "heldout": acc,
                    "seconds": round(seconds, 2), "steps": steps}
             history.epochs.append(rec)
-            if acc["mean"] > history.best_accuracy:
+            # As `xlfast train` selects: the latest epoch within one standard error of the best is kept (a
+            # few hundred held-out pairs, or a tenth of a small corpus, often start near 1 already; more
+            # training on the run's own links is what alignment gains from), and patience counts epochs
+            # without a strict rise.
+            if selection.observe(epoch, 0, heldout_score(acc), final=False):
                 history.best_accuracy, history.best_epoch = acc["mean"], epoch
-                best_state, since_best = copy.deepcopy(self.model.state_dict()), 0
-            else:
-                since_best += 1
+                best_state = copy.deepcopy(self.model.state_dict())
             if on_epoch:
                 on_epoch(rec)
         return best_state, history
+
+
+def heldout_score(acc: dict) -> Score:
+    """Retrieval accuracy (mean of both directions) as a selection score, with its standard error."""
+    n = acc["sentences"]
+    return Score(acc["mean"], standard_error([(acc["src2tgt"], n), (acc["tgt2src"], n)]))
 
 
 def examples_from_corpus(run, src_lines, tgt_lines, src_lang: str, tgt_lang: str) -> list[PairExample]:
