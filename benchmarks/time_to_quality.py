@@ -2,7 +2,7 @@
 selected epoch, and the selected model's quality.
 
     .venv/bin/python benchmarks/time_to_quality.py --corpus grk-it
-    .venv/bin/python benchmarks/time_to_quality.py --corpus shp-es --epochs 3 --softmax sampled
+    .venv/bin/python benchmarks/time_to_quality.py --corpus shp-es --epochs 5 --softmax sampled --batch-size 64
 
 Quality: grk-it 1−AER against the gold alignments (`xlfast align` + `xlfast eval aer`); shp-es BLI P@1
 (CSLS) on `bli.dev.tsv` (`xlfast eval bli`); ne-en (dev + devtest, no gold dictionary) the run's own model
@@ -119,11 +119,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="Bound the run at this many epochs (default: the command's own).")
     ap.add_argument("--softmax", choices=["full", "sampled"], help="Passed to xlfast train (default: its own).")
     ap.add_argument("--seed", type=int, help="Passed to xlfast train (default: its own).")
+    ap.add_argument("--batch-size", type=int, help="Passed to xlfast train (default: its own).")
     ap.add_argument("--keep", type=Path, help="Keep the runs under this folder (default: a temporary one).")
     ap.add_argument("--csv", type=Path, default=Path(__file__).with_name("time_to_quality.csv"))
     args = ap.parse_args()
     extra = []
-    for flag, value in (("--epochs", args.epochs), ("--softmax", args.softmax), ("--seed", args.seed)):
+    for flag, value in (("--epochs", args.epochs), ("--softmax", args.softmax), ("--seed", args.seed),
+                        ("--batch-size", args.batch_size)):
         if value is not None:
             extra += [flag, str(value)]
     rows = []
