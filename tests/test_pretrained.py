@@ -171,6 +171,7 @@ def test_the_vectors_are_saved_once_and_a_resumed_run_continues_exactly(with_syn
     """The frozen vectors live in the run directory, memory-mapped, never in checkpoint.pt or model.pt; a
     run resumed from its checkpoint ends exactly where an uninterrupted one does."""
     from xlfast.io import read_vec
+    from xlfast.pretrained import normalise
 
     data = with_synonym
     straight, resumed = straight_and_resumed(lambda out, epochs: _config(data, out, epochs=epochs, patience=9), 2)
@@ -181,9 +182,25 @@ def test_the_vectors_are_saved_once_and_a_resumed_run_continues_exactly(with_syn
     assert isinstance(saved.vectors, np.memmap)
     words, vectors = read_vec(data.vec)
     vocab = run.read_vocab("tgt")
-    assert np.array_equal(saved.vectors, vectors[[words.index(vocab[i]) for i in saved.ids]])
+    assert np.array_equal(saved.vectors, normalise(vectors)[[words.index(vocab[i]) for i in saved.ids]])
     for name in ("checkpoint.pt", "model.pt"):
         state = run.load_state(name)["model"]
         assert not [k for k in state if "pre_vectors" in k or "pre_ids" in k], name
         assert set(state) == set(resumed.model.state_dict())
     assert torch.equal(resumed.model.embed.pre_vectors_tgt, torch.from_numpy(np.asarray(saved.vectors)))
+
+
+def test_normalise_centres_and_scales_to_unit_length():
+    """Vectors that share one dominant direction (as fastText's do on little text) come out centred and of
+    unit length, their differences kept."""
+    from xlfast.pretrained import normalise
+
+    rng = np.random.default_rng(0)
+    vectors = 5.0 + rng.normal(size=(200, 16))  # every pair's cosine near 0.96
+    out = normalise(vectors)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert abs(np.mean(out @ out.T) ) < 0.05  # mean pairwise cosine: about 0 instead of 0.96
+    # the same operation as by hand: unit length, minus the mean, unit length
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    centred = unit - unit.mean(axis=0)
+    assert np.allclose(out, centred / np.linalg.norm(centred, axis=1, keepdims=True), atol=1e-5)

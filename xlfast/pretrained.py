@@ -89,4 +89,17 @@ def load(path: str, max_words: int | None, vocab: list[str], reserved: tuple[str
     from xlfast.io import read_vec
 
     words, vectors = read_vec(path, max_words=max_words)
-    return extend_vocabulary(vocab, words, vectors, reserved)
+    return extend_vocabulary(vocab, words, normalise(vectors), reserved)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Unit length, mean-centred, unit length again (the embedding normalisation of Artetxe et al. 2018,
+    "A robust self-learning method...", §3.1). Vectors trained on little text share one dominant direction
+    (fastText on the 15k Spanish sentences of shp-es: mean pairwise cosine 0.90, on 330 Italian ones
+    0.98); frozen as they are, every word looks alike to the model and retrieval fails."""
+    out = np.asarray(vectors, dtype=np.float32)
+    for centre in (False, True):
+        if centre:
+            out = out - out.mean(axis=0)
+        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
