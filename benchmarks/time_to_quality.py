@@ -70,7 +70,7 @@ def quality(corpus: str, run: Path, work: Path) -> tuple[str, float | None]:
     if corpus == "shp-es":
         out = work / "bli.json"
         _xlfast(["eval", "bli", str(run), "--dict", str(data_file("shp-es", "bli.dev.tsv")), "--json", str(out)])
-        return "BLI P@1 (bli.dev.tsv)", 100 * json.loads(out.read_text())["csls"]["p@1"]
+        return "BLI P@1 (bli.dev.tsv)", json.loads(out.read_text())["csls"]["p@1"]  # already in percent
     return "pseudo-dict P@1", None  # filled from the log by the caller
 
 
