@@ -97,9 +97,6 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     "A robust self-learning method...", §3.1). Vectors trained on little text share one dominant direction
     (fastText on the 15k Spanish sentences of shp-es: mean pairwise cosine 0.90, on 330 Italian ones
     0.98); frozen as they are, every word looks alike to the model and retrieval fails."""
-    out = np.asarray(vectors, dtype=np.float32)
-    for centre in (False, True):
-        if centre:
-            out = out - out.mean(axis=0)
-        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return out
+    from xlfast.mapping import apply_normalization  # imported here: xlfast.mapping imports xlfast.rundir, which imports this
+
+    return apply_normalization(vectors, ("unit", "center", "unit"))

@@ -221,7 +221,7 @@ class SentenceTrainer:
         history.epochs.append({"epoch": 0, "heldout": start})
         selection = Selection()
         selection.observe(0, 0, heldout_score(start), final=False)
-        history.best_accuracy, best_state = start["mean"], copy.deepcopy(self.model.state_dict())
+        best_state = copy.deepcopy(self.model.state_dict())
         if on_epoch:
             on_epoch(history.epochs[-1])
         order = list(range(len(self.train_set)))
@@ -243,14 +243,14 @@ class SentenceTrainer:
                    "seconds": round(seconds, 2), "steps": steps}
             history.epochs.append(rec)
             # As `xlfast train` selects: the latest epoch within one standard error of the best is kept (a
-            # few hundred held-out pairs, or a tenth of a small corpus, often start near 1 already; more
-            # training on the run's own links is what alignment gains from), and patience counts epochs
-            # without a strict rise.
+            # few hundred held-out pairs, or a tenth of a small corpus, often start near 1 already, and the
+            # starting model would otherwise be kept untrained), and patience counts epochs without a
+            # strict rise.
             if selection.observe(epoch, 0, heldout_score(acc), final=False):
-                history.best_accuracy, history.best_epoch = acc["mean"], epoch
                 best_state = copy.deepcopy(self.model.state_dict())
             if on_epoch:
                 on_epoch(rec)
+        history.best_accuracy, history.best_epoch = selection.kept_score, selection.best_epoch
         return best_state, history
 
 
