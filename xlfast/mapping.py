@@ -30,50 +30,11 @@ import numpy as np
 import torch
 
 from xlfast.errors import InputError, UsageError, XlfastError
+from xlfast.normalization import apply_normalization, parse_normalization
 from xlfast.rundir import RunDir
 
 log = logging.getLogger("xlfast.mapping")
-NORMALIZATION_STEPS = ("unit", "center", "none")
 SELECTIONS = ("best", "last")  # which step's map is kept: the best by the unsupervised criterion, or the last
-
-
-# ----------------------------------------------------------------------------------------------
-# normalisation
-
-
-def parse_normalization(spec: str | Sequence[str] | None) -> tuple[str, ...]:
-    """'unit,center,unit' -> ('unit', 'center', 'unit'); '' or 'none' -> ()."""
-    if spec is None:
-        return ()
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    steps = []
-    for raw in parts:
-        step = raw.strip().lower()
-        if not step:
-            continue
-        if step not in NORMALIZATION_STEPS:
-            raise UsageError(
-                f"unknown normalisation step '{raw.strip()}' (choose from {', '.join(NORMALIZATION_STEPS)}, "
-                "comma separated, e.g. unit,center,unit)"
-            )
-        if step != "none":
-            steps.append(step)
-    return tuple(steps)
-
-
-def apply_normalization(vectors: np.ndarray, steps: Iterable[str]) -> np.ndarray:
-    """Apply vecmap-style steps in order to a float32 copy: 'unit' scales rows to length 1 (zero rows
-    stay zero), 'center' subtracts the mean word vector (dimension-wise)."""
-    out = np.array(vectors, dtype=np.float32, copy=True)
-    for step in steps:
-        if step == "unit":
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out /= np.maximum(norms, 1e-12)
-        elif step == "center":
-            out -= out.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
-        elif step != "none":
-            raise XlfastError(f"unknown normalisation step '{step}'")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

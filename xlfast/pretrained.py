@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xlfast.errors import XlfastError
+from xlfast.normalization import apply_normalization
 
 
 def parse_options(values: list[str]) -> dict[str, str]:
@@ -97,6 +98,4 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     "A robust self-learning method...", §3.1). Vectors trained on little text share one dominant direction
     (fastText on the 15k Spanish sentences of shp-es: mean pairwise cosine 0.90, on 330 Italian ones
     0.98); frozen as they are, every word looks alike to the model and retrieval fails."""
-    from xlfast.mapping import apply_normalization  # imported here: xlfast.mapping imports xlfast.rundir, which imports this
-
     return apply_normalization(vectors, ("unit", "center", "unit"))
