@@ -16,7 +16,8 @@ from xlfast.kernels.csls.base import DEFAULT_MEM, MARGIN_EPS, Mode, clip_k, pars
 from xlfast.kernels.csls.reference import reference_cos, reference_means, reference_scores, reference_topk
 from xlfast.kernels.csls_dense import csls_dense
 
-CPU_BACKENDS = [b for b in ("torch", "numba", "cpp") if b in C.registry.available("cpu")]
+CPU_BACKENDS = [b for b in ("torch", "numba", "cpp", "blocked") if b in C.registry.available("cpu")]
+TILED = [b for b in CPU_BACKENDS if b != "blocked"]  # the CPU strategies (bf16 tiles) run on these
 EPS32 = float(np.finfo(np.float32).eps)
 
 
@@ -93,6 +94,32 @@ def test_exclude_self_and_duplicates(backend, metric):
     assert (got.indices != torch.arange(300)[:, None]).all()
     assert got.indices[10, 0] == 0 and got.indices[0, 0] == 10  # a duplicate is its twin's best match
     assert_topk_matches(got.rev_scores, got.rev_indices, ref.T, 5, tol, f"{backend} {metric} rev")
+
+
+@pytest.mark.parametrize("metric", C.METRICS)
+def test_blocked_backend_across_blocks(metric, monkeypatch):
+    from xlfast.kernels.csls import blocked
+
+    Y = unit_rows(50, 6, 11, dup_of=([5] * 10, list(range(20, 30))))
+    X = np.concatenate([Y[:8], unit_rows(13, 6, 12)])
+    monkeypatch.setattr(blocked, "BLOCK_BYTES", 4 * len(Y) * 3)  # three rows a block: seven blocks
+    got = C.topk(X, Y, 4, metric=metric, knn=3, both=True, normalized=True, backend="blocked")
+    ref = reference_scores(X, Y, metric, knn=3, normalized=True)
+    tol = tolerance(metric, 6, reference_means(X, Y, 3, normalized=True))
+    assert_topk_matches(got.scores, got.indices, ref, 4, tol, metric)
+    assert_topk_matches(got.rev_scores, got.rev_indices, ref.T, 4, tol, f"{metric} rev")
+
+
+def test_blocked_backend_gives_a_shared_kth_score_to_the_smallest_indices():
+    from xlfast.kernels.csls.blocked import _ties_to_smaller_index
+
+    S = torch.tensor([[0.1, 0.9, 0.5, 0.9, 0.5, 0.5, 0.2, 0.5],    # 0.5 four times, two slots left for it
+                      [0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]])   # all tied
+    v, i = S.topk(4, dim=1)
+    i = torch.stack([i[0], torch.tensor([7, 3, 5, 1])])  # an order torch.topk is free to return
+    v, i = _ties_to_smaller_index(S, v, i)
+    assert i.tolist() == [[1, 3, 2, 4], [0, 1, 2, 3]]
+    assert torch.equal(v, S.gather(1, i))
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -193,7 +220,7 @@ def test_bench_runs_and_every_method_agrees():
 
     res = run_bench(n=400, m=300, dim=16, k=5, knn=5, repeats=1)
     methods = {(r["method"], r["metric"]) for r in res["results"]}
-    assert ("muse", "csls") in methods and all((b, "csls") in methods for b in CPU_BACKENDS if b != "torch")
+    assert ("muse", "csls") in methods and all((b, "csls") in methods for b in CPU_BACKENDS if b not in ("torch", "blocked"))
     for r in res["results"]:  # faiss, MUSE-style and every backend find the same nearest neighbour
         assert r["top1_agree"] == 1.0, r
         assert r["seconds"] > 0 and r["gflops"] > 0
@@ -290,7 +317,7 @@ def _clustered(n, d, seed, centers=20, noise=0.05):
     return C.normalize(X.astype(np.float32)).numpy()
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", TILED)
 @pytest.mark.parametrize("metric", C.METRICS)
 @pytest.mark.parametrize("data", ["random", "clustered"])
 def test_bf16_rescored_matches_reference(backend, metric, data):

@@ -57,11 +57,26 @@ def test_devices_follow_the_tensors_then_a_visible_gpu(monkeypatch):
     assert dispatch.devices_for(X) == ("cuda", "cpu")  # CPU inputs go to the GPU that is there
 
 
+def test_xlfast_device_cpu_keeps_automatic_choices_off_a_gpu(monkeypatch):
+    from xlfast.train import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        for setting, expected in (("cpu", None), ("", "cuda")):
+            monkeypatch.setenv("XLFAST_DEVICE", setting)
+            dispatch.gpu.cache_clear()
+            assert dispatch.gpu() == expected
+            assert pick_device("auto").type == (expected or "cpu")
+            assert dispatch.devices_for(np.zeros((2, 3), np.float32)) == ((expected, "cpu") if expected else ("cpu",))
+    finally:
+        dispatch.gpu.cache_clear()
+
+
 def test_gpu_kernels_rank_first_on_the_gpu():
-    # torch's CSLS backend tiles on the CPU; on a GPU the GPU kernels come first (they ranked behind it before)
-    assert C.registry.names("cuda") == ["triton", "cuda"]
+    # torch's CSLS backend tiles on the CPU; on a GPU the GPU paths, in the order measured on an H200
+    assert C.registry.names("cuda") == ["blocked", "triton", "cuda"]
     assert C.registry.names("cpu")[:3] == ["cpp", "numba", "torch"]
-    assert embed_registry.names("cuda")[0] == "triton" and embed_registry.names("cpu")[:2] == ["cpp", "numba"]
+    assert embed_registry.names("cuda") == ["triton", "cuda", "torch"] and embed_registry.names("cpu")[:2] == ["cpp", "numba"]
 
 
 class TorchRows(RowTopkBackend):

@@ -95,6 +95,6 @@ def test_csls_and_subword_embed_backends_import_only_their_base():
             deps = graph[f"xlfast.kernels.{op}.{backend}"] - shared
             assert deps == {f"xlfast.kernels.{op}.base"}, (backend, deps)
     # the GPU backends share the device search's plumbing beside the base
-    for backend in ("triton", "cuda"):
+    for backend in ("blocked", "triton", "cuda"):
         assert graph[f"xlfast.kernels.csls.{backend}"] - shared == {"xlfast.kernels.csls.base",
                                                                      "xlfast.kernels.csls.device"}

@@ -21,9 +21,9 @@ giving `mem=` too is an error (it would be ignored by Approx, and ambiguous for 
 Backends (`registry`, ranked per device by measurement, see `xlfast bench csls`; `devices_for` says where a
 call runs: the GPU that holds its tensors, else a visible GPU, then the CPU): on the CPU cpp (csrc/cpu/csls.cpp)
 and numba (numba.py), both an OpenBLAS GEMM into a reused buffer + a parallel selection kernel, then torch
-(torch.mm + torch.topk merges, the always-available fallback; cpu.py); on a GPU triton (fused tile product +
-running top-k; also on the CPU under TRITON_INTERPRET=1, for tests) and cuda (csrc/cuda/csls.cu through nvcc
-+ ctypes; k ≤ 10; unmeasured). The full-matrix references for tests are in reference.py.
+(torch.mm + torch.topk merges, the always-available fallback; cpu.py); on a GPU blocked (cuBLAS blocks of rows +
+torch.topk; blocked.py; fastest there), triton (fused tile product + running top-k; also on the CPU under
+TRITON_INTERPRET=1, for tests) and cuda (csrc/cuda/csls.cu through nvcc + ctypes; k ≤ 10; slowest). The full-matrix references for tests are in reference.py.
 """
 from __future__ import annotations
 
@@ -62,13 +62,15 @@ def _load_cpp():
 
 
 # CPU ranks from `xlfast bench csls` on the 2-core machine this was built on (cpp ahead of numba, torch far
-# behind); on a GPU the kernels there come first, Triton before the unmeasured CUDA kernel. Triton also runs
-# on the CPU interpreted (tests only), hence its last CPU rank.
+# behind). GPU ranks from benchmarks/bench_gpu.py on an H200 (20k × 20k × 300, top-10 CSLS): cuBLAS blocks
+# + torch.topk ('blocked', 38 ms for the MUSE-style equivalent) ahead of the Triton kernel (230 ms) and the
+# CUDA one (1.9 s). Triton (interpreted) and 'blocked' also run on the CPU, last there (tests).
 registry.register("cpp", _load_cpp, devices={"cpu": 10})
 registry.register("numba", _load_numba, devices={"cpu": 20})
 registry.register("torch", TorchBackend, devices={"cpu": 90})
 registry.register("triton", load_from("xlfast.kernels.csls.triton", "load"), devices={"cuda": 10, "cpu": 95})
 registry.register("cuda", load_from("xlfast.kernels.csls.cuda", "load"), devices={"cuda": 20})
+registry.register("blocked", load_from("xlfast.kernels.csls.blocked", "load"), devices={"cuda": 5, "cpu": 96})
 
 
 def _check_strategy(strategy, mem) -> None:
@@ -137,7 +139,7 @@ def topk(X, Y, k, *, metric="cos", knn=10, both=False, rows=None, exclude_self=F
     gets the same CSLS scores as a full retrieval, for a fraction of the second pass; it cannot be combined
     with both=True or exclude_self. `strategy`: Exact(...), Bf16(...), Approx(...) or None (automatic), see
     the module's docstring; `stats` (a dict) receives the bf16 certificates or the approximate index
-    parameters. `backend` forces one ('cpp', 'numba', 'torch', 'triton', 'cuda'); a forced backend that
+    parameters. `backend` forces one ('cpp', 'numba', 'torch', 'blocked', 'triton', 'cuda'); a forced backend that
     cannot run raises BackendUnavailable."""
     mode = Mode.of(metric)
     if rows is not None and (both or exclude_self):
