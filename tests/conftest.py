@@ -58,3 +58,8 @@ def _quiet(message: str) -> None:
 # counts with the machine's load, and float sums round differently at different thread counts, so the
 # suite runs with fixed threads; tests/test_threads.py drives the governor explicitly.
 os.environ.setdefault("XLFAST_GOVERNOR", "0")
+
+# The suite checks the CPU path, bit for bit where it can; on a machine with a GPU the automatic choices would
+# move work there. XLFAST_DEVICE=cpu keeps them on the CPU; tests/test_gpu.py puts its tensors and its
+# training run on the GPU explicitly.
+os.environ.setdefault("XLFAST_DEVICE", "cpu")

@@ -486,3 +486,25 @@ def test_output_that_is_a_file_or_a_missing_corpus_is_one_line(synth, tmp_path):
     r = CliRunner().invoke(app, ["train", str(tmp_path / "nosuch.tsv"), "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and f"{tmp_path / 'nosuch.tsv'}: no such file" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_large_corpora_train_at_batch_64_with_the_sampled_softmax_unless_told(tmp_path):
+    from xlfast.train import LARGE_BATCH, LARGE_CORPUS
+
+    def resolve(lines: int, **kw):
+        corpus = tmp_path / f"c{lines}.tsv"
+        if not corpus.exists():
+            corpus.write_text("".join(f"a{i % 50} b\tc{i % 40} d\n" for i in range(lines)))
+        return cfg_for(corpus, tmp_path / "r", **{"batch_size": None, **kw}).resolve()
+
+    small, note = resolve(LARGE_CORPUS - 1)
+    assert (small.batch_size, small.softmax, note) == (16, "full", None)
+    large, note = resolve(LARGE_CORPUS)
+    assert (large.batch_size, large.softmax) == (LARGE_BATCH, "sampled")
+    assert note.startswith(f"{LARGE_CORPUS:,} sentence pairs") and "batch 64 and the sampled softmax" in note
+    told, note = resolve(LARGE_CORPUS, batch_size=32, softmax="full")
+    assert (told.batch_size, told.softmax, note) == (32, "full", None)
+    told, note = resolve(LARGE_CORPUS, softmax="full")
+    assert (told.batch_size, told.softmax) == (LARGE_BATCH, "full") and "sampled" not in note
+    # a resolved run keeps its settings when resumed, whatever the defaults are then
+    assert large.resolve()[0] == large

@@ -28,7 +28,7 @@ def train(
     dim: Annotated[Optional[int], typer.Option(help="Embedding/LSTM size, even (overrides the preset).")] = None,
     enc_layers: Annotated[Optional[int], typer.Option(help="Encoder layers (overrides the preset).")] = None,
     dec_layers: Annotated[Optional[int], typer.Option(help="Decoder layers (overrides the preset).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Sentence pairs per batch (overrides the preset; --mono: 64 sentences).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sentence pairs per batch (overrides the preset; --mono: 64 sentences; parallel corpora of 4,000 pairs or more: 64).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = DEFAULTS.epochs,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs' worth of evaluations (patience × evaluations per epoch) in which the selection score (pseudo-dictionary P@1; --mono: mutual-NN CSLS) did not rise.")] = DEFAULTS.patience,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (score for model selection, checkpoint, log) every this many steps, and at the end of every epoch; 0: once an epoch. Default: once an epoch of fewer than 600 steps, else every 300 steps or a little more (at most 8 times an epoch).", show_default=False)] = DEFAULTS.eval_every,
@@ -42,7 +42,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = DEFAULTS.device,
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bfloat16 autocast. Default: on where the hardware has bf16 arithmetic.", show_default=False)] = None,
     backend: Annotated[Optional[str], typer.Option(help="Subword-lookup kernel backend (default: fastest available).")] = None,
-    softmax: Annotated[Softmax, typer.Option(help="Training loss over the whole vocabulary (full), or over the batch's target words plus ~4k words drawn by unigram^0.75 with the log-Q correction (sampled: fewer FLOPs; evaluation stays full).")] = Softmax(DEFAULTS.softmax),
+    softmax: Annotated[Softmax, typer.Option(help="Training loss over the whole vocabulary (full), or over the batch's target words plus ~4k words drawn by unigram^0.75 with the log-Q correction (sampled: fewer FLOPs; evaluation stays full); auto: sampled, with batch 64 unless --batch-size, for parallel corpora of 4,000 pairs or more.")] = Softmax(DEFAULTS.softmax),
     tokenize: Annotated[Tokenize, typer.Option(
         help="auto: none where every side already looks tokenised (punctuation stands apart), else default; "
              "default: Unicode-aware, splits punctuation; none: split on spaces only.")] = Tokenize(DEFAULTS.tokenizer.name),

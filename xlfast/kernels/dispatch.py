@@ -37,7 +37,10 @@ def bf16_native(device_type: str = "cpu") -> bool:
 
 @functools.cache
 def gpu() -> str | None:
-    """The device type of the GPU torch sees ('cuda'), or None; decided once."""
+    """The device type of the GPU torch sees ('cuda'), or None; decided once. XLFAST_DEVICE=cpu keeps every
+    automatic choice on the CPU (tensors already on a GPU, or `--device cuda`, still run there)."""
+    if os.environ.get("XLFAST_DEVICE", "").strip().lower() == "cpu":
+        return None
     return "cuda" if torch.cuda.is_available() else None
 
 

@@ -32,18 +32,28 @@ def build(op: str) -> ctypes.CDLL:
     digest = hashlib.sha1(source.read_bytes())
     for header in sorted(CSRC.glob("*.h")):
         digest.update(header.read_bytes())
+    digest.update(" ".join(_arch()).encode())
     tag = digest.hexdigest()[:12]
     cache = Path(os.environ.get("XLFAST_CACHE", Path.home() / ".cache" / "xlfast"))
     lib = cache / f"{op}_cuda_{tag}.so"
     if not lib.exists():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        proc = subprocess.run([str(nvcc), "-O2", "-shared", "-Xcompiler", "-fPIC", str(source), "-o", str(tmp)],
+        proc = subprocess.run([str(nvcc), "-O2", "-shared", "-Xcompiler", "-fPIC", *_arch(), str(source), "-o", str(tmp)],
                               capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"nvcc failed: {proc.stderr.strip().splitlines()[-1:]}")
         os.replace(tmp, lib)
     return ctypes.CDLL(str(lib))
+
+
+def _arch() -> list[str]:
+    """Machine code for the visible GPU (else nvcc's default target, whose PTX the driver compiles at load):
+    without it a Hopper card runs code built for a years-older architecture."""
+    if not torch.cuda.is_available():
+        return []
+    major, minor = torch.cuda.get_device_capability()
+    return ["-gencode", f"arch=compute_{major}{minor},code=sm_{major}{minor}"]
 
 
 def require_gpu() -> None:
