@@ -26,6 +26,7 @@ class PieceLayout:
         if check:
             self._check()
         self._padded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._compact: tuple[torch.Tensor, "PieceLayout"] | None = None
         self._all_rows: torch.Tensor | None = None
         self._inv_counts: dict[torch.dtype, torch.Tensor] = {}
 
@@ -77,6 +78,14 @@ class PieceLayout:
             ids[mask] = self.pieces
             self._padded = (ids, mask)
         return self._padded
+
+    def compacted(self) -> tuple[torch.Tensor, "PieceLayout"]:
+        """(the piece ids in use, ascending [U]; this layout over them renumbered 0..U-1): for work on the
+        piece table that only the pieces in use need (one language uses about half of a shared table)."""
+        if self._compact is None:
+            used, local = torch.unique(self.pieces, return_inverse=True)
+            self._compact = (used, PieceLayout(self.offsets, local, used.numel(), check=False))
+        return self._compact
 
     def all_rows(self) -> torch.Tensor:
         """`arange(V)`, kept: kernels take an explicit row list, and ids=None means every word."""
