@@ -2,7 +2,7 @@
 
     python benchmarks/bench_gpu.py [--json out.json] [--repeats 5]
 
-- csls: top-10 CSLS of N×N unit vectors (d=300): each GPU backend against the MUSE-style search (torch.mm
+- csls: top-10 CSLS of N×N unit vectors (d=300, N=20k unless --csls-n): each GPU backend against the MUSE-style search (torch.mm
   of 4,096-row blocks + torch.topk, once for the neighbourhood means and once for the scores).
 - subword_embed: `E[w] + mean(Z[pieces(w)])` for V=50k, d=500, 3 pieces a word, forward + backward,
   against `F.embedding_bag(mode="mean")` + add; the bytes each pass must move, over its time.
@@ -147,7 +147,7 @@ def bench_linear_ce(rows: int, repeats: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--csls-n", type=int, default=100_000)
+    ap.add_argument("--csls-n", type=int, default=20_000)
     ap.add_argument("--json", help="Also write the rows as JSON here.")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -157,11 +157,12 @@ def main() -> None:
     for section in (lambda: bench_csls(args.csls_n, args.repeats), lambda: bench_subword_embed(args.repeats),
                     lambda: bench_linear_ce(4096, args.repeats), lambda: bench_linear_ce(16384, args.repeats)):
         try:
-            rows += section()
+            new = section()
         except Exception as exc:  # noqa: BLE001 - one broken backend must not hide the other sections
-            rows.append({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
-    for r in rows:
-        print("  ".join(f"{k}={v}" for k, v in r.items()), flush=True)
+            new = [{"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}]
+        for r in new:  # printed as each section ends: a run cut short keeps what it measured
+            print("  ".join(f"{k}={v}" for k, v in r.items()), flush=True)
+        rows += new
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
