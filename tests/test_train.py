@@ -264,6 +264,10 @@ def test_two_corpora_sharing_a_language_train_one_model(synth, tmp_path):
     # no punctuation is attached to any word: --tokenize auto took the text as tokenised, and says so
     assert "tokenizer: none, chosen because every side looks tokenised already" in one_line(r.output)
     assert json.loads(summary.read_text())["tokenizer"] == {"name": "none", "lowercase": False, "auto": True}
+    # a corpus this small keeps the small-corpus setting, and the summary says which it trained with
+    assert {k: json.loads(summary.read_text())[k] for k in ("batch_size", "softmax")} == {"batch_size": 16,
+                                                                                          "softmax": "full"}
+    assert "16, full" in r.output
     run = Run.load(tmp_path / "m")
     assert run.tokenizer.name == "none"
     assert run.langs == ["xx", "yy", "zz"]

@@ -954,7 +954,8 @@ class Trainer:
         return {"epochs": self.epoch, "epoch_steps": epoch_steps, "best_epoch": self.selection.best_epoch,
                 "best_step": self.selection.best_step, f"best_{self.task.criterion}": self.selection.kept_score,
                 "stop": stop_reason, "seconds": time.perf_counter() - start, "resumed_after": self.resumed_after,
-                "resumed_step": self.resumed_step, "changes": self.changes, "tokenizer": self.cfg.tokenizer.to_dict()}
+                "resumed_step": self.resumed_step, "changes": self.changes, "tokenizer": self.cfg.tokenizer.to_dict(),
+                "batch_size": self.cfg.batch_size, "softmax": self.cfg.softmax}
 
     def _evaluate(self, so_far: EpochSoFar, step: int, epoch_steps: int, start: float) -> None:
         """Score the model at `step` of the epoch, keep it if selected, checkpoint, log (the epoch's

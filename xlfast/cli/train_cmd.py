@@ -155,9 +155,9 @@ def train(
     shown.print(
         table(
             f"xlfast train → {out}",
-            ["epochs", "selected epoch", label, "stopped by", "seconds", "tokenizer"],
+            ["epochs", "selected epoch", label, "stopped by", "seconds", "batch, softmax", "tokenizer"],
             [[summary["epochs"], selected, summary[f"best_{criterion}"], summary["stop"], summary["seconds"],
-              _tokenizer_shown(summary["tokenizer"])]],
+              f"{summary['batch_size']}, {summary['softmax']}", _tokenizer_shown(summary["tokenizer"])]],
         )
     )
     if summary["resumed_after"] is not None:
