@@ -44,8 +44,8 @@ SOFTMAX_MODES = ("auto", "full", "sampled")
 # unless told otherwise. Measured on Shipibo-Spanish (14.5k pairs), BLI P@1 on its dev dictionary after epochs
 # 1-4, two seeds each (on a GPU, bf16): batch 64 sampled 10.9 / 24.1 / 33.2 / 39.1 and 10.0 / 25.5 / 36.4 / 41.4,
 # batch 16 full 10.5 / 22.7 / 31.4 / 36.8 and 10.0 / 20.5 / 30.0 / 35.5, at a third of the CPU time an epoch
-# (323-339 s against 954 s). Small corpora keep batch 16, the low-resource setting of Wada et al. (2021): at 64 a 330-pair corpus
-# gets six updates an epoch.
+# (323-339 s against 954 s). Small corpora keep batch 16, the low-resource setting of Wada et al. (2021):
+# at 64 a 330-pair corpus gets six updates an epoch.
 LARGE_CORPUS = 4000
 LARGE_BATCH = 64
 # Sentences of one language per LM batch. The costs paid once per step whatever its size (table dropout
