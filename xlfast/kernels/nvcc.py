@@ -32,15 +32,16 @@ def build(op: str) -> ctypes.CDLL:
     digest = hashlib.sha1(source.read_bytes())
     for header in sorted(CSRC.glob("*.h")):
         digest.update(header.read_bytes())
-    digest.update(" ".join(_arch()).encode())
+    arch = _arch()
+    digest.update(" ".join(arch).encode())
     tag = digest.hexdigest()[:12]
     cache = Path(os.environ.get("XLFAST_CACHE", Path.home() / ".cache" / "xlfast"))
     lib = cache / f"{op}_cuda_{tag}.so"
     if not lib.exists():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        proc = subprocess.run([str(nvcc), "-O2", "-shared", "-Xcompiler", "-fPIC", *_arch(), str(source), "-o", str(tmp)],
-                              capture_output=True, text=True, timeout=600)
+        command = [str(nvcc), "-O2", "-shared", "-Xcompiler", "-fPIC", *arch, str(source), "-o", str(tmp)]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"nvcc failed: {proc.stderr.strip().splitlines()[-1:]}")
         os.replace(tmp, lib)
