@@ -22,8 +22,9 @@ Backends (`registry`, ranked per device by measurement, see `xlfast bench csls`;
 call runs: the GPU that holds its tensors, else a visible GPU, then the CPU): on the CPU cpp (csrc/cpu/csls.cpp)
 and numba (numba.py), both an OpenBLAS GEMM into a reused buffer + a parallel selection kernel, then torch
 (torch.mm + torch.topk merges, the always-available fallback; cpu.py); on a GPU blocked (cuBLAS blocks of rows +
-torch.topk; blocked.py; fastest there), triton (fused tile product + running top-k; also on the CPU under
-TRITON_INTERPRET=1, for tests) and cuda (csrc/cuda/csls.cu through nvcc + ctypes; k ≤ 10; slowest). The full-matrix references for tests are in reference.py.
+torch.topk; blocked.py; the same search written in plain torch was the fastest there), triton (fused tile
+product + running top-k; also on the CPU under TRITON_INTERPRET=1, for tests) and cuda (csrc/cuda/csls.cu
+through nvcc + ctypes; k ≤ 10; slowest). The full-matrix references for tests are in reference.py.
 """
 from __future__ import annotations
 
