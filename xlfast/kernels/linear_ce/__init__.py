@@ -9,8 +9,9 @@ backward only scales the gradients the forward formed. Padding rows (`ignore_ind
 
 Backends (`registry`; ranked by `xlfast bench linear-ce`): the row pass in C++ (vectorised exp) or Numba
 on the CPU, in Triton on GPUs; the GEMMs in BLAS. `torch` is the plain reference (logits materialised).
-The CPU backends compute in float32: bf16 GEMMs are emulated on CPUs without AVX512-BF16/AMX (measured
-8 against 65-80 GFLOP/s for fp32 on an AVX2 EPYC), so inputs of another dtype are converted.
+The CPU backends compute in float32 on CPUs without AVX512-BF16/AMX, where bf16 GEMMs are emulated (measured
+8 against 65-80 GFLOP/s for fp32 on an AVX2 EPYC), so inputs of another dtype are converted; where the CPU
+has them, bf16 rows (autocast) keep bf16 GEMMs against the float32 table and a float32 row pass.
 
 `sampled_cross_entropy` with a `UnigramSampler` turns it into a sampled softmax for training (candidates: the batch's targets plus words
 drawn from unigram^0.75, with the log-Q correction).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from xlfast.errors import XlfastError
-from xlfast.kernels.dispatch import KernelRegistry
+from xlfast.kernels.dispatch import KernelRegistry, bf16_native
 from xlfast.kernels.linear_ce.base import RowKernel, fused_forward
 from xlfast.kernels.linear_ce.reference import reference_linear_cross_entropy
 from xlfast.kernels.linear_ce.sampled import UnigramSampler
@@ -101,8 +102,11 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Te
     if name == "torch":
         return reference_linear_cross_entropy(x, weight, target, bias, ignore_index=ignore_index,
                                               first_class=first_class).float()
-    dtype = torch.float32 if x.device.type == "cpu" else torch.promote_types(x.dtype, weight.dtype)
-    x, weight = x.to(dtype).contiguous(), weight.to(dtype).contiguous()
+    if x.device.type == "cpu" and x.dtype == torch.bfloat16 and bf16_native("cpu"):
+        x, weight = x.contiguous(), weight.float().contiguous()  # bf16 GEMMs, float32 rows (base.fused_forward)
+    else:
+        dtype = torch.float32 if x.device.type == "cpu" else torch.promote_types(x.dtype, weight.dtype)
+        x, weight = x.to(dtype).contiguous(), weight.to(dtype).contiguous()
     bias = None if bias is None else bias.to(torch.float32 if x.device.type == "cpu" else dtype).contiguous()
     target = target.to(torch.int64).contiguous()
     with torch.autocast(x.device.type, enabled=False):

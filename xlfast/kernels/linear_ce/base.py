@@ -33,9 +33,11 @@ class RowKernel:
     """A backend's row pass. `rows_(logits, target, bias, loss, grad)`: for every row r of `logits`
     ([C, V], contiguous, modified in place), loss[r] = logsumexp(x_r) − x_r[target[r]] with x_r =
     logits[r] (+ bias), computed in fp32; with `grad`, logits[r] becomes softmax(x_r) − onehot(target[r]).
-    Targets lie in [0, V)."""
+    Targets lie in [0, V). `takes_bf16`: `logits` may also be bf16 (computed in fp32 all the same, the
+    gradient rounded back to bf16)."""
 
     name = "base"
+    takes_bf16 = False
 
     def rows_(self, logits, target, bias, loss, grad: bool) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -91,7 +93,12 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
     """Summed cross-entropy of `x @ weight[first_class:].T (+ bias)` against `target`, and (as asked) its
     gradients with respect to x, the whole `weight` (rows before `first_class` get zeros) and `bias`."""
     N, d = x.shape
-    W = weight[first_class:]
+    # bf16 rows on a CPU (x bf16, weight float32): bf16 GEMMs (AMX / AVX512-BF16), while the row pass
+    # (log-sum-exp, softmax gradient) reads and writes float32 logits. Torch's CPU GEMMs cannot write
+    # float32 from bf16 inputs, hence a bf16 copy of each chunk's logits and of its gradient. The weight
+    # gradient sums the chunks in float32.
+    bf16_gemm = x.dtype == torch.bfloat16 and x.device.type == "cpu" and weight.dtype == torch.float32
+    W = weight[first_class:].to(x.dtype)
     V = W.shape[0]
     keep = target != ignore_index
     rows = torch.nonzero(keep).squeeze(1)
@@ -110,21 +117,29 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
     dW_full = torch.empty_like(weight) if need_weight else None
     dW = dW_full[first_class:] if need_weight else None
     db = torch.zeros(V, dtype=torch.float32, device=x.device) if need_bias else None
-    step = chunk_rows(n, V, x.element_size(), chunk_bytes)
+    step = chunk_rows(n, V, 4 if bf16_gemm else x.element_size(), chunk_bytes)
     Wt = W.t()
     for start in range(0, n, step):
         stop = min(start + step, n)
         Xc = X[start:stop]
-        Lc = logits_buffer(stop - start, V, x.dtype, x.device)
-        torch.mm(Xc, Wt, out=Lc)
+        if bf16_gemm:
+            Lg = logits_buffer(stop - start, V, x.dtype, x.device)  # bf16 logits, then the bf16 gradient
+            torch.mm(Xc, Wt, out=Lg)
+            # the row pass computes in fp32: on the bf16 chunk itself where the backend reads bf16, else on a copy
+            Lc = Lg if kernel.takes_bf16 else logits_buffer(stop - start, V, torch.float32, x.device).copy_(Lg)
+        else:
+            Lg = Lc = logits_buffer(stop - start, V, x.dtype, x.device)
+            torch.mm(Xc, Wt, out=Lc)
         kernel.rows_(Lc, T[start:stop], bias, losses[start:stop], grad)
+        if Lg is not Lc and (need_x or need_weight):
+            Lg.copy_(Lc)
         if need_x:
-            torch.mm(Lc, W, out=dX[start:stop])
+            torch.mm(Lg, W, out=dX[start:stop])
         if need_weight:
             if start == 0:
-                torch.mm(Lc.t(), Xc, out=dW)
+                dW.copy_(torch.mm(Lg.t(), Xc)) if bf16_gemm else torch.mm(Lg.t(), Xc, out=dW)
             else:
-                dW.addmm_(Lc.t(), Xc)
+                dW.add_(torch.mm(Lg.t(), Xc)) if bf16_gemm else dW.addmm_(Lg.t(), Xc)
         if need_bias:
             db += Lc.sum(0, dtype=torch.float32)
     if need_weight:
