@@ -512,3 +512,26 @@ def test_large_corpora_train_at_batch_64_with_the_sampled_softmax_unless_told(tm
     assert (told.batch_size, told.softmax) == (LARGE_BATCH, "full") and "sampled" not in note
     # a resolved run keeps its settings when resumed, whatever the defaults are then
     assert large.resolve()[0] == large
+
+
+def test_lr_decay_cuts_the_step_size_each_third_of_the_patience_without_a_rise(synth, tmp_path, monkeypatch):
+    import xlfast.train as train_mod
+
+    _, corpus = synth
+    scores = iter([0.5, 0.6, 0.6, 0.6, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6])
+    monkeypatch.setattr(train_mod, "pseudo_dict_scores", lambda model, pairs: [(next(scores), 10**9)])
+    trainer = Trainer.new(cfg_for(corpus, tmp_path / "d", epochs=12, patience=6, lr=0.004, lr_decay=0.5),
+                          log=lambda m: None)
+    seen = []
+    monkeypatch.setattr(trainer, "train_step", lambda data, idx: seen.append(trainer.opt.param_groups[0]["lr"]) or 1.0)
+    summary = trainer.fit()
+    log = [json.loads(x) for x in (tmp_path / "d" / "log.jsonl").read_text().splitlines()]
+    # patience 6: halved after 2 and 4 evaluations without a rise (epochs 4, 7, 9), not after the 6th (the
+    # run stops there); the rise at epoch 5 does not undo a cut. The log gives the rate each epoch trained at.
+    assert [r["lr"] for r in log] == [0.004] * 4 + [0.002] * 3 + [0.001] * 2 + [0.0005] * 2
+    assert summary["epochs"] == 11 and summary["stop"] == "patience"
+    steps = len(seen) // 11
+    assert seen[4 * steps - 1] == 0.004 and seen[4 * steps] == 0.002 and seen[-1] == 0.0005  # the optimiser steps at the logged rate
+    # a resumed run steps at the decayed rate, not at --lr
+    resumed = Trainer.resume(tmp_path / "d", dict(epochs=13, patience=99), log=lambda m: None)
+    assert resumed.opt.param_groups[0]["lr"] == 0.0005

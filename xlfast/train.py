@@ -71,6 +71,7 @@ class TrainConfig:
     patience: int = 10  # epochs' worth of evaluations (patience × evaluations per epoch)
     eval_every: int | None = None  # steps between evaluations in an epoch (None: automatic, eval_interval; 0: once an epoch)
     lr: float = 3e-3  # one optimiser step per batch (the authors take four): measured to learn ~2.5x faster per epoch than 1e-3
+    lr_decay: float = 1.0  # the step size is multiplied by this each time a third of the patience passes without a rise (1: never)
     clip: float = 5.0
     min_count: int = 1
     spm_vocab: int = 1000
@@ -238,6 +239,7 @@ SETTING_RULES: dict[str, Callable[[Any, TrainConfig], str | None]] = {
     "patience": _at_least(1),
     "eval_every": _at_least(0),
     "lr": _positive,
+    "lr_decay": lambda value, cfg: None if 0 < value <= 1 else "must be above 0 and at most 1",
     "clip": _positive,
     "dropout": lambda value, cfg: None if 0 <= value < 1 else "must be at least 0 and below 1",
     "min_count": _at_least(1),
@@ -255,7 +257,7 @@ SETTING_RULES: dict[str, Callable[[Any, TrainConfig], str | None]] = {
 # What a resumed run may change: how long and where it runs, how often it is evaluated (an evaluation
 # changes no parameter and draws no random number), and the optimiser's step size and clipping. Every
 # other setting shapes the data, the vocabularies or the model that the checkpoint holds.
-RESUMABLE = ("epochs", "patience", "eval_every", "lr", "clip", "threads", "device", "bf16", "backend")
+RESUMABLE = ("epochs", "patience", "eval_every", "lr", "lr_decay", "clip", "threads", "device", "bf16", "backend")
 
 
 def apply_changes(base: TrainConfig, changes: Mapping[str, Any]) -> TrainConfig:
@@ -617,6 +619,7 @@ class Selection:
     best_epoch: int = 0  # the kept model's epoch
     best_step: int | None = 0  # and its step in that epoch (None: the epoch's end, in a checkpoint of before mid-epoch evaluations)
     since_improved: int = 0  # evaluations since the score last rose strictly: what patience counts
+    lr_scale: float = 1.0  # the step size is --lr times this (--lr-decay on plateaus)
 
     def observe(self, epoch: int, step: int, score: Score, final: bool) -> bool:
         """Whether the model evaluated at `step` of `epoch` is kept. `final`: the run's last evaluation."""
@@ -641,7 +644,17 @@ class Selection:
     @classmethod
     def from_state(cls, state: dict) -> "Selection":
         return cls(state["best"], state.get("kept_score", state["best"]), state["best_epoch"],
-                   state.get("best_step"), state.get("since_improved", state.get("since_best", 0)))
+                   state.get("best_step"), state.get("since_improved", state.get("since_best", 0)),
+                   state.get("lr_scale", 1.0))
+
+    def decay(self, patience: int, factor: float) -> bool:
+        """Multiply the step size by `factor` each time another third of `patience` evaluations has passed
+        without a rise (reduce-on-plateau); whether it changed now."""
+        every = max(1, patience // 3)
+        if factor >= 1 or self.since_improved == 0 or self.since_improved % every or self.exhausted(patience):
+            return False
+        self.lr_scale *= factor
+        return True
 
 
 @dataclass
@@ -833,8 +846,12 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(self.rundir.checkpoint_path, f"does not match {CONFIG} ({why})") from None
-        for group in self.opt.param_groups:  # the optimiser's state carries the old rate: a changed --lr wins
-            group["lr"] = self.cfg.lr
+        self._set_lr()
+
+    def _set_lr(self) -> None:
+        """--lr times the plateau decay so far. The optimiser's state carries the old rate: a changed --lr wins."""
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr * self.selection.lr_scale
 
     def _save_prepared(self) -> None:
         for lang in self.prep.langs:
@@ -941,8 +958,9 @@ class Trainer:
                 if step == epoch_steps:
                     self.so_far = None  # the checkpoint says the epoch has finished
                 if group.main:
-                    self._evaluate(so_far, step, epoch_steps, start)
+                    self._evaluate(so_far, step, epoch_steps, start, patience)
                 self.selection = distributed.from_main(self.selection, group)
+                self._set_lr()
             if group.main:
                 self.writer.wait()
                 if not self.rundir.has_model():  # no dictionary ever scored: keep the last evaluation's model
@@ -957,14 +975,18 @@ class Trainer:
                 "resumed_step": self.resumed_step, "changes": self.changes, "tokenizer": self.cfg.tokenizer.to_dict(),
                 "batch_size": self.cfg.batch_size, "softmax": self.cfg.softmax}
 
-    def _evaluate(self, so_far: EpochSoFar, step: int, epoch_steps: int, start: float) -> None:
+    def _evaluate(self, so_far: EpochSoFar, step: int, epoch_steps: int, start: float, patience: int) -> None:
         """Score the model at `step` of the epoch, keep it if selected, checkpoint, log (the epoch's
         statistics so far: at its end, the whole epoch's)."""
         t_eval = time.perf_counter()
         score = self.task.score(self.model, self.prep, self.cfg)
         eval_s = time.perf_counter() - t_eval
         final = self.so_far is None and self.epoch == self.cfg.epochs
+        lr = self.cfg.lr * self.selection.lr_scale  # the rate these steps trained at
         keep = self.selection.observe(self.epoch, step, score, final)
+        if self.selection.decay(patience, self.cfg.lr_decay):  # before the checkpoint: a resumed run steps alike
+            self.log(f"no rise for {self.selection.since_improved} evaluations: step size "
+                     f"{self.cfg.lr * self.selection.lr_scale:.3g}")
         ckpt_s = self.save_checkpoint(keep_model=keep)
         rec = {"epoch": self.epoch, "step": step, "epoch_steps": epoch_steps,
                "loss": round(so_far.loss / max(so_far.batches, 1), 4), self.task.criterion: score.value,
@@ -972,7 +994,7 @@ class Trainer:
                "checkpoint_seconds": round(ckpt_s, 3), "elapsed_seconds": round(time.perf_counter() - start, 3),
                "tokens": so_far.tokens, "steps": so_far.batches, "ranks": self.group.world,
                "best_epoch": self.selection.best_epoch, "best_step": self.selection.best_step,
-               "threads": so_far.threads}
+               "threads": so_far.threads, "lr": lr}
         self.rundir.append_log(rec)
         if self.progress:
             self.progress("eval", rec)

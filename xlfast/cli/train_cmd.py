@@ -33,6 +33,7 @@ def train(
     patience: Annotated[int, typer.Option(help="Stop after this many epochs' worth of evaluations (patience × evaluations per epoch) in which the selection score (pseudo-dictionary P@1; --mono: mutual-NN CSLS) did not rise.")] = DEFAULTS.patience,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (score for model selection, checkpoint, log) every this many steps, and at the end of every epoch; 0: once an epoch. Default: once an epoch of fewer than 600 steps, else every 300 steps or a little more (at most 8 times an epoch).", show_default=False)] = DEFAULTS.eval_every,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = DEFAULTS.lr,
+    lr_decay: Annotated[float, typer.Option(help="Multiply the learning rate by this each time a third of the patience passes without a rise of the selection score (1: keep it).")] = DEFAULTS.lr_decay,
     dropout: Annotated[float, typer.Option(help="Dropout on embeddings, pieces and the attention output (0 to below 1).")] = DEFAULTS.dropout,
     min_count: Annotated[int, typer.Option(help="Keep words seen at least this often.")] = DEFAULTS.min_count,
     spm_vocab: Annotated[int, typer.Option(help="SentencePiece pieces per language (shrunk for tiny corpora).")] = DEFAULTS.spm_vocab,
@@ -51,7 +52,7 @@ def train(
     pretrained: Annotated[Optional[list[str]], typer.Option("--pretrained", metavar="LANG=FILE", help="Pre-trained vectors (word2vec text, .vec or .vec.gz as fastText ships them) for a language of the corpora, frozen (Wada et al. 2021, §3.7): their words join the vocabulary, so retrieval reaches words the corpora never show. Their dimension must be --dim. Repeat for another language.")] = None,
     pretrained_max: Annotated[int, typer.Option(help="Read the first this many words of each --pretrained file.")] = DEFAULTS.pretrained_max,
     nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (DistributedDataParallel, gloo; nccl on GPUs): launches torchrun. For several machines run `torchrun ... -m xlfast train` yourself.")] = 1,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint. Options given are checked against the run's: --epochs, --patience, --eval-every, --lr, --threads, --device, --bf16 and --backend may change; any other difference is refused.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint. Options given are checked against the run's: --epochs, --patience, --eval-every, --lr, --lr-decay, --threads, --device, --bf16 and --backend may change; any other difference is refused.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON ('-' for stdout).")] = None,
 ) -> None:
     """Train the cross-lingual encoder-decoder on one or more parallel corpora (Wada et al. 2021), or with
@@ -75,7 +76,7 @@ def train(
 
     # On --resume only the options given on the command line change the run's own settings.
     options = dict(preset=preset.value, dim=dim, enc_layers=enc_layers, dec_layers=dec_layers, batch_size=batch_size,
-                   subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, eval_every=eval_every, lr=lr, min_count=min_count,
+                   subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, eval_every=eval_every, lr=lr, lr_decay=lr_decay, min_count=min_count,
                    spm_vocab=spm_vocab, select_words=select_words, seed=seed, threads=threads, device=device,
                    bf16=bf16, backend=backend, skip_bad_lines=skip_bad_lines, softmax=softmax.value,
                    pretrained_max=pretrained_max)
