@@ -31,23 +31,23 @@ namespace py = pybind11;
 using F32Fn = void (*)(float*, const float*, const int64_t*, float*, int64_t, int64_t, bool, int);
 using Bf16Fn = void (*)(uint16_t*, const float*, const int64_t*, float*, int64_t, int64_t, bool, int);
 
-static const Isa kIsa = best_isa();
+// The variant this CPU runs, chosen once at import (as csls.cpp does).
+struct Kernels {
+  Isa isa;
+  F32Fn f32;
+  Bf16Fn bf16;
+};
 
-static F32Fn f32_kernel() {
+static Kernels pick_kernels() {
+  const Isa isa = best_isa();
 #if XL_MULTI_ISA
-  if (kIsa == Isa::avx512) return avx512::rows_f32;
-  if (kIsa == Isa::avx2) return avx2::rows_f32;
+  if (isa == Isa::avx512) return {isa, avx512::rows_f32, avx512::rows_bf16};
+  if (isa == Isa::avx2) return {isa, avx2::rows_f32, avx2::rows_bf16};
 #endif
-  return generic::rows_f32;
+  return {isa, generic::rows_f32, generic::rows_bf16};
 }
 
-static Bf16Fn bf16_kernel() {
-#if XL_MULTI_ISA
-  if (kIsa == Isa::avx512) return avx512::rows_bf16;
-  if (kIsa == Isa::avx2) return avx2::rows_bf16;
-#endif
-  return generic::rows_bf16;
-}
+static const Kernels kKernels = pick_kernels();
 
 // Per row r: loss[r] = logsumexp(x_r + bias) - (x_r + bias)[target[r]]; with `grad`, x_r becomes
 // softmax(x_r + bias) - onehot(target[r]). Targets must lie in [0, V) (ignored rows were removed before).
@@ -75,14 +75,14 @@ static void rows_(py::array logits, py::array_t<int64_t, py::array::c_style> tar
   py::gil_scoped_release release;
   threads = std::max(threads, 1);
   if (bf16)
-    bf16_kernel()(static_cast<uint16_t*>(x), bias, tgt, out, C, V, grad, threads);
+    kKernels.bf16(static_cast<uint16_t*>(x), bias, tgt, out, C, V, grad, threads);
   else
-    f32_kernel()(static_cast<float*>(x), bias, tgt, out, C, V, grad, threads);
+    kKernels.f32(static_cast<float*>(x), bias, tgt, out, C, V, grad, threads);
 }
 
 PYBIND11_MODULE(_linear_ce_cpu, m) {
   m.doc() = "Row pass of the fused linear cross-entropy (fp32 log-sum-exp, in-place logit gradient)";
   m.def("rows_", &rows_, py::arg("logits"), py::arg("target"), py::arg("bias"), py::arg("loss"), py::arg("grad"),
         py::arg("threads"));
-  m.attr("isa") = isa_name(kIsa);
+  m.attr("isa") = isa_name(kKernels.isa);
 }

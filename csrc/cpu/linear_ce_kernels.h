@@ -1,8 +1,9 @@
 // The row pass of the fused linear cross-entropy, included once per instruction set by multi_isa.h
 // (see linear_ce.cpp): everything here lands in the namespace generic, avx2 or avx512.
+
 // GCC/Clang vector extensions: 8 floats, one AVX2 register in the avx2 and avx512 variants (two SSE
-// halves in the generic one). Written out because GCC left the reductions of a plain `omp simd` loop scalar here (read
-// in the disassembly: 2.5x slower than torch's softmax).
+// halves in the generic one). Written out because GCC left the reductions of a plain `omp simd` loop
+// scalar here (read in the disassembly: 2.5x slower than torch's softmax).
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 constexpr int64_t L = 8;
@@ -99,7 +100,6 @@ static float row_pass(float* row, const float* bias, int64_t V, int64_t t, bool 
   }
   return static_cast<float>(m + std::log(s)) - picked;
 }
-
 
 // bf16 <-> float: bf16 is the top half of a float; rounding to nearest even, as torch converts.
 static inline float from_bf16(uint16_t h) {
