@@ -364,6 +364,19 @@ def test_bench_checks_every_backend_and_measures_the_materialised_logits():
             assert r["peak_extra_mb"] < 0.5 * by["torch"]["peak_extra_mb"], (name, r["peak_extra_mb"])
 
 
+def test_bench_in_bf16_measures_each_provider_against_float32_on_the_same_rows():
+    """`xlfast bench linear-ce --bf16`: both providers run under autocast on bf16 rows, and the error column
+    is each one's distance from float32, so the fused path's is comparable to torch's (not zero)."""
+    from xlfast.bench.linear_ce import run_bench
+
+    res = run_bench(rows=512, vocab=3000, dim=32, repeats=1, chunk_mb=[0.25], bf16=True)
+    by = {r["provider"]: r for r in res["results"]}
+    assert res["bf16"] and set(by) == {"torch"} | {f"{n}@0.25MB" for n in CPU_BACKENDS}
+    assert 0 < by["torch"]["max_err"] < 0.05
+    for name, r in by.items():
+        assert r["max_err"] <= 2 * by["torch"]["max_err"] + 1e-3, (name, r["max_err"], by["torch"]["max_err"])
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("N,V,d,chunk", [(123, 1000, 37, 16), (64, 5000, 16, 64)])
 def test_bf16_rows_take_bf16_gemms_and_stay_within_autocasts_error(backend, N, V, d, chunk):

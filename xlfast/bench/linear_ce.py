@@ -6,6 +6,10 @@ faults of a step, and the peak extra resident memory of one step — the high-wa
 (reset through /proc/self/clear_refs) above what was resident before it, with the fused path's reused
 logits buffer released first so that it is counted. Correctness is checked against the reference on the
 same inputs before anything is timed.
+
+`bf16=True` measures what training runs under bf16 autocast: bf16 rows (the decoder's output) against the
+float32 tied table, both providers called inside `torch.autocast`; the error column is then each
+provider's distance from the float32 result on the same (bf16-rounded) rows.
 """
 from __future__ import annotations
 
@@ -55,9 +59,10 @@ def _quantile(xs: list[float], q: float) -> float:
 
 def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str] | None = None,
               chunk_mb: list[float] | None = None, ignored: float = 0.0, seed: int = 0,
-              progress: Callable[[int, int, str], None] | None = None) -> dict:
+              progress: Callable[[int, int, str], None] | None = None, bf16: bool = False) -> dict:
     """Median step ms, kernel time, page faults and peak extra memory per provider: 'torch' (materialised
-    logits) and every fused backend (at each chunk size of `chunk_mb`, default the built-in one)."""
+    logits) and every fused backend (at each chunk size of `chunk_mb`, default the built-in one); with
+    `bf16`, bf16 rows under autocast, as training runs where the CPU has bf16 arithmetic."""
     from xlfast.bench.csls import cpu_state_probe
 
     names = backends or [n for n in registry.available("cpu") if n != "torch"]
@@ -67,30 +72,34 @@ def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str]
     providers = ["torch"] + [f"{n}@{mb:g}MB" for n in names for mb in sizes]
     state = cpu_state_probe()
     gen = torch.Generator().manual_seed(seed)
-    x = (torch.randn(rows, dim, generator=gen) * 0.5).requires_grad_()
+    x = torch.randn(rows, dim, generator=gen) * 0.5
+    x = (x.bfloat16() if bf16 else x).requires_grad_()
     W = (torch.randn(vocab, dim, generator=gen) * 0.1).requires_grad_()
     target = torch.randint(0, vocab, (rows,), generator=gen)
     target[torch.rand(rows, generator=gen) < ignored] = -1
 
-    def step(provider: str) -> torch.Tensor:
-        x.grad = W.grad = None
-        if provider == "torch":
-            loss = F.cross_entropy(F.linear(x, W), target, ignore_index=-1, reduction="sum")
-        else:
-            name, mb = provider.split("@")
-            loss = linear_cross_entropy(x, W, target, ignore_index=-1, backend=name,
-                                        chunk_bytes=int(float(mb[:-2]) * 2**20))
+    def step(provider: str, rows: torch.Tensor = x, autocast: bool = bf16) -> torch.Tensor:
+        rows.grad = W.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            if provider == "torch":
+                loss = F.cross_entropy(F.linear(rows, W), target, ignore_index=-1, reduction="sum")
+            else:
+                name, mb = provider.split("@")
+                loss = linear_cross_entropy(rows, W, target, ignore_index=-1, backend=name,
+                                            chunk_bytes=int(float(mb[:-2]) * 2**20))
         loss.backward()
-        return loss.detach()
+        return loss.detach().float()
 
     try:
-        ref = step("torch")
-        ref_grads = (x.grad.clone(), W.grad.clone())
+        x32 = x.detach().float().requires_grad_() if bf16 else x  # the float32 reference on the same rows
+        ref = step("torch", x32, autocast=False)
+        ref_grads = (x32.grad.clone(), W.grad.clone())
+        del x32
         errors = {}
-        for p in providers[1:]:
+        for p in providers[1:] if not bf16 else providers:
             loss = step(p)
             errors[p] = max(abs(float(loss - ref)) / max(abs(float(ref)), 1.0),
-                            *(float((a - b).abs().max()) for a, b in zip((x.grad, W.grad), ref_grads)))
+                            *(float((a.float() - b).abs().max()) for a, b in zip((x.grad, W.grad), ref_grads)))
         del ref_grads
         memory = {}
         for p in providers:
@@ -121,7 +130,7 @@ def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str]
     ref_mb = memory["torch"]
     for r in results:
         r["memory_ratio"] = r["peak_extra_mb"] / ref_mb if ref_mb and r["peak_extra_mb"] is not None else None
-    return {"rows": rows, "vocab": vocab, "dim": dim, "ignored": ignored, "repeats": repeats,
+    return {"rows": rows, "vocab": vocab, "dim": dim, "ignored": ignored, "repeats": repeats, "bf16": bf16,
             "threads": torch.get_num_threads(), "cpu_state": state, "results": results}
 
 
@@ -138,5 +147,8 @@ def report(res: dict) -> dict:
     notes = ("torch: F.linear + F.cross_entropy (logits materialised). name@size: the fused kernel with that logits "
              "chunk. peak extra MB: resident high-water mark of one step above the resident size before it (the "
              "fused path's reused chunk buffer released first, so it counts).")
-    return {"summary": summary, "title": "output layer forward+backward, fp32", "columns": columns,
+    if res.get("bf16"):
+        notes += " bf16: bf16 rows against the float32 table under autocast; max err: against float32 on the same rows."
+    title = "output layer forward+backward, " + ("bf16 rows (autocast)" if res.get("bf16") else "fp32")
+    return {"summary": summary, "title": title, "columns": columns,
             "rows": res["results"], "notes": notes}

@@ -19,6 +19,7 @@ from xlfast.bench import csls, embed, linear_ce, load, train
 from xlfast.cli.common import (ThreadsOption, XlfastGroup, apply_threads, console, err_console, setup_logging, table,
                                write_json)
 from xlfast.errors import XlfastError
+from xlfast.kernels.dispatch import bf16_native
 
 app = typer.Typer(cls=XlfastGroup, no_args_is_help=True, rich_markup_mode="rich")
 
@@ -136,6 +137,9 @@ def linear_ce_cmd(
     chunk_mb: Annotated[Optional[str], typer.Option(
         "--chunk-mb", help="Logits chunk sizes to compare, MB, comma-separated. Default: the built-in one.")] = None,
     ignored: Annotated[float, typer.Option("--ignored", help="Share of rows that are padding. Default 0.")] = 0.0,
+    bf16: Annotated[Optional[bool], typer.Option(
+        "--bf16/--no-bf16", help="bf16 rows under autocast, as training runs them. Default: on where the CPU has "
+        "bf16 arithmetic (as `xlfast train`).", show_default=False)] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
     threads: ThreadsOption = None,
 ) -> None:
@@ -146,7 +150,8 @@ def linear_ce_cmd(
         raise XlfastError("--rows, --vocab, --dim and --repeats must be positive, --ignored in [0, 1)")
     sizes = _positive_list(chunk_mb, "chunk-mb", float) if chunk_mb else None
     with _progress("linear-ce bench") as tick:
-        res = linear_ce.run_bench(rows, vocab, dim, repeats, backend, sizes, ignored, progress=tick)
+        res = linear_ce.run_bench(rows, vocab, dim, repeats, backend, sizes, ignored, progress=tick,
+                                  bf16=bf16_native("cpu") if bf16 is None else bf16)
     render(linear_ce.report(res))
     if json_path:
         write_json(json_path, res)
