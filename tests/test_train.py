@@ -79,6 +79,44 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(synth, str
     assert strip(la) == strip(lb)
 
 
+def test_weight_average_follows_its_recurrence_and_gives_the_trained_weights_back():
+    from xlfast.train import WeightAverage
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    avg = WeightAverage([p], horizon_steps=4)  # decay 0.75, below the warm-up's (1+t)/(10+t) from t = 26
+    expected = torch.zeros(3)
+    for t in range(1, 41):
+        with torch.no_grad():
+            p.fill_(float(t))
+        avg.update()
+        decay = min(0.75, (1 + t) / (10 + t))
+        expected = decay * expected + (1 - decay) * float(t)
+    assert torch.allclose(avg.averaged[0], expected.expand(3), rtol=1e-6)
+    # an average over ~4 steps of a ramp lags it by about 3 steps: not the last value, not the mean
+    assert 36 < float(avg.averaged[0][0]) < 38
+    with avg.applied():
+        assert torch.equal(p.detach(), avg.averaged[0])
+    assert torch.equal(p.detach(), torch.full((3,), 40.0))
+
+
+def test_averaged_weights_are_scored_kept_and_resumed_exactly(synth, straight_and_resumed):
+    """--average: model.pt holds the average (not the weights as trained), and a run resumed from its
+    checkpoint carries the average on as an uninterrupted run does."""
+    _, corpus = synth
+    straight, resumed = straight_and_resumed(
+        lambda out, epochs: cfg_for(corpus, out, epochs=epochs, patience=99, average=1.0), 3)
+    kept = [torch.load(t.rundir.path / "model.pt", weights_only=False)["model"] for t in (straight, resumed)]
+    for k, v in kept[0].items():
+        assert torch.allclose(v.float(), kept[1][k].float(), atol=1e-6), k
+    trained = straight.model.state_dict()
+    assert any(not torch.allclose(v.float(), trained[k].float()) for k, v in kept[0].items())
+    with straight.average.applied():
+        assert all(torch.equal(v, kept[0][k]) for k, v in straight.model.state_dict().items())
+    strip = lambda t: [{k: v for k, v in json.loads(x).items() if "seconds" not in k}
+                       for x in t.rundir.log_path.read_text().splitlines()]
+    assert strip(straight) == strip(resumed)
+
+
 def test_patience_counts_epochs_without_a_strict_improvement(synth, tmp_path, monkeypatch):
     """A score that ties or oscillates below its best must not keep training going: ties move the kept
     model to the later epoch but patience still runs out."""

@@ -34,6 +34,7 @@ def train(
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (score for model selection, checkpoint, log) every this many steps, and at the end of every epoch; 0: once an epoch. Default: once an epoch of fewer than 600 steps, else every 300 steps or a little more (at most 8 times an epoch).", show_default=False)] = DEFAULTS.eval_every,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = DEFAULTS.lr,
     lr_decay: Annotated[float, typer.Option(help="Multiply the learning rate by this each time a third of the patience passes without a rise of the selection score (1: keep it).")] = DEFAULTS.lr_decay,
+    average: Annotated[float, typer.Option(help="Evaluate, keep and export a moving average of the weights over about this many epochs (0: the weights as trained).")] = DEFAULTS.average,
     dropout: Annotated[float, typer.Option(help="Dropout on embeddings, pieces and the attention output (0 to below 1).")] = DEFAULTS.dropout,
     min_count: Annotated[int, typer.Option(help="Keep words seen at least this often.")] = DEFAULTS.min_count,
     spm_vocab: Annotated[int, typer.Option(help="SentencePiece pieces per language (shrunk for tiny corpora).")] = DEFAULTS.spm_vocab,
@@ -76,7 +77,7 @@ def train(
 
     # On --resume only the options given on the command line change the run's own settings.
     options = dict(preset=preset.value, dim=dim, enc_layers=enc_layers, dec_layers=dec_layers, batch_size=batch_size,
-                   subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, eval_every=eval_every, lr=lr, lr_decay=lr_decay, min_count=min_count,
+                   subword=subword.value, dropout=dropout, epochs=epochs, patience=patience, eval_every=eval_every, lr=lr, lr_decay=lr_decay, average=average, min_count=min_count,
                    spm_vocab=spm_vocab, select_words=select_words, seed=seed, threads=threads, device=device,
                    bf16=bf16, backend=backend, skip_bad_lines=skip_bad_lines, softmax=softmax.value,
                    pretrained_max=pretrained_max)
