@@ -236,6 +236,17 @@ def test_cli_word_and_sentence_level(tmp_path, monkeypatch):
     for score, i, j, s, t in got:
         assert " ".join(enc.translate[w] for w in s.split()) == t
         assert int(j) == 41 - int(i)  # the target file holds the translations in reverse order
+    # the run's static vectors are used by default; the contextual ones alone find the pairs too here
+    out_c, js_c = tmp_path / "sents_context.tsv", tmp_path / "sents_context.json"
+    res = CliRunner().invoke(app, ["mine", "--src", str(src_file), "--tgt", str(tgt_file), "--model", str(run_dir),
+                                   "-o", str(out_c), "--level", "sentence", "--evidence", "context",
+                                   "--length-weight", "0", "--json", str(js_c)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(js_c.read_text())["evidence"] == "context"
+    assert len(out_c.read_text().splitlines()) >= 36
+    res = CliRunner().invoke(app, ["mine", "--src", str(src_file), "--tgt", str(tgt_file), "--model", str(run_dir),
+                                   "-o", str(tmp_path / "x.tsv"), "--level", "sentence", "--evidence", "words"])
+    assert res.exit_code == 1 and "unknown word evidence 'words'" in res.output and "Traceback" not in res.output
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

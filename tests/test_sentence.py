@@ -67,6 +67,65 @@ class HandEncoder:
         return [np.stack([self.vectors[w] for w in s]) for s in sentences]
 
 
+class StaticHandEncoder(HandEncoder):
+    """HandEncoder whose words also have context-free vectors (as an xlfast run's table): `static` by hand."""
+
+    def __init__(self, vectors, static):
+        super().__init__(vectors)
+        self.static = {w: np.asarray(v, np.float32) for w, v in static.items()}
+
+    def word_vectors(self, side, words):
+        return np.stack([self.static[w] for w in words])
+
+
+def test_static_vectors_are_unit_and_sentences_sum_them_by_idf(tmp_path):
+    e = np.eye(4)
+    enc = StaticHandEncoder({w: e[0] for w in "abc"}, {"a": 2 * e[0], "b": 3 * e[1], "c": e[2] + e[1]})
+    corpus = mine.encode_corpus(enc, "src", ["a b", "a c", "a"], tmp_path)
+    assert corpus.words == ["a", "b", "c"]
+    np.testing.assert_allclose(np.linalg.norm(corpus.word_vectors, axis=1), 1.0, rtol=1e-6)
+    # 'a' is in every sentence: IDF log(3/3) = 0; 'b' and 'c' in one of three: log 3
+    c = (e[2] + e[1]) / np.sqrt(2)
+    np.testing.assert_allclose(corpus.static_sentence_vectors, [np.log(3) * e[1], np.log(3) * c, 0 * e[0]],
+                               atol=1e-6)
+
+
+def test_length_penalty_is_the_squared_robust_z_of_the_log_length_ratio(tmp_path):
+    enc = HandEncoder({w: [1, 0, 0, 0] for w in ("x" * n for n in (10, 12, 20, 24, 40, 48))})
+    src = mine.encode_corpus(enc, "src", ["x" * n for n in (10, 20, 40, 10)], tmp_path)
+    tgt = mine.encode_corpus(enc, "tgt", ["x" * n for n in (12, 24, 48, 40)], tmp_path)
+    pair_s, pair_t = np.array([0, 1, 2, 3, 0]), np.array([0, 1, 2, 3, 2])
+    # each side's best candidates (the score ranks (0, 0) above (0, 2)) have character-length ratios
+    # 1.2, 1.2, 1.2 and 4: median log 1.2, MAD 0, so the spread takes its floor of 0.05
+    score = np.array([1, 1, 1, 1, 0.5], np.float32)
+    pen = mine.length_penalty(src, tgt, pair_s, pair_t, score)
+    z = lambda ratio: ((np.log(ratio) - np.log(1.2)) / 0.05) ** 2
+    np.testing.assert_allclose(pen, [0, 0, 0, z(4), z(4.8)], rtol=1e-5, atol=1e-6)
+
+
+def test_csls_word_evidence_stops_a_hub_from_matching_every_sentence(tmp_path):
+    """Target word 'H' lies equally close (cosine 0.577) to every source word: a hub. 'A' translates 'a'
+    but its cosine to it is a little lower (0.555). With cosines s0 = 'a' is closer to t1 = 'H'; with CSLS
+    (H's neighbourhood term, 0.577 over its 2 nearest source words, against A's 0.277) to t0 = 'A'."""
+    e = np.eye(4)
+    static = {"a": e[0], "b": e[1], "c": e[2], "A": e[0] + 1.5 * e[3], "H": e[0] + e[1] + e[2],
+              "B": e[1] + 1.5 * e[3]}
+    enc = StaticHandEncoder({w: e[0] for w in static}, static)
+    src = mine.encode_corpus(enc, "src", ["a", "b", "c"], tmp_path)
+    tgt = mine.encode_corpus(enc, "tgt", ["A", "H", "B"], tmp_path)
+    pair_s, pair_t = np.array([0, 0]), np.array([0, 1])
+    cos = mine.word_evidence(src, tgt, pair_s, pair_t, static=True)
+    np.testing.assert_allclose(cos, [1 / np.sqrt(3.25), 1 / np.sqrt(3)], rtol=1e-5)
+    hub = mine.static_hubness(src, tgt, knn=2)
+    csls = mine.word_evidence(src, tgt, pair_s, pair_t, static=True, hubness=hub)
+    v = lambda w: static[w] / np.linalg.norm(static[w])
+    r = lambda w, others: np.mean(sorted(v(w) @ v(o) for o in others)[-2:])
+    r_a = r("a", "AHB")
+    np.testing.assert_allclose(csls, [2 * v("a") @ v("A") - r_a - r("A", "abc"),
+                                      2 * v("a") @ v("H") - r_a - r("H", "abc")], rtol=1e-5)
+    assert csls[0] > csls[1]
+
+
 def test_number_keys_match_across_scripts():
     assert mine.number_key("१९९०") == mine.number_key("1990") == mine.number_key("1,990") == "1990"
     assert mine.number_key("१२") == "12" and mine.number_key("12a") is None and mine.number_key(",") is None

@@ -24,6 +24,9 @@ class Encoder(Protocol):
 
     def embed(self, side: str, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]: ...
 
+    # Optional: `word_vectors(side, words) -> [len(words), d']`, context-free vectors of word types (an
+    # xlfast run's subword-aware table). Sentence mining uses them beside the contextual ones where present.
+
 
 def whitespace_tokenizer(text: str) -> list[str]:
     return text.split()
@@ -84,6 +87,10 @@ class RunEncoder:
     def embed(self, side: str, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
         out = self.run.embed_sentences(self.langs[side], [list(s) for s in sentences], batch_size=self.batch_size)
         return [_as_numpy(v) for v in out]
+
+    def word_vectors(self, side: str, words: Sequence[str]) -> np.ndarray:
+        """The run's static subword-aware vectors (unseen words: from their pieces), float32."""
+        return _as_numpy(self.run.embed_words(self.langs[side], list(words)).float())
 
 
 class HFEncoder:

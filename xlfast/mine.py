@@ -73,6 +73,9 @@ DEFAULT_KNN = {"word": 10, "sentence": 4}
 DEFAULT_CANDIDATES = 10
 DEFAULT_WORD_WEIGHT = 0.5
 RESCORED_THRESHOLD = 0.0
+EVIDENCE = ("context", "static", "both")
+DEFAULT_EVIDENCE = "static"
+DEFAULT_LENGTH_WEIGHT = 0.02
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -99,6 +102,10 @@ class EncodedCorpus:
     words: list[str]  # word types, in order of first occurrence
     sentence_offsets: np.ndarray  # [S+1] int64: tokens of sentence s are rows offsets[s]:offsets[s+1]
     sentence_vectors: np.ndarray  # [S, d] float32, mean of the sentence's token vectors (0 when empty)
+    # Where the encoder has context-free word vectors (an xlfast run's subword-aware table): them, unit
+    # length, per word type [W, d'], and the IDF-weighted sum of them per sentence [S, d'] (0 when empty).
+    word_vectors: np.ndarray | None = None
+    static_sentence_vectors: np.ndarray | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -147,8 +154,31 @@ def encode_corpus(encoder, side: str, lines: Sequence[str], work_dir, line_numbe
             sentence_vectors[s] = vec.mean(axis=0)
         progress(f"encode {side}", batch[-1] + 1, len(tokens))
     vectors.flush()
+    words = list(vocab)
+    static = static_sentences = None
+    if hasattr(encoder, "word_vectors"):
+        static, static_sentences = _static_vectors(encoder, side, words, token_word, token_sentence, len(tokens))
     return EncodedCorpus(list(lines), list(line_numbers or range(1, len(lines) + 1)), vectors, token_sentence,
-                         token_word, list(vocab), offsets, sentence_vectors)
+                         token_word, words, offsets, sentence_vectors, static, static_sentences)
+
+
+def _static_vectors(encoder, side: str, words: list[str], token_word: np.ndarray, token_sentence: np.ndarray,
+                    sentences: int, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Unit context-free vectors of the word types, and per sentence the sum of its words' vectors weighted
+    by their inverse document frequency, log(S / sentences containing the word) (as IDF-weighted
+    averages of word embeddings make sentence vectors; Arora et al. 2017 weight by frequency alike)."""
+    table = np.concatenate([normalize(np.asarray(encoder.word_vectors(side, words[i: i + chunk]), np.float32)).numpy()
+                            for i in range(0, len(words), chunk)])
+    per_sentence = np.unique(token_sentence.astype(np.int64) * max(len(words), 1) + token_word)
+    df = np.bincount(per_sentence % max(len(words), 1), minlength=len(words))
+    idf = np.log(max(sentences, 1) / np.maximum(df, 1)).astype(np.float32)
+    out = torch.zeros(sentences, table.shape[1])
+    for lo in range(0, len(token_word), chunk * 4):
+        threads.poll()
+        w = token_word[lo: lo + chunk * 4]
+        out.index_add_(0, torch.from_numpy(token_sentence[lo: lo + chunk * 4].astype(np.int64)),
+                       torch.from_numpy(table[w] * idf[w, None]))
+    return table, out.numpy()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,11 +421,23 @@ def _number_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.
     return per_token(src), per_token(tgt)
 
 
-def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pair_t: np.ndarray) -> np.ndarray:
+def _token_vectors(corpus: EncodedCorpus, rows: np.ndarray, static: bool) -> np.ndarray:
+    if static:
+        return corpus.word_vectors[corpus.token_word[rows]]
+    order = np.argsort(rows)  # a memmap reads in order
+    return normalize(np.asarray(corpus.vectors[rows[order]], np.float32)).numpy()[np.argsort(order)]
+
+
+def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pair_t: np.ndarray,
+                  static: bool = False, hubness: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Word-level evidence for candidate sentence pairs (stage 2): the mean over the source tokens of
     their best cosine to a target token, and the same from the target side, averaged (as BERTScore
     matches tokens, Zhang et al. 2020). Two numbers (any script's digits) match with cosine 1 when they
-    are the same number and 0 otherwise, whatever the encoder says."""
+    are the same number and 0 otherwise, whatever the encoder says. `static`: the cosines of the
+    context-free word vectors (`EncodedCorpus.word_vectors`) instead of the contextual ones; with
+    `hubness` (per word type of each side, its mean cosine to its nearest words of the other side,
+    `static_hubness`) their CSLS, 2·cos − r_s − r_t (Conneau et al. 2018), so that a word close to every
+    word of the other language (a hub) does not match every sentence."""
     out = np.zeros(len(pair_s), np.float32)
     if len(pair_s) == 0:
         return out
@@ -407,9 +449,9 @@ def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pa
         i = int(pair_s[group[0]])
         rows_a = np.arange(src.sentence_offsets[i], src.sentence_offsets[i + 1])
         rows_b = tgt.rows_of(pair_t[group])
-        a = normalize(np.asarray(src.vectors[rows_a], np.float32)).numpy()
-        b = normalize(np.asarray(tgt.vectors[np.sort(rows_b)], np.float32)).numpy()[np.argsort(np.argsort(rows_b))]
-        sim = a @ b.T
+        sim = _token_vectors(src, rows_a, static) @ _token_vectors(tgt, rows_b, static).T
+        if static and hubness is not None:
+            sim = 2 * sim - hubness[0][src.token_word[rows_a]][:, None] - hubness[1][tgt.token_word[rows_b]][None, :]
         na, nb = num_s[rows_a][:, None], num_t[rows_b][None, :]
         both = (na >= 0) & (nb >= 0)
         sim = np.where(both, (na == nb).astype(np.float32), sim)
@@ -419,6 +461,16 @@ def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pa
         tgt_side = np.add.reduceat(sim.max(axis=0), starts) / lengths
         out[group] = 0.5 * (src_side + tgt_side)
     return out
+
+
+def static_hubness(src: EncodedCorpus, tgt: EncodedCorpus, knn: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """CSLS's neighbourhood terms of the word types of both corpora against each other (one pass of
+    `xlfast.kernels.csls.neighbourhood_means` over their context-free vectors)."""
+    from xlfast.kernels.csls import neighbourhood_means
+
+    r_s, r_t = neighbourhood_means(torch.from_numpy(src.word_vectors), torch.from_numpy(tgt.word_vectors), knn,
+                                   normalized=True)
+    return r_s.numpy(), r_t.numpy()
 
 
 def neighbourhood_margin(pair_s: np.ndarray, pair_t: np.ndarray, score: np.ndarray, knn: int) -> np.ndarray:
@@ -437,31 +489,67 @@ def neighbourhood_margin(pair_s: np.ndarray, pair_t: np.ndarray, score: np.ndarr
     return (score - 0.5 * (means(pair_s) + means(pair_t))).astype(np.float32)
 
 
+def sentence_features(src: EncodedCorpus, tgt: EncodedCorpus, keep_s: np.ndarray, keep_t: np.ndarray,
+                      center: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 1's sentence vectors: the mean contextual vector, and where both corpora have context-free
+    word vectors, beside it the IDF-weighted sum of those (each part centred per corpus when `center`,
+    then unit length, so that the two weigh alike in a cosine)."""
+    def unit_parts(a: np.ndarray, b: np.ndarray):
+        if center:
+            a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+        return normalize(a).numpy(), normalize(b).numpy()
+
+    xs, xt = unit_parts(src.sentence_vectors[keep_s], tgt.sentence_vectors[keep_t])
+    if src.static_sentence_vectors is None or tgt.static_sentence_vectors is None:
+        return xs, xt
+    ss, st = unit_parts(src.static_sentence_vectors[keep_s], tgt.static_sentence_vectors[keep_t])
+    return np.hstack([xs, ss]) / np.sqrt(2), np.hstack([xt, st]) / np.sqrt(2)
+
+
+def length_penalty(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pair_t: np.ndarray,
+                   score: np.ndarray) -> np.ndarray:
+    """z² of each pair's log ratio of character lengths (Gale & Church 1993: translations' lengths are
+    proportional), the mean and spread of the ratio estimated robustly (median, MAD) from each sentence's
+    best-scoring candidate: no parameter of the language pair needs to be known."""
+    len_s = np.fromiter((max(len(x), 1) for x in src.lines), np.float64, len(src.lines))
+    len_t = np.fromiter((max(len(x), 1) for x in tgt.lines), np.float64, len(tgt.lines))
+    ratio = np.log(len_t[pair_t] / len_s[pair_s])
+    best = ratio[best_both_ways(pair_s, pair_t, score)]
+    mid = np.median(best)
+    spread = max(1.4826 * float(np.median(np.abs(best - mid))), 0.05)
+    return (((ratio - mid) / spread) ** 2).astype(np.float32)
+
+
 def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | None = None,
                    knn: int = DEFAULT_KNN["sentence"], metric: str = DEFAULT_METRIC["sentence"], nproc: int = 1,
                    mem=None, work_dir=None, center: bool = True, candidates: int = DEFAULT_CANDIDATES,
-                   word_weight: float = DEFAULT_WORD_WEIGHT) -> SentencePairs:
+                   word_weight: float = DEFAULT_WORD_WEIGHT, evidence: str = DEFAULT_EVIDENCE,
+                   length_weight: float = DEFAULT_LENGTH_WEIGHT) -> SentencePairs:
     """Parallel sentences in one or two stages.
 
-    Stage 1: margin search over sentence vectors (ratio margin, cos / mean of both kNN neighbourhoods;
-    Artetxe & Schwenk 2019) through `xlfast.search`, the `candidates` best both ways.
+    Stage 1: margin search over sentence vectors (`sentence_features`; ratio margin, cos / mean of both
+    kNN neighbourhoods; Artetxe & Schwenk 2019) through `xlfast.search`, the `candidates` best both ways.
     `word_weight` = 0: one stage: every source's and every target's best candidate, highest margin
     first, each sentence used once, at or above the threshold (default DEFAULT_THRESHOLD[metric]).
     Stage 2 (`word_weight` > 0): every candidate pair is re-scored as (1 − w)·cos(sentence vectors)
-    + w·word_evidence, then a distance margin over each sentence's candidates, and the same one-to-one
-    selection of each side's best, above the threshold (default RESCORED_THRESHOLD).
+    + w·word_evidence − length_weight·length_penalty, then a distance margin over each sentence's
+    candidates, and the same one-to-one selection of each side's best, above the threshold (default
+    RESCORED_THRESHOLD). `evidence`: the word vectors stage 2 compares, 'context', 'static' (context-free,
+    where the encoder has them) or 'both' (the mean of the two evidences).
     `center` subtracts each corpus's mean sentence vector first (removes a per-language offset; on ne-en
     devtest it doubled the best-candidate accuracy of a 6-epoch run, 2.3% -> 4.4%)."""
     if not 0.0 <= word_weight <= 1.0:
         raise XlfastError(f"the word weight must lie in [0, 1], got {word_weight}")
+    if evidence not in EVIDENCE:
+        raise XlfastError(f"unknown word evidence '{evidence}' (choose {', '.join(EVIDENCE)})")
+    if length_weight < 0:
+        raise XlfastError(f"the length weight must be at least 0, got {length_weight}")
     two_stage = word_weight > 0
     threshold = (RESCORED_THRESHOLD if two_stage else _threshold(metric, None)) if threshold is None else threshold
     seconds = {"search": 0.0, "aggregate": 0.0}
     keep_s = np.flatnonzero(np.diff(src.sentence_offsets) > 0)  # empty sentences have no vector
     keep_t = np.flatnonzero(np.diff(tgt.sentence_offsets) > 0)
-    xs, xt = src.sentence_vectors[keep_s], tgt.sentence_vectors[keep_t]
-    if center:
-        xs, xt = xs - xs.mean(axis=0), xt - xt.mean(axis=0)
+    xs, xt = sentence_features(src, tgt, keep_s, keep_t, center)
     t0 = time.perf_counter()
     top = search_topk(xs, xt, candidates if two_stage else 1, metric, knn, nproc=nproc, mem=mem, work_dir=work_dir)
     seconds["search"] = time.perf_counter() - t0
@@ -473,14 +561,20 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
     if two_stage:
         _, first = np.unique(cand_s.astype(np.int64) * max(m, 1) + cand_t, return_index=True)
         cand_s, cand_t = cand_s[first], cand_t[first]
-        unit_s, unit_t = normalize(xs).numpy(), normalize(xt).numpy()
-        sentence = np.einsum("ij,ij->i", unit_s[cand_s], unit_t[cand_t])
+        sentence = np.einsum("ij,ij->i", xs[cand_s], xt[cand_t])
         seconds["aggregate"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        words = word_evidence(src, tgt, keep_s[cand_s], keep_t[cand_t])
+        pair_s, pair_t = keep_s[cand_s], keep_t[cand_t]
+        static = src.word_vectors is not None and tgt.word_vectors is not None
+        kinds = {"context": [False], "static": [static], "both": [False, True] if static else [False]}[evidence]
+        hubness = static_hubness(src, tgt) if True in kinds else None
+        words = np.mean([word_evidence(src, tgt, pair_s, pair_t, k, hubness) for k in kinds], axis=0)
+        score = (1 - word_weight) * sentence + word_weight * words
+        if length_weight > 0:
+            score = score - length_weight * length_penalty(src, tgt, pair_s, pair_t, score)
         seconds["rescore"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cand_v = neighbourhood_margin(cand_s, cand_t, (1 - word_weight) * sentence + word_weight * words, knn)
+        cand_v = neighbourhood_margin(cand_s, cand_t, score, knn)
         best = best_both_ways(cand_s, cand_t, cand_v)
         cand_s, cand_t, cand_v = cand_s[best], cand_t[best], cand_v[best]
     out_s, out_t, out_v = one_to_one(cand_s, cand_t, cand_v, threshold)
@@ -546,6 +640,8 @@ class MiningSummary:
     iterations: list[IterationStats] | None = None  # word level
     candidates: int | None = None  # sentence level: stage 1's candidates per sentence, both ways
     word_weight: float | None = None  # sentence level: stage 2's weight of the word evidence (0: one stage)
+    evidence: str | None = None  # sentence level: the word vectors stage 2 compares (context, static, both)
+    length_weight: float | None = None  # sentence level: stage 2's weight of the length-ratio penalty
 
     @property
     def tokens_per_second(self) -> float:
@@ -574,6 +670,8 @@ def mine_corpora(encoder, src_lines: Sequence[str], tgt_lines: Sequence[str], ou
     validate(metric, nproc, mem)  # argument errors before the encoding, not after it
     if level == "word":
         _check_word_metric(metric)
+    if options.get("evidence", DEFAULT_EVIDENCE) not in EVIDENCE:
+        raise XlfastError(f"unknown word evidence '{options['evidence']}' (choose {', '.join(EVIDENCE)})")
     if level == "sentence" and options.get("word_weight", DEFAULT_WORD_WEIGHT) > 0 and threshold is None:
         threshold = RESCORED_THRESHOLD  # stage 2 thresholds its own margin
     threshold = _threshold(metric, threshold)
@@ -598,7 +696,9 @@ def mine_corpora(encoder, src_lines: Sequence[str], tgt_lines: Sequence[str], ou
             best = [(float(v), src.lines[i], tgt.lines[j])
                     for i, j, v in list(zip(sentences.src, sentences.tgt, sentences.score))[:SHOWN_PAIRS]]
             extra = dict(pairs=len(sentences), candidates=options.get("candidates", DEFAULT_CANDIDATES),
-                         word_weight=options.get("word_weight", DEFAULT_WORD_WEIGHT))
+                         word_weight=options.get("word_weight", DEFAULT_WORD_WEIGHT),
+                         evidence=options.get("evidence", DEFAULT_EVIDENCE),
+                         length_weight=options.get("length_weight", DEFAULT_LENGTH_WEIGHT))
         summary = MiningSummary(level, metric, threshold, knn, nproc, src_sentences=len(src.lines),
                                 tgt_sentences=len(tgt.lines), src_tokens=src.n_tokens, tgt_tokens=tgt.n_tokens,
                                 seconds=seconds, best=best, encoder=encoder.name, **extra)

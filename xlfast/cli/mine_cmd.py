@@ -67,6 +67,13 @@ def mine(
     word_weight: Annotated[float, typer.Option(
         help="Sentence level: weight of the word-level evidence in stage 2 (0: one stage, margin only). "
              f"Stage 2's threshold defaults to {mining.RESCORED_THRESHOLD}.")] = mining.DEFAULT_WORD_WEIGHT,
+    evidence: Annotated[str, typer.Option(
+        help="Sentence level: the word vectors stage 2 compares: static (the run's context-free subword-aware "
+             "vectors), context (the encoder's states) or both. Without static vectors (a transformer): context.")
+    ] = mining.DEFAULT_EVIDENCE,
+    length_weight: Annotated[float, typer.Option(
+        help="Sentence level: weight of the length-ratio penalty in stage 2 (0: none).", min=0.0)
+    ] = mining.DEFAULT_LENGTH_WEIGHT,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the map initialisation.")] = 0,
     json_path: JsonOption = None,
     threads: ThreadsOption = None,
@@ -74,7 +81,8 @@ def mine(
     """Mine word pairs or parallel sentences from two monolingual corpora (Hangya et al. 2022)."""
     apply_threads(threads)
     by_level = (dict(iterations=iterations, sample=sample, map_update=map_update.value, min_count=min_count, seed=seed)
-                if level is Level.word else dict(center=center, candidates=candidates, word_weight=word_weight))
+                if level is Level.word else dict(center=center, candidates=candidates, word_weight=word_weight,
+                                                           evidence=evidence, length_weight=length_weight))
     with _StageProgress() as bar:
         summary = mining.mine_files(src, tgt, output, model=model, hf_model=hf_model,
                                     tokenize=tokenize and tokenize.value, lowercase=lowercase, src_lang=src_lang,
