@@ -248,6 +248,33 @@ def test_all_three_losses_train_through_the_cli(synthetic_run, tmp_path):
     assert res.exit_code == 1 and "--weights" in res.output and "Traceback" not in res.output
 
 
+def test_train_sent_takes_a_tokenizer_override_and_the_new_run_remembers_it(synthetic_run, tmp_path):
+    from xlfast.run import Run
+
+    corpus = tmp_path / "upper.tsv"  # the synthetic corpus in capitals, with a comma glued to each source
+    corpus.write_text("".join(f"{s.upper()},\t{t.upper()}\n" for s, t in
+                              (line.split("\t") for line in (synthetic_run / "corpus.tsv").read_text().splitlines())))
+    res = CliRunner().invoke(app, ["train-sent", str(synthetic_run / "run"), str(corpus), "-o", str(tmp_path / "sent"),
+                                   "--epochs", "1", "--tokenize", "default", "--lowercase"])
+    assert res.exit_code == 0, res.output
+    run = Run.load(tmp_path / "sent")
+    assert (run.tokenizer.name, run.tokenizer.lowercase) == ("default", True)
+    assert Run.load(synthetic_run / "run").tokenizer.name == "none"  # the starting run is left as it was
+    word = (synthetic_run / "corpus.tsv").read_text().split()[0]
+    assert run.tokenizer(f"{word.upper()},") == [word, ","]
+    lines = corpus.read_text().splitlines()[:50]
+    (tmp_path / "a.txt").write_text("".join(line.split("\t")[0] + "\n" for line in lines))
+    (tmp_path / "b.txt").write_text("".join(line.split("\t")[1] + "\n" for line in lines))
+    retrieval = {}
+    for flags in ([], ["--tokenize", "none", "--no-lowercase"]):  # the run's own tokenizer, then one that misreads
+        out = tmp_path / f"r{len(flags)}.json"
+        res = CliRunner().invoke(app, ["eval", "retrieval", str(tmp_path / "sent"), "--src", str(tmp_path / "a.txt"),
+                                       "--tgt", str(tmp_path / "b.txt"), "--json", str(out)] + flags)
+        assert res.exit_code == 0, res.output
+        retrieval[len(flags)] = json.loads(out.read_text())["mean"]
+    assert retrieval[0] > retrieval[3]  # capitals and glued commas read as unknown words retrieve worse
+
+
 @pytest.mark.parametrize("scores, kept, epochs_run", [
     # a tie and a dip within one standard error keep the later epoch; patience (2) counts the two
     # epochs without a strict rise, so epoch 4 is never trained

@@ -284,9 +284,11 @@ def split_heldout(n: int, heldout: int, seed: int) -> tuple[list[int], list[int]
 
 def train_sentence_encoder(run_dir, corpus, out_dir, cfg: SentenceConfig, src_lang: str | None = None,
                            tgt_lang: str | None = None, log: Callable[[str], None] = print,
-                           on_epoch: Callable[[dict], None] | None = None) -> dict:
+                           on_epoch: Callable[[dict], None] | None = None, tokenize: str | None = None,
+                           lowercase: bool | None = None) -> dict:
     """Fine-tune the run in `run_dir` on `corpus` (an xlfast.io.ParallelCorpus) and write the new run to
-    `out_dir`; returns the summary also written to `out_dir/sentence.json`."""
+    `out_dir`; returns the summary also written to `out_dir/sentence.json`. `tokenize` / `lowercase`
+    (when not None) replace the parts of the run's tokenizer, for this corpus and in the new run."""
     from xlfast.run import Run
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -296,6 +298,7 @@ def train_sentence_encoder(run_dir, corpus, out_dir, cfg: SentenceConfig, src_la
         raise XlfastError(f"{out_dir} already holds a run: choose another -o")
     torch.manual_seed(cfg.seed)
     run = Run.load(run_dir)
+    run.tokenizer = run.tokenizer_with(tokenize, lowercase)
     langs = list(run.langs)
     src_lang = src_lang or langs[0]
     tgt_lang = tgt_lang or next((lang for lang in langs if lang != src_lang), src_lang)
@@ -320,9 +323,12 @@ def train_sentence_encoder(run_dir, corpus, out_dir, cfg: SentenceConfig, src_la
     out_dir.mkdir(parents=True, exist_ok=True)
     # the starting run's files as they are (configuration, vocabularies, pieces); the model is the new one
     base, new = RunDir(run_dir), RunDir(out_dir)
-    for name in [CONFIG, PIECES] + [f(lang).name for lang in langs for f in (base.vocab_path, base.spm_path)]:
+    for name in [PIECES] + [f(lang).name for lang in langs for f in (base.vocab_path, base.spm_path)]:
         if (base.path / name).exists():
             shutil.copy2(base.path / name, new.path / name)
+    config = base.read_config()
+    config["train"]["tokenizer"] = run.tokenizer.to_dict()  # the new run tokenises as it was trained here
+    new.write_config(config)
     new.save_state({"model": best_state, "epoch": history.best_epoch}, MODEL)
     summary = {"base_run": str(run_dir), "corpus": corpus.path, "langs": [src_lang, tgt_lang],
                "pooling": "mean", "config": asdict(cfg), "train_pairs": len(examples), "heldout_pairs": len(held_idx),

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from xlfast.cli.common import JsonOption, ThreadsOption, apply_threads, console, err_console, table, write_json
+from xlfast.cli.common import (JsonOption, LowercaseOverride, ThreadsOption, TokenizeOverride, apply_threads, console,
+                               err_console, table, write_json)
 from xlfast.errors import XlfastError
 from xlfast.sentence import SentenceConfig
 
@@ -48,6 +49,8 @@ def train_sent(
                                               "(at most a tenth of the corpus).")] = DEFAULTS.heldout,
     seed: Annotated[int, typer.Option(help="Random seed.")] = DEFAULTS.seed,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip (and count) malformed lines instead of stopping.")] = False,
+    tokenize: TokenizeOverride = None,
+    lowercase: LowercaseOverride = None,
     json_out: JsonOption = None,
     threads: ThreadsOption = None,
 ) -> None:
@@ -69,7 +72,7 @@ def train_sent(
                           + losses, highlight=False)
 
     summary = train_sentence_encoder(run_dir, pairs, out, cfg, src_lang, tgt_lang, log=err_console.print,
-                                     on_epoch=on_epoch)
+                                     on_epoch=on_epoch, tokenize=tokenize and tokenize.value, lowercase=lowercase)
     s, t = summary["langs"]
     console.print(f"sentence encoder → {out}: epoch {summary['best_epoch']} selected, held-out retrieval accuracy "
                   f"{summary['heldout_accuracy']:.3f} ({s}↔{t}, {summary['heldout_pairs']} pairs), "
@@ -106,6 +109,8 @@ def eval_retrieval(
     tgt: Annotated[Path, typer.Option("--tgt", help="Their translations, line-aligned with --src.")],
     src_lang: Annotated[Optional[str], typer.Option(help="Run language of --src. Default: the run's first.")] = None,
     tgt_lang: Annotated[Optional[str], typer.Option(help="Run language of --tgt. Default: the run's second.")] = None,
+    tokenize: TokenizeOverride = None,
+    lowercase: LowercaseOverride = None,
     json_out: JsonOption = None,
     threads: ThreadsOption = None,
 ) -> None:
@@ -119,7 +124,7 @@ def eval_retrieval(
     from xlfast.search import scratch_dir
 
     pairs = read_parallel(src, tgt)
-    encoder = RunEncoder.load(run_dir, src_lang, tgt_lang)
+    encoder = RunEncoder.load(run_dir, src_lang, tgt_lang, tokenize=tokenize and tokenize.value, lowercase=lowercase)
     with scratch_dir() as work:
         vecs = [encode_corpus(encoder, side, lines, work).sentence_vectors
                 for side, lines in (("src", pairs.src), ("tgt", pairs.tgt))]
