@@ -48,6 +48,9 @@ def train_sent(
     heldout: Annotated[int, typer.Option(help="Pairs held out to select the model by retrieval accuracy "
                                               "(at most a tenth of the corpus).")] = DEFAULTS.heldout,
     seed: Annotated[int, typer.Option(help="Random seed.")] = DEFAULTS.seed,
+    freeze_tables: Annotated[bool, typer.Option(
+        "--freeze-tables/--train-tables", help="Keep the run's word tables (the static vectors mining compares "
+        "words with) and tune the encoder only.")] = DEFAULTS.freeze_tables,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip (and count) malformed lines instead of stopping.")] = False,
     tokenize: TokenizeOverride = None,
     lowercase: LowercaseOverride = None,
@@ -61,7 +64,8 @@ def train_sent(
     from xlfast.sentence import train_sentence_encoder
 
     cfg = SentenceConfig(weights=_weights(weights), temperature=temperature, margin=margin, epochs=epochs,
-                         patience=patience, batch_size=batch_size, lr=lr, dropout=dropout, heldout=heldout, seed=seed)
+                         patience=patience, batch_size=batch_size, lr=lr, dropout=dropout, heldout=heldout, seed=seed,
+                         freeze_tables=freeze_tables)
     pairs = read_parallel(corpus, tgt_file, skip_bad_lines=skip_bad_lines)
 
     def on_epoch(rec: dict) -> None:
