@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from xlfast.allocator import keep_freed_memory
 from xlfast.errors import XlfastError
 from xlfast.kernels.linear_ce import base, linear_cross_entropy, registry
 
@@ -59,12 +60,16 @@ def _quantile(xs: list[float], q: float) -> float:
 
 def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str] | None = None,
               chunk_mb: list[float] | None = None, ignored: float = 0.0, seed: int = 0,
-              progress: Callable[[int, int, str], None] | None = None, bf16: bool = False) -> dict:
+              progress: Callable[[int, int, str], None] | None = None, bf16: bool = False,
+              training: bool = False) -> dict:
     """Median step ms, kernel time, page faults and peak extra memory per provider: 'torch' (materialised
     logits) and every fused backend (at each chunk size of `chunk_mb`, default the built-in one); with
-    `bf16`, bf16 rows under autocast, as training runs where the CPU has bf16 arithmetic."""
+    `bf16`, bf16 rows under autocast, as training runs where the CPU has bf16 arithmetic; with `training`,
+    in a process that keeps freed memory as `xlfast train` does (`keep_freed_memory`, for the rest of the
+    process), so that a step's large blocks come from the heap instead of fresh pages."""
     from xlfast.bench.csls import cpu_state_probe
 
+    heap_keeps_freed = training and keep_freed_memory()
     names = backends or [n for n in registry.available("cpu") if n != "torch"]
     for n in names:
         registry.choose("cpu", n)  # a backend asked for by name that cannot run fails here, loudly
@@ -131,6 +136,7 @@ def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str]
     for r in results:
         r["memory_ratio"] = r["peak_extra_mb"] / ref_mb if ref_mb and r["peak_extra_mb"] is not None else None
     return {"rows": rows, "vocab": vocab, "dim": dim, "ignored": ignored, "repeats": repeats, "bf16": bf16,
+            "training": training, "heap_keeps_freed": heap_keeps_freed,
             "threads": torch.get_num_threads(), "cpu_state": state, "results": results}
 
 
@@ -150,5 +156,7 @@ def report(res: dict) -> dict:
     if res.get("bf16"):
         notes += " bf16: bf16 rows against the float32 table under autocast; max err: against float32 on the same rows."
     title = "output layer forward+backward, " + ("bf16 rows (autocast)" if res.get("bf16") else "fp32")
+    if res.get("heap_keeps_freed"):
+        title += ", freed memory kept (as in training)"
     return {"summary": summary, "title": title, "columns": columns,
             "rows": res["results"], "notes": notes}

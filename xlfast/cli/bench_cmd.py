@@ -140,6 +140,9 @@ def linear_ce_cmd(
     bf16: Annotated[Optional[bool], typer.Option(
         "--bf16/--no-bf16", help="bf16 rows under autocast, as training runs them. Default: on where the CPU has "
         "bf16 arithmetic (as `xlfast train`).", show_default=False)] = None,
+    training: Annotated[bool, typer.Option(
+        "--training", help="Keep freed memory in the heap as `xlfast train` does, so a step's large blocks "
+        "are reused instead of faulted in afresh.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
     threads: ThreadsOption = None,
 ) -> None:
@@ -151,7 +154,7 @@ def linear_ce_cmd(
     sizes = _positive_list(chunk_mb, "chunk-mb", float) if chunk_mb else None
     with _progress("linear-ce bench") as tick:
         res = linear_ce.run_bench(rows, vocab, dim, repeats, backend, sizes, ignored, progress=tick,
-                                  bf16=bf16_native("cpu") if bf16 is None else bf16)
+                                  bf16=bf16_native("cpu") if bf16 is None else bf16, training=training)
     render(linear_ce.report(res))
     if json_path:
         write_json(json_path, res)

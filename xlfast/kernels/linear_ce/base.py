@@ -59,10 +59,11 @@ def chunk_rows(n: int, num_classes: int, elem_size: int, chunk_bytes: int | None
 _workspace = threading.local()
 
 
-def logits_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def logits_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device, slot: str = "logits") -> torch.Tensor:
     """A [rows, cols] view of a per-thread buffer that only grows: a fresh buffer every call would be
-    faulted in page by page (the point of chunking is that these logits never cost memory traffic)."""
-    key = (dtype, torch.device(device))
+    faulted in page by page (the point of chunking is that these logits never cost memory traffic).
+    `slot` names a buffer of its own (the bf16 path also keeps the cast table and a chunk's dW)."""
+    key = (slot, dtype, torch.device(device))
     pool = getattr(_workspace, "buffers", None)
     if pool is None:
         pool = _workspace.buffers = {}
@@ -98,8 +99,9 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
     # float32 from bf16 inputs, hence a bf16 copy of each chunk's logits and of its gradient. The weight
     # gradient sums the chunks in float32.
     bf16_gemm = x.dtype == torch.bfloat16 and x.device.type == "cpu" and weight.dtype == torch.float32
-    W = weight[first_class:].to(x.dtype)
-    V = W.shape[0]
+    V = weight.shape[0] - first_class
+    W = (logits_buffer(V, d, x.dtype, x.device, "table").copy_(weight[first_class:]) if bf16_gemm
+         else weight[first_class:].to(x.dtype))
     keep = target != ignore_index
     rows = torch.nonzero(keep).squeeze(1)
     n = rows.numel()
@@ -136,10 +138,13 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
         if need_x:
             torch.mm(Lg, W, out=dX[start:stop])
         if need_weight:
-            if start == 0:
-                dW.copy_(torch.mm(Lg.t(), Xc)) if bf16_gemm else torch.mm(Lg.t(), Xc, out=dW)
+            if bf16_gemm:  # a bf16 product per chunk, summed in float32
+                part = torch.mm(Lg.t(), Xc, out=logits_buffer(V, d, x.dtype, x.device, "grad_weight"))
+                dW.copy_(part) if start == 0 else dW.add_(part)
+            elif start == 0:
+                torch.mm(Lg.t(), Xc, out=dW)
             else:
-                dW.add_(torch.mm(Lg.t(), Xc)) if bf16_gemm else dW.addmm_(Lg.t(), Xc)
+                dW.addmm_(Lg.t(), Xc)
         if need_bias:
             db += Lc.sum(0, dtype=torch.float32)
     if need_weight:
