@@ -180,10 +180,10 @@ def _static_vectors(encoder, side: str, words: list[str], token_word: np.ndarray
     df = np.bincount(per_sentence % max(len(words), 1), minlength=len(words))
     idf = np.log(max(sentences, 1) / np.maximum(df, 1)).astype(np.float32)
     out = torch.zeros(sentences, table.shape[1])
-    for lo in range(0, len(token_word), chunk * 4):
+    for lo in range(0, len(token_word), chunk):  # a chunk's weighted rows: 128 MB at d = 500
         threads.poll()
-        w = token_word[lo: lo + chunk * 4]
-        out.index_add_(0, torch.from_numpy(token_sentence[lo: lo + chunk * 4].astype(np.int64)),
+        w = token_word[lo: lo + chunk]
+        out.index_add_(0, torch.from_numpy(token_sentence[lo: lo + chunk].astype(np.int64)),
                        torch.from_numpy(table[w] * idf[w, None]))
     return table, out.numpy()
 
