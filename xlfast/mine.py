@@ -496,6 +496,11 @@ def neighbourhood_margin(pair_s: np.ndarray, pair_t: np.ndarray, score: np.ndarr
     return (score - 0.5 * (means(pair_s) + means(pair_t))).astype(np.float32)
 
 
+def _check_evidence(evidence: str) -> None:
+    if evidence not in EVIDENCE:
+        raise XlfastError(f"unknown word evidence '{evidence}' (choose {', '.join(EVIDENCE)})")
+
+
 def sentence_features(src: EncodedCorpus, tgt: EncodedCorpus, keep_s: np.ndarray, keep_t: np.ndarray,
                       center: bool) -> tuple[np.ndarray, np.ndarray]:
     """Stage 1's sentence vectors: the mean contextual vector, and where both corpora have context-free
@@ -547,8 +552,7 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
     devtest it doubled the best-candidate accuracy of a 6-epoch run, 2.3% -> 4.4%)."""
     if not 0.0 <= word_weight <= 1.0:
         raise XlfastError(f"the word weight must lie in [0, 1], got {word_weight}")
-    if evidence not in EVIDENCE:
-        raise XlfastError(f"unknown word evidence '{evidence}' (choose {', '.join(EVIDENCE)})")
+    _check_evidence(evidence)
     if length_weight < 0:
         raise XlfastError(f"the length weight must be at least 0, got {length_weight}")
     two_stage = word_weight > 0
@@ -677,8 +681,7 @@ def mine_corpora(encoder, src_lines: Sequence[str], tgt_lines: Sequence[str], ou
     validate(metric, nproc, mem)  # argument errors before the encoding, not after it
     if level == "word":
         _check_word_metric(metric)
-    if options.get("evidence", DEFAULT_EVIDENCE) not in EVIDENCE:
-        raise XlfastError(f"unknown word evidence '{options['evidence']}' (choose {', '.join(EVIDENCE)})")
+    _check_evidence(options.get("evidence", DEFAULT_EVIDENCE))
     if level == "sentence" and options.get("word_weight", DEFAULT_WORD_WEIGHT) > 0 and threshold is None:
         threshold = RESCORED_THRESHOLD  # stage 2 thresholds its own margin
     threshold = _threshold(metric, threshold)

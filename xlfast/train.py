@@ -973,12 +973,10 @@ class Trainer:
                     so_far=asdict(self.so_far) if mid else None, **asdict(self.selection), torch_rng=torch.get_rng_state(),
                     average=self.average.state() if self.average else None)
 
-    def selected_weights(self) -> dict:
-        """The state dict that evaluation scores and model.pt keeps: the weight average under --average."""
-        if self.average is None:
-            return self.model.state_dict()
-        with self.average.applied():
-            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+    def _averaged(self):
+        """The weights that evaluation scores and model.pt keeps in the model for the duration: the weight
+        average under --average, else the weights as trained."""
+        return self.average.applied() if self.average else contextlib.nullcontext()
 
     def save_checkpoint(self, keep_model: bool = False) -> float:
         """Queue checkpoint.pt (and model.pt when this evaluation's model is kept) for the background writer;
@@ -986,7 +984,10 @@ class Trainer:
         t0 = time.perf_counter()
         snap = self.writer.snapshot(self.checkpoint_state())
         if keep_model:  # first: a checkpoint never names a kept model that is not on disk yet
-            weights = snap["model"] if self.average is None else self.writer.snapshot(self.selected_weights(), "kept")
+            weights = snap["model"]
+            if self.average is not None:  # straight into the writer's buffers, not via a copy of the model
+                with self.average.applied():
+                    weights = self.writer.snapshot(self.model.state_dict(), "kept")
             self.writer.write({"model": weights, "epoch": self.epoch, "step": self.selection.best_step}, MODEL)
         self.writer.write(snap, CHECKPOINT)
         return time.perf_counter() - t0
@@ -1001,7 +1002,7 @@ class Trainer:
         interval = eval_interval(epoch_steps, cfg.eval_every)
         patience = cfg.patience * math.ceil(epoch_steps / interval)  # --patience: epochs' worth of evaluations
         if cfg.average > 0:
-            self.average = WeightAverage([p for p in self.model.parameters()], cfg.average * epoch_steps)
+            self.average = WeightAverage(list(self.model.parameters()), cfg.average * epoch_steps)
             if self._average_state is not None:
                 self.average.load(self._average_state)
         stop_reason = "epochs"
@@ -1028,7 +1029,8 @@ class Trainer:
                 self.writer.wait()
                 if not self.rundir.has_model():  # no dictionary ever scored: keep the last evaluation's model
                     step = self.so_far.steps(group.world) if self.so_far else epoch_steps
-                    self.rundir.save_state({"model": self.selected_weights(), "epoch": self.epoch, "step": step}, MODEL)
+                    with self._averaged():
+                        self.rundir.save_state({"model": self.model.state_dict(), "epoch": self.epoch, "step": step}, MODEL)
                     self.selection.best_epoch, self.selection.best_step = self.epoch, step
                 self.export_embeddings()
         distributed.barrier(group)  # every rank returns once the run directory is complete
@@ -1042,7 +1044,7 @@ class Trainer:
         """Score the model at `step` of the epoch, keep it if selected, checkpoint, log (the epoch's
         statistics so far: at its end, the whole epoch's)."""
         t_eval = time.perf_counter()
-        with self.average.applied() if self.average else contextlib.nullcontext():
+        with self._averaged():
             score = self.task.score(self.model, self.prep, self.cfg)
         eval_s = time.perf_counter() - t_eval
         final = self.so_far is None and self.epoch == self.cfg.epochs
