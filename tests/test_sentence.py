@@ -158,7 +158,62 @@ def test_numbers_in_any_script_are_word_evidence(tmp_path):
     enc = HandEncoder({"१९९०": e[0], "1990": e[1], "1991": e[0], "x": e[2], "y": e[2]})
     src = mine.encode_corpus(enc, "src", ["१९९० x"], tmp_path)
     tgt = mine.encode_corpus(enc, "tgt", ["1990 y", "1991 y"], tmp_path)
-    np.testing.assert_allclose(mine.word_evidence(src, tgt, np.array([0, 0]), np.array([0, 1])), [1.0, 0.5])
+    # one source sentence: its words all have IDF 0 and weigh alike; on the target side 'y' is in both
+    # sentences (IDF 0, floored) and '1991' in one (√log 2): (0 + 1)/2 one way, y's share the other
+    w_y, w_num = np.sqrt(mine.IDF_FLOOR), np.sqrt(np.log(2))
+    np.testing.assert_allclose(mine.word_evidence(src, tgt, np.array([0, 0]), np.array([0, 1])),
+                               [1.0, 0.5 * (0.5 + w_y / (w_y + w_num))], rtol=1e-5)
+
+
+def test_static_lexicon_is_each_words_nearest_by_csls_and_numbers_match(tmp_path):
+    """Each word type's LEXICON_SIZE nearest words of the other corpus by CSLS of the static vectors,
+    weight max(CSLS / 2, 0), descending, checked against a brute-force CSLS; a number's best translation
+    is the same number in the other script, weight 1."""
+    rng = np.random.default_rng(0)
+    words_s, words_t = [f"s{i}" for i in range(12)] + ["१९९०"], [f"t{i}" for i in range(9)] + ["1990"]
+    static = {w: rng.standard_normal(4) for w in words_s + words_t}
+    enc = StaticHandEncoder({w: np.eye(4)[0] for w in static}, static)
+    src = mine.encode_corpus(enc, "src", [" ".join(words_s)], tmp_path)
+    tgt = mine.encode_corpus(enc, "tgt", [" ".join(words_t)], tmp_path)
+    hub = mine.static_hubness(src, tgt)
+    fwd, bwd = mine.static_lexicons(src, tgt, hub)
+    csls = 2 * src.word_vectors @ tgt.word_vectors.T - hub[0][:, None] - hub[1][None, :]
+    for i in range(len(words_s) - 1):
+        entries = slice(fwd.offsets[i], fwd.offsets[i + 1])
+        best = np.argsort(-csls[i], kind="stable")[:mine.LEXICON_SIZE]
+        keep = csls[i, best] > 0
+        assert fwd.words[entries].tolist() == best[keep].tolist()
+        np.testing.assert_allclose(fwd.weights[entries], csls[i, best[keep]] / 2, rtol=1e-5)
+    number = len(words_s) - 1
+    assert fwd.words[fwd.offsets[number]] == len(words_t) - 1 and fwd.weights[fwd.offsets[number]] == 1.0
+    assert bwd.words[bwd.offsets[len(words_t) - 1]] == number
+
+
+def test_lexical_candidates_find_the_pair_the_sentence_vectors_hide(tmp_path):
+    """s0 = 'a b' translates t0 = 'A B'. Decoys hide the pair from stage 1's sentence vectors both ways:
+    t2 = 'X X' lies on s0's mean (s0's best target), s2 = 'u u' on t0's mean (t0's best source). The
+    words of s0 and t0 match one to one, so lexicon coverage ranks t0 first for s0, and stage 2 keeps
+    the pair; with sentence vectors alone (lexical=0) it never becomes a candidate."""
+    e = np.eye(6)
+    B = e[1] + 0.3 * e[4]
+    mean_ab = e[0] + e[1]
+    mean_AB = e[0] + B / np.linalg.norm(B)
+    vectors = {"a": e[0], "b": e[1], "c": e[2], "d": e[3], "A": e[0], "B": B, "C": e[2], "D": e[3],
+               "X": mean_ab, "u": mean_AB, "f": e[5], "F": e[5]}
+    enc = StaticHandEncoder(vectors, vectors)
+    enc.dim = 6
+    src = mine.encode_corpus(enc, "src", ["a b", "c d", "u u", "f"], tmp_path)
+    tgt = mine.encode_corpus(enc, "tgt", ["A B", "C D", "X X", "F"], tmp_path)
+    hub = mine.static_hubness(src, tgt, knn=2)
+    lex_s, lex_t = mine.lexical_candidates(src, tgt, hub, 1)
+    assert (0, 0) in set(zip(lex_s.tolist(), lex_t.tolist()))
+    options = dict(threshold=-1.0, knn=1, center=False, candidates=1, word_weight=0.5, length_weight=0.0)
+    without = mine.mine_sentences(src, tgt, lexical=0, **options)
+    assert (0, 0) not in set(zip(without.src.tolist(), without.tgt.tolist()))
+    found = mine.mine_sentences(src, tgt, lexical=1, **options)
+    assert (0, 0) in set(zip(found.src.tolist(), found.tgt.tolist()))
+    with pytest.raises(mine.XlfastError, match="lexical"):
+        mine.mine_sentences(src, tgt, lexical=-1, **options)
 
 
 def test_neighbourhood_margin_and_best_both_ways_known_answer():

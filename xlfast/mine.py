@@ -10,8 +10,9 @@ Stages, each timed and shown as a progress stage:
 2. **search** – `xlfast.search.search`: the best target per source row and the best source per target
    row, in one process, in blocks or sharded over processes, always with the one-process answer
    (sentence level: `search_topk`, the `candidates` best both ways).
-3. **rescore** (sentence level, two stages) – each candidate pair's word evidence from the token
-   vectors (`word_evidence`), combined with the cosine of the sentence vectors.
+3. **lexical** and **rescore** (sentence level, two stages) – more candidates from the coverage of each
+   sentence by the run's own translation lexicon (`lexical_candidates`); each candidate pair's word
+   evidence from the word vectors (`word_evidence`), combined with the cosine of the sentence vectors.
 4. **aggregate** – word level: token pairs above the threshold (both directions, a pair found both ways
    counts once) become word-type pairs with counts and mean score. Sentence level: forward and
    backward best candidates, highest margin first, one-to-one, above the threshold.
@@ -83,6 +84,13 @@ RESCORED_THRESHOLD = 0.0
 EVIDENCE = ("context", "static", "both")
 DEFAULT_EVIDENCE = "static"
 DEFAULT_LENGTH_WEIGHT = 0.02
+# Stage 1 also takes, both ways, the `lexical` sentences best covered by the translations of a sentence's
+# words (`lexical_candidates`; each word type's LEXICON_SIZE nearest words by static CSLS): dense sentence
+# vectors blur a sentence's rare content words, which a lexicon matches one by one.
+DEFAULT_LEXICAL = 20
+LEXICON_SIZE = 5
+LEXICAL_MAX_POSTINGS = 5000  # translations found in more sentences are skipped (see xlfast.kernels.coverage)
+IDF_FLOOR = 1e-3  # the least IDF a token weighs with in the word evidence (a word in every sentence has 0)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -109,6 +117,7 @@ class EncodedCorpus:
     words: list[str]  # word types, in order of first occurrence
     sentence_offsets: np.ndarray  # [S+1] int64: tokens of sentence s are rows offsets[s]:offsets[s+1]
     sentence_vectors: np.ndarray  # [S, d] float32, mean of the sentence's token vectors (0 when empty)
+    idf: np.ndarray  # [W] float32, log(S / sentences containing the word type)
     # Where the encoder has context-free word vectors (an xlfast run's subword-aware table): them, unit
     # length, per word type [W, d'], and the IDF-weighted sum of them per sentence [S, d'] (0 when empty).
     word_vectors: np.ndarray | None = None
@@ -162,23 +171,29 @@ def encode_corpus(encoder, side: str, lines: Sequence[str], work_dir, line_numbe
         progress(f"encode {side}", batch[-1] + 1, len(tokens))
     vectors.flush()
     words = list(vocab)
+    _, set_words = sentence_word_sets(token_sentence, token_word, len(words))
+    idf = np.log(max(len(tokens), 1) / np.maximum(np.bincount(set_words, minlength=len(words)), 1)).astype(np.float32)
     static = static_sentences = None
     if hasattr(encoder, "word_vectors"):
-        static, static_sentences = _static_vectors(encoder, side, words, token_word, token_sentence, len(tokens))
+        static, static_sentences = _static_vectors(encoder, side, words, token_word, token_sentence, len(tokens), idf)
     return EncodedCorpus(list(lines), list(line_numbers or range(1, len(lines) + 1)), vectors, token_sentence,
-                         token_word, words, offsets, sentence_vectors, static, static_sentences)
+                         token_word, words, offsets, sentence_vectors, idf, static, static_sentences)
+
+
+def sentence_word_sets(token_sentence: np.ndarray, token_word: np.ndarray, n_words: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sentence, word type) of every distinct word of every sentence, sorted by sentence then word."""
+    n_words = max(n_words, 1)
+    pairs = np.unique(token_sentence.astype(np.int64) * n_words + token_word)
+    return pairs // n_words, pairs % n_words
 
 
 def _static_vectors(encoder, side: str, words: list[str], token_word: np.ndarray, token_sentence: np.ndarray,
-                    sentences: int, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+                    sentences: int, idf: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
     """Unit context-free vectors of the word types, and per sentence the sum of its words' vectors weighted
-    by their inverse document frequency, log(S / sentences containing the word) (as IDF-weighted
-    averages of word embeddings make sentence vectors; Arora et al. 2017 weight by frequency alike)."""
+    by their inverse document frequency `idf` (as IDF-weighted averages of word embeddings make sentence
+    vectors; Arora et al. 2017 weight by frequency alike)."""
     table = np.concatenate([normalize(np.asarray(encoder.word_vectors(side, words[i: i + chunk]), np.float32)).numpy()
                             for i in range(0, len(words), chunk)])
-    per_sentence = np.unique(token_sentence.astype(np.int64) * max(len(words), 1) + token_word)
-    df = np.bincount(per_sentence % max(len(words), 1), minlength=len(words))
-    idf = np.log(max(sentences, 1) / np.maximum(df, 1)).astype(np.float32)
     out = torch.zeros(sentences, table.shape[1])
     for lo in range(0, len(token_word), chunk):  # a chunk's weighted rows: 128 MB at d = 500
         threads.poll()
@@ -439,7 +454,10 @@ def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pa
                   static: bool = False, hubness: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Word-level evidence for candidate sentence pairs (stage 2): the mean over the source tokens of
     their best cosine to a target token, and the same from the target side, averaged (as BERTScore
-    matches tokens, Zhang et al. 2020). Two numbers (any script's digits) match with cosine 1 when they
+    matches tokens, Zhang et al. 2020). The means weigh each token by √idf of its word type (BERTScore
+    weighs by IDF too: a rare content word says more than "the"; the square root keeps the frequent
+    words in, which measured better on ne-en and shp-es); where every word has IDF 0 (one sentence) the
+    weights are equal. Two numbers (any script's digits) match with cosine 1 when they
     are the same number and 0 otherwise, whatever the encoder says. `static`: the cosines of the
     context-free word vectors (`EncodedCorpus.word_vectors`) instead of the contextual ones; with
     `hubness` (per word type of each side, its mean cosine to its nearest words of the other side,
@@ -464,10 +482,16 @@ def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pa
         sim = np.where(both, (na == nb).astype(np.float32), sim)
         lengths = np.diff(tgt.sentence_offsets)[pair_t[group]]
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        src_side = np.maximum.reduceat(sim, starts, axis=1).mean(axis=0)
-        tgt_side = np.add.reduceat(sim.max(axis=0), starts) / lengths
+        wa, wb = _evidence_weights(src, rows_a), _evidence_weights(tgt, rows_b)
+        src_side = wa @ np.maximum.reduceat(sim, starts, axis=1) / wa.sum()
+        tgt_side = np.add.reduceat(sim.max(axis=0) * wb, starts) / np.add.reduceat(wb, starts)
         out[group] = 0.5 * (src_side + tgt_side)
     return out
+
+
+def _evidence_weights(corpus: EncodedCorpus, rows: np.ndarray) -> np.ndarray:
+    """√idf of the tokens' word types, floored so that a sentence never weighs to 0 in all."""
+    return np.sqrt(np.maximum(corpus.idf[corpus.token_word[rows]], IDF_FLOOR))
 
 
 def static_hubness(src: EncodedCorpus, tgt: EncodedCorpus, knn: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -532,15 +556,95 @@ def length_penalty(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, p
     return (((ratio - mid) / spread) ** 2).astype(np.float32)
 
 
+# ----------------------------------------------------------------------------------------------
+# sentence level, stage 1's second source of candidates: coverage by the run's own lexicon
+
+
+@dataclass
+class Lexicon:
+    """For every word type of one corpus, its best translations among the word types of the other
+    (CSR: the entries of word w are offsets[w]:offsets[w + 1]) with their weights, descending."""
+
+    offsets: np.ndarray  # [W+1] int64
+    words: np.ndarray  # [E] int64, word types of the other corpus
+    weights: np.ndarray  # [E] float32, > 0
+
+
+def static_lexicons(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.ndarray, np.ndarray],
+                    size: int = LEXICON_SIZE) -> tuple[Lexicon, Lexicon]:
+    """Both ways, each word type's `size` nearest word types of the other corpus by CSLS of the static
+    vectors (one `xlfast.kernels.csls.topk` pass, both directions, never the full matrix), weighted by
+    max(CSLS, 0): the translation lexicon the run itself implies (as a dictionary-coverage matcher takes
+    one from a word aligner). Two numbers (any script's digits) are each other's best translation,
+    weight 1."""
+    from xlfast.kernels.csls import topk
+
+    found = topk(src.word_vectors, tgt.word_vectors, size, metric="csls", both=True, normalized=True,
+                 means=(torch.from_numpy(hubness[0]), torch.from_numpy(hubness[1])))
+    num_s, num_t = (np.array([number_key(w) for w in c.words], object) for c in (src, tgt))
+
+    def lexicon(scores, indices, num_a, num_b) -> Lexicon:
+        scores, indices = scores.numpy().astype(np.float32), indices.numpy().astype(np.int64)
+        rows = np.repeat(np.arange(len(indices)), indices.shape[1])
+        cols, vals = indices.ravel(), np.maximum(scores.ravel() / 2, 0)  # CSLS = 2·cos − r − r: halve to ≤ 1
+        where_b = {k: j for j, k in enumerate(num_b) if k is not None}
+        same = [(i, where_b[k]) for i, k in enumerate(num_a) if k is not None and k in where_b]
+        if same:
+            ni, nj = np.array(same, np.int64).T
+            rows, cols = np.concatenate([rows, ni]), np.concatenate([cols, nj])
+            vals = np.concatenate([vals, np.ones(len(ni), np.float32)])
+        keep = vals > 0
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+        order = np.lexsort((-vals, rows))
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        return Lexicon(np.searchsorted(rows, np.arange(len(num_a) + 1)).astype(np.int64), cols,
+                       vals.astype(np.float32))
+
+    return (lexicon(found.scores, found.indices, num_s, num_t),
+            lexicon(found.rev_scores, found.rev_indices, num_t, num_s))
+
+
+def coverage_candidates(a: EncodedCorpus, b: EncodedCorpus, lexicon: Lexicon, k: int) -> np.ndarray:
+    """For every sentence of `a`, the `k` sentences of `b` its words' translations cover best [S_a, k]
+    (−1 where fewer are covered at all): Σ over the distinct words w of the sentence of idf(w) × the
+    weight of w's best translation present in the other sentence (a dictionary-coverage score, as
+    classic sentence aligners use a bilingual lexicon; Moore 2002). The `k` best of each sentence come from
+    an inverted index of `b`, so only sentences sharing a translation with it are ever scored."""
+    from xlfast.kernels.coverage import coverage_topk
+
+    sent_a, word_a = sentence_word_sets(a.token_sentence, a.token_word, len(a.words))
+    sent_b, word_b = sentence_word_sets(b.token_sentence, b.token_word, len(b.words))
+    by_word = np.argsort(word_b, kind="stable")
+    postings = sent_b[by_word].astype(np.int32)
+    posting_offsets = np.searchsorted(word_b[by_word], np.arange(len(b.words) + 1)).astype(np.int64)
+    sentence_offsets = np.searchsorted(sent_a, np.arange(len(a.lines) + 1)).astype(np.int64)
+    return coverage_topk(sentence_offsets, word_a, a.idf, lexicon.offsets, lexicon.words,
+                         lexicon.weights, posting_offsets, postings, len(b.lines), k, LEXICAL_MAX_POSTINGS)
+
+
+def lexical_candidates(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.ndarray, np.ndarray],
+                       k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate sentence pairs (source, target indices) by lexicon coverage, the `k` best both ways."""
+    fwd_lex, bwd_lex = static_lexicons(src, tgt, hubness)
+    fwd = coverage_candidates(src, tgt, fwd_lex, k)
+    bwd = coverage_candidates(tgt, src, bwd_lex, k)
+    cand_s = np.concatenate([np.repeat(np.arange(len(fwd)), k), bwd.ravel()])
+    cand_t = np.concatenate([fwd.ravel(), np.repeat(np.arange(len(bwd)), k)])
+    found = (cand_s >= 0) & (cand_t >= 0)
+    return cand_s[found], cand_t[found]
+
+
 def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | None = None,
                    knn: int = DEFAULT_KNN["sentence"], metric: str = DEFAULT_METRIC["sentence"], nproc: int = 1,
                    mem=None, work_dir=None, center: bool = True, candidates: int = DEFAULT_CANDIDATES,
                    word_weight: float = DEFAULT_WORD_WEIGHT, evidence: str = DEFAULT_EVIDENCE,
-                   length_weight: float = DEFAULT_LENGTH_WEIGHT) -> SentencePairs:
+                   length_weight: float = DEFAULT_LENGTH_WEIGHT, lexical: int = DEFAULT_LEXICAL) -> SentencePairs:
     """Parallel sentences in one or two stages.
 
     Stage 1: margin search over sentence vectors (`sentence_features`; ratio margin, cos / mean of both
-    kNN neighbourhoods; Artetxe & Schwenk 2019) through `xlfast.search`, the `candidates` best both ways.
+    kNN neighbourhoods; Artetxe & Schwenk 2019) through `xlfast.search`, the `candidates` best both ways;
+    in two stages with static word vectors also the `lexical` best both ways by lexicon coverage
+    (`lexical_candidates`).
     `word_weight` = 0: one stage: every source's and every target's best candidate, highest margin
     first, each sentence used once, at or above the threshold (default DEFAULT_THRESHOLD[metric]).
     Stage 2 (`word_weight` > 0): every candidate pair is re-scored as (1 − w)·cos(sentence vectors)
@@ -555,6 +659,8 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
     _check_evidence(evidence)
     if length_weight < 0:
         raise XlfastError(f"the length weight must be at least 0, got {length_weight}")
+    if lexical < 0:
+        raise XlfastError(f"the lexical candidates must be at least 0, got {lexical}")
     two_stage = word_weight > 0
     threshold = (RESCORED_THRESHOLD if two_stage else _threshold(metric, None)) if threshold is None else threshold
     seconds = {"search": 0.0, "aggregate": 0.0}
@@ -570,20 +676,28 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
     cand_t = np.concatenate([top.fwd_indices.ravel(), np.repeat(np.arange(m), top.bwd_indices.shape[1])])
     cand_v = np.concatenate([top.fwd_scores.ravel(), top.bwd_scores.ravel()])
     if two_stage:
+        static = src.word_vectors is not None and tgt.word_vectors is not None
+        t1 = time.perf_counter()
+        hubness = static_hubness(src, tgt) if static and (lexical > 0 or evidence != "context") else None
+        seconds["rescore"] = time.perf_counter() - t1
+        if static and lexical > 0:
+            t1 = time.perf_counter()
+            lex_s, lex_t = lexical_candidates(src, tgt, hubness, lexical)  # sentences with words: all kept
+            cand_s = np.concatenate([cand_s, np.searchsorted(keep_s, lex_s)])
+            cand_t = np.concatenate([cand_t, np.searchsorted(keep_t, lex_t)])
+            seconds["lexical"] = time.perf_counter() - t1
         _, first = np.unique(cand_s.astype(np.int64) * max(m, 1) + cand_t, return_index=True)
         cand_s, cand_t = cand_s[first], cand_t[first]
         sentence = np.einsum("ij,ij->i", xs[cand_s], xt[cand_t])
-        seconds["aggregate"] = time.perf_counter() - t0
+        seconds["aggregate"] = time.perf_counter() - t0 - seconds["rescore"] - seconds.get("lexical", 0.0)
         t0 = time.perf_counter()
         pair_s, pair_t = keep_s[cand_s], keep_t[cand_t]
-        static = src.word_vectors is not None and tgt.word_vectors is not None
         kinds = {"context": [False], "static": [static], "both": [False, True] if static else [False]}[evidence]
-        hubness = static_hubness(src, tgt) if True in kinds else None
         words = np.mean([word_evidence(src, tgt, pair_s, pair_t, k, hubness) for k in kinds], axis=0)
         score = (1 - word_weight) * sentence + word_weight * words
         if length_weight > 0:
             score = score - length_weight * length_penalty(src, tgt, pair_s, pair_t, score)
-        seconds["rescore"] = time.perf_counter() - t0
+        seconds["rescore"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         cand_v = neighbourhood_margin(cand_s, cand_t, score, knn)
         best = best_both_ways(cand_s, cand_t, cand_v)
@@ -650,6 +764,7 @@ class MiningSummary:
     token_pairs: int | None = None  # word level
     iterations: list[IterationStats] | None = None  # word level
     candidates: int | None = None  # sentence level: stage 1's candidates per sentence, both ways
+    lexical: int | None = None  # sentence level: stage 1's lexicon-coverage candidates per sentence, both ways
     word_weight: float | None = None  # sentence level: stage 2's weight of the word evidence (0: one stage)
     evidence: str | None = None  # sentence level: the word vectors stage 2 compares (context, static, both)
     length_weight: float | None = None  # sentence level: stage 2's weight of the length-ratio penalty
@@ -706,6 +821,7 @@ def mine_corpora(encoder, src_lines: Sequence[str], tgt_lines: Sequence[str], ou
             best = [(float(v), src.lines[i], tgt.lines[j])
                     for i, j, v in list(zip(sentences.src, sentences.tgt, sentences.score))[:SHOWN_PAIRS]]
             extra = dict(pairs=len(sentences), candidates=options.get("candidates", DEFAULT_CANDIDATES),
+                         lexical=options.get("lexical", DEFAULT_LEXICAL),
                          word_weight=options.get("word_weight", DEFAULT_WORD_WEIGHT),
                          evidence=options.get("evidence", DEFAULT_EVIDENCE),
                          length_weight=options.get("length_weight", DEFAULT_LENGTH_WEIGHT))

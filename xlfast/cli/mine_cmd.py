@@ -64,6 +64,10 @@ def mine(
     candidates: Annotated[int, typer.Option(
         help="Sentence level: candidates per sentence, both ways, that stage 1 passes to stage 2.", min=1)
     ] = mining.DEFAULT_CANDIDATES,
+    lexical: Annotated[int, typer.Option(
+        help="Sentence level: stage 1 also passes, both ways, the sentences best covered by the translations "
+             "of a sentence's words (the run's own lexicon; 0: sentence vectors only). Needs static vectors.",
+        min=0)] = mining.DEFAULT_LEXICAL,
     word_weight: Annotated[float, typer.Option(
         help="Sentence level: weight of the word-level evidence in stage 2 (0: one stage, margin only). "
              f"Stage 2's threshold defaults to {mining.RESCORED_THRESHOLD}.")] = mining.DEFAULT_WORD_WEIGHT,
@@ -81,8 +85,9 @@ def mine(
     """Mine word pairs or parallel sentences from two monolingual corpora (Hangya et al. 2022)."""
     apply_threads(threads)
     by_level = (dict(iterations=iterations, sample=sample, map_update=map_update.value, min_count=min_count, seed=seed)
-                if level is Level.word else dict(center=center, candidates=candidates, word_weight=word_weight,
-                                                           evidence=evidence, length_weight=length_weight))
+                if level is Level.word else dict(center=center, candidates=candidates, lexical=lexical,
+                                                           word_weight=word_weight, evidence=evidence,
+                                                           length_weight=length_weight))
     with _StageProgress() as bar:
         summary = mining.mine_files(src, tgt, output, model=model, hf_model=hf_model,
                                     tokenize=tokenize and tokenize.value, lowercase=lowercase, src_lang=src_lang,
