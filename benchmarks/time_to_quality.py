@@ -13,7 +13,8 @@ vocabularies — plus the training loop up to that evaluation, which may be with
 trained by then (fractional when it was within an epoch), and per epoch the training, model-selection
 evaluation and checkpoint seconds (all of an epoch's evaluations); the export of the embeddings is the rest
 of the loop's time. `--epochs`
-bounds a run (the default command otherwise runs up to 60 epochs with patience 10); the report says so.
+bounds a run (the default command otherwise runs up to 60 epochs with patience 10, or 2 on corpora of at
+least 4,000 pairs); the report says so.
 Rows are appended to --csv.
 """
 from __future__ import annotations

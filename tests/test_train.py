@@ -530,24 +530,26 @@ def test_output_that_is_a_file_or_a_missing_corpus_is_one_line(synth, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_large_corpora_train_at_batch_64_with_the_sampled_softmax_unless_told(tmp_path):
-    from xlfast.train import LARGE_BATCH, LARGE_CORPUS
+def test_large_corpora_train_at_batch_64_with_the_sampled_softmax_and_less_patience_unless_told(tmp_path):
+    from xlfast.train import LARGE_BATCH, LARGE_CORPUS, LARGE_PATIENCE, PATIENCE
 
     def resolve(lines: int, **kw):
         corpus = tmp_path / f"c{lines}.tsv"
         if not corpus.exists():
             corpus.write_text("".join(f"a{i % 50} b\tc{i % 40} d\n" for i in range(lines)))
-        return cfg_for(corpus, tmp_path / "r", **{"batch_size": None, **kw}).resolve()
+        return cfg_for(corpus, tmp_path / "r", **{"batch_size": None, "patience": None, **kw}).resolve()
 
     small, note = resolve(LARGE_CORPUS - 1)
-    assert (small.batch_size, small.softmax, note) == (16, "full", None)
+    assert (small.batch_size, small.softmax, small.patience, note) == (16, "full", PATIENCE, None)
     large, note = resolve(LARGE_CORPUS)
-    assert (large.batch_size, large.softmax) == (LARGE_BATCH, "sampled")
-    assert note.startswith(f"{LARGE_CORPUS:,} sentence pairs") and "batch 64 and the sampled softmax" in note
-    told, note = resolve(LARGE_CORPUS, batch_size=32, softmax="full")
-    assert (told.batch_size, told.softmax, note) == (32, "full", None)
+    assert (large.batch_size, large.softmax, large.patience) == (LARGE_BATCH, "sampled", LARGE_PATIENCE)
+    assert note.startswith(f"{LARGE_CORPUS:,} sentence pairs")
+    assert f"batch 64, the sampled softmax and patience {LARGE_PATIENCE}" in note
+    told, note = resolve(LARGE_CORPUS, batch_size=32, softmax="full", patience=7)
+    assert (told.batch_size, told.softmax, told.patience, note) == (32, "full", 7, None)
     told, note = resolve(LARGE_CORPUS, softmax="full")
     assert (told.batch_size, told.softmax) == (LARGE_BATCH, "full") and "sampled" not in note
+    assert "batch 64 and patience" in note
     # a resolved run keeps its settings when resumed, whatever the defaults are then
     assert large.resolve()[0] == large
 

@@ -30,7 +30,7 @@ def train(
     dec_layers: Annotated[Optional[int], typer.Option(help="Decoder layers (overrides the preset).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sentence pairs per batch (overrides the preset; --mono: 64 sentences; parallel corpora of 4,000 pairs or more: 64).")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = DEFAULTS.epochs,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs' worth of evaluations (patience × evaluations per epoch) in which the selection score (pseudo-dictionary P@1; --mono: mutual-NN CSLS) did not rise.")] = DEFAULTS.patience,
+    patience: Annotated[Optional[int], typer.Option(help="Stop after this many epochs' worth of evaluations (patience × evaluations per epoch) in which the selection score (pseudo-dictionary P@1; --mono: mutual-NN CSLS) did not rise. Default: 10; 2 for corpora of at least 4,000 pairs, whose epochs are long.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (score for model selection, checkpoint, log) every this many steps, and at the end of every epoch; 0: once an epoch. Default: once an epoch of fewer than 600 steps, else every 300 steps or a little more (at most 8 times an epoch).", show_default=False)] = DEFAULTS.eval_every,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = DEFAULTS.lr,
     lr_decay: Annotated[float, typer.Option(help="Multiply the learning rate by this each time a third of the patience passes without a rise of the selection score (1: keep it).")] = DEFAULTS.lr_decay,
