@@ -160,11 +160,10 @@ class SubwordEmbedding(nn.Module):
             if self.subword == "ave":
                 # Both masks fused into the kernel: hashed, not stored, ~10x cheaper than F.dropout here.
                 return subword_embed(E, self.Z, lay, backend=backend, piece_dropout=dropout, output_dropout=dropout)
-            Z = F.dropout(self.Z, dropout, True) if dropout else self.Z
-            out = self._cnn_table(E, Z, lay, backend)
+            out = self._cnn_table(E, self.Z, lay, backend, dropout)
             return table_dropout(out, dropout, backend=backend) if dropout else out
 
-    def _cnn_table(self, E, Z, lay: PieceLayout, backend) -> torch.Tensor:
+    def _cnn_table(self, E, Z, lay: PieceLayout, backend, dropout: float = 0.0) -> torch.Tensor:
         # The mean over positions of a width-3 convolution is linear in the pieces, so the whole
         # vocabulary needs no per-word convolution: with taps W0, W1, W2 and z_{-1} = z_n = 0,
         #   mean_t y_t = [(W0+W1+W2)·Σz − W0·z_last − W2·z_first] / n + b.
@@ -172,6 +171,8 @@ class SubwordEmbedding(nn.Module):
         # table: 531 of 781 pieces for Griko) replace a conv over every word (V × pieces).
         used, lay = lay.compacted()
         Z = Z.index_select(0, used)
+        if dropout:  # on the pieces this language uses only, with the lookup's hashed mask (no RNG tensor)
+            Z = table_dropout(Z, dropout, backend=backend)
         d = Z.shape[1]
         w = self.conv.weight  # [out, in, 3]
         taps = torch.cat([w[:, :, 0].t(), w[:, :, 2].t(), w.sum(dim=2).t()], dim=1)  # [in, 3·out]
