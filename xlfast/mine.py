@@ -579,7 +579,7 @@ def static_lexicons(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.nd
                     size: int = LEXICON_SIZE) -> tuple[Lexicon, Lexicon]:
     """Both ways, each word type's `size` nearest word types of the other corpus by CSLS of the static
     vectors (one `xlfast.kernels.csls.topk` pass, both directions, never the full matrix), weighted by
-    max(CSLS, 0): the translation lexicon the run itself implies (as a dictionary-coverage matcher takes
+    max(CSLS / 2, 0) (at most 1): the translation lexicon the run itself implies (as a dictionary-coverage matcher takes
     one from a word aligner). Two numbers (any script's digits) are each other's best translation,
     weight 1."""
     from xlfast.kernels.csls import topk
