@@ -227,10 +227,12 @@ def test_cli_word_and_sentence_level(tmp_path, monkeypatch):
     assert rows and all((s, t) in enc.truth for s, t, _, _ in rows[:20])
     report = json.loads(js.read_text())
     assert report["pairs"] == len(rows) and "encode" in report["seconds"]
-    out_s = tmp_path / "sents.tsv"
+    out_s, js_s = tmp_path / "sents.tsv", tmp_path / "sents.json"
     res = CliRunner().invoke(app, ["mine", "--src", str(src_file), "--tgt", str(tgt_file), "--model", str(run_dir),
-                                   "-o", str(out_s), "--level", "sentence"])
+                                   "-o", str(out_s), "--level", "sentence", "--json", str(js_s)])
     assert res.exit_code == 0, res.output
+    report = json.loads(js_s.read_text())  # a run has static vectors: stage 1 also takes lexicon candidates
+    assert report["lexical"] == mine.DEFAULT_LEXICAL and "lexical" in report["seconds"]
     got = [line.split("\t") for line in out_s.read_text().splitlines()[1:]]
     assert len(got) >= 35
     for score, i, j, s, t in got:
@@ -240,9 +242,10 @@ def test_cli_word_and_sentence_level(tmp_path, monkeypatch):
     out_c, js_c = tmp_path / "sents_context.tsv", tmp_path / "sents_context.json"
     res = CliRunner().invoke(app, ["mine", "--src", str(src_file), "--tgt", str(tgt_file), "--model", str(run_dir),
                                    "-o", str(out_c), "--level", "sentence", "--evidence", "context",
-                                   "--length-weight", "0", "--json", str(js_c)])
+                                   "--length-weight", "0", "--lexical", "0", "--json", str(js_c)])
     assert res.exit_code == 0, res.output
-    assert json.loads(js_c.read_text())["evidence"] == "context"
+    report = json.loads(js_c.read_text())
+    assert report["evidence"] == "context" and report["lexical"] == 0 and "lexical" not in report["seconds"]
     assert len(out_c.read_text().splitlines()) >= 36
     res = CliRunner().invoke(app, ["mine", "--src", str(src_file), "--tgt", str(tgt_file), "--model", str(run_dir),
                                    "-o", str(tmp_path / "x.tsv"), "--level", "sentence", "--evidence", "words"])
