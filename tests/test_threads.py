@@ -109,20 +109,6 @@ def test_env_defaults_never_override_the_user(monkeypatch):
     assert env == {"XLFAST_TEST_A": "mine", "XLFAST_TEST_B": "2"}
 
 
-def test_the_onednn_cache_is_bounded_before_torch_loads_unless_the_user_says():
-    """oneDNN reads its primitive-cache capacity once, when torch first uses it: importing xlfast (before
-    torch) sets a bound; a value in the user's environment stays."""
-    import subprocess
-
-    code = "import xlfast, os, torch; print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))"
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == T.ENV_DEFAULTS["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
-    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "7"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "7"
-
-
 # ------------------------------------------------------------------------------------- pools
 @pytest.fixture
 def restore_threads():

@@ -38,7 +38,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 log = logging.getLogger("xlfast")
 
 # Read by the runtimes when they load, so they are set in xlfast/__init__.py before torch, numpy or numba
-# are imported (setdefault: the user's environment wins). No thread setting, by measurement:
+# are imported (setdefault: the user's environment wins). Empty, by measurement:
 # - OMP_WAIT_POLICY=PASSIVE / a small GOMP_SPINCOUNT end the collapse but cost 25–50% alone (a futex
 #   wake-up for every small parallel region of the LSTMs); the governor gets the same under load for free.
 # - NUMBA_THREADING_LAYER=workqueue (Numba's own sleeping pool instead of OpenMP) measured no faster
@@ -47,13 +47,12 @@ log = logging.getLogger("xlfast")
 #   with global symbols, so once torch is imported the system libgomp that Numba's layer (and our
 #   -fopenmp extensions) pull in is mapped but unused, and a Numba kernel runs on torch's warm team
 #   (checked: no extra threads, and a passive policy given to the system libgomp changes nothing).
-# One setting is set, for memory: oneDNN, which runs torch's CPU LSTMs, caches up to 1,024 primitives, one
-# per shape met, each holding about 7 MB at d = 500. Length-bucketed batches meet hundreds of shapes,
-# so a default run's memory grew step after step: grk-it (330 pairs) 2.0 GB after 4 epochs, 3.2 GB
-# after 24; ne-en (5,394 pairs, batch 64) 4.6 GB after one epoch and 8 GB after ten. With 128 cached
-# primitives grk-it peaks at 1.2 GB and ne-en at 2.9 GB after an epoch; the primitives rebuilt cost
-# grk-it 2-4 s in 24 (4 epochs, alternated) and nothing measurable on ne-en (one epoch: 181 s against 178).
-ENV_DEFAULTS: dict[str, str] = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128"}
+# - ONEDNN_PRIMITIVE_CACHE_CAPACITY (memory, not threads): oneDNN, which runs torch's CPU LSTMs, caches
+#   one primitive per batch shape, about 7 MB each at d = 500, up to 1,024, so a run's memory grows with the
+#   shapes it meets (ne-en at batch 64: 4.6 GB after one epoch, 8 GB after ten). A bound of 128 cuts that
+#   (0.63x after one ne-en epoch) but rebuilds primitives every epoch: the grk-it default command took
+#   145 s against 99-105 s (seed 2, alternated). Left to the user (README, benchmarks/train_memory.py).
+ENV_DEFAULTS: dict[str, str] = {}
 
 
 def apply_env_defaults(env=None) -> dict:
