@@ -185,7 +185,8 @@ def encode_corpus(encoder, side: str, lines: Sequence[str], work_dir, line_numbe
                          token_word, words, offsets, sentence_vectors, idf, static, static_sentences)
 
 
-def sentence_word_sets(token_sentence: np.ndarray, token_word: np.ndarray, n_words: int) -> tuple[np.ndarray, np.ndarray]:
+def sentence_word_sets(token_sentence: np.ndarray, token_word: np.ndarray,
+                       n_words: int) -> tuple[np.ndarray, np.ndarray]:
     """(sentence, word type) of every distinct word of every sentence, sorted by sentence then word."""
     n_words = max(n_words, 1)
     pairs = np.unique(token_sentence.astype(np.int64) * n_words + token_word)
