@@ -45,6 +45,7 @@ import logging
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -122,7 +123,6 @@ class EncodedCorpus:
     words: list[str]  # word types, in order of first occurrence
     sentence_offsets: np.ndarray  # [S+1] int64: tokens of sentence s are rows offsets[s]:offsets[s+1]
     sentence_vectors: np.ndarray  # [S, d] float32, mean of the sentence's token vectors (0 when empty)
-    idf: np.ndarray  # [W] float32, log(S / sentences containing the word type)
     # Where the encoder has context-free word vectors (an xlfast run's subword-aware table): them, unit
     # length, per word type [W, d'], and the IDF-weighted sum of them per sentence [S, d'] (0 when empty).
     word_vectors: np.ndarray | None = None
@@ -131,6 +131,19 @@ class EncodedCorpus:
     @property
     def n_tokens(self) -> int:
         return int(self.vectors.shape[0])
+
+    @cached_property
+    def word_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sentence, word type) of every distinct word of every sentence, sorted by sentence then word."""
+        n_words = max(len(self.words), 1)
+        pairs = np.unique(self.token_sentence.astype(np.int64) * n_words + self.token_word)
+        return pairs // n_words, pairs % n_words
+
+    @cached_property
+    def idf(self) -> np.ndarray:
+        """[W] float32: log(S / sentences containing the word type)."""
+        df = np.bincount(self.word_sets[1], minlength=len(self.words))
+        return np.log(max(len(self.lines), 1) / np.maximum(df, 1)).astype(np.float32)
 
     def rows_of(self, sentences: np.ndarray) -> np.ndarray:
         """Token rows of the given sentences, in order."""
@@ -175,36 +188,25 @@ def encode_corpus(encoder, side: str, lines: Sequence[str], work_dir, line_numbe
             sentence_vectors[s] = vec.mean(axis=0)
         progress(f"encode {side}", batch[-1] + 1, len(tokens))
     vectors.flush()
-    words = list(vocab)
-    _, set_words = sentence_word_sets(token_sentence, token_word, len(words))
-    idf = np.log(max(len(tokens), 1) / np.maximum(np.bincount(set_words, minlength=len(words)), 1)).astype(np.float32)
-    static = static_sentences = None
+    corpus = EncodedCorpus(list(lines), list(line_numbers or range(1, len(lines) + 1)), vectors, token_sentence,
+                           token_word, list(vocab), offsets, sentence_vectors)
     if hasattr(encoder, "word_vectors"):
-        static, static_sentences = _static_vectors(encoder, side, words, token_word, token_sentence, len(tokens), idf)
-    return EncodedCorpus(list(lines), list(line_numbers or range(1, len(lines) + 1)), vectors, token_sentence,
-                         token_word, words, offsets, sentence_vectors, idf, static, static_sentences)
+        corpus.word_vectors, corpus.static_sentence_vectors = _static_vectors(encoder, side, corpus)
+    return corpus
 
 
-def sentence_word_sets(token_sentence: np.ndarray, token_word: np.ndarray,
-                       n_words: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sentence, word type) of every distinct word of every sentence, sorted by sentence then word."""
-    n_words = max(n_words, 1)
-    pairs = np.unique(token_sentence.astype(np.int64) * n_words + token_word)
-    return pairs // n_words, pairs % n_words
-
-
-def _static_vectors(encoder, side: str, words: list[str], token_word: np.ndarray, token_sentence: np.ndarray,
-                    sentences: int, idf: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
-    """Unit context-free vectors of the word types, and per sentence the sum of its words' vectors weighted
-    by their inverse document frequency `idf` (as IDF-weighted averages of word embeddings make sentence
-    vectors; Arora et al. 2017 weight by frequency alike)."""
+def _static_vectors(encoder, side: str, corpus: EncodedCorpus, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Unit context-free vectors of the corpus's word types, and per sentence the sum of its words' vectors
+    weighted by their inverse document frequency (`EncodedCorpus.idf`; as IDF-weighted averages of word
+    embeddings make sentence vectors; Arora et al. 2017 weight by frequency alike)."""
+    words, idf = corpus.words, corpus.idf
     table = np.concatenate([normalize(np.asarray(encoder.word_vectors(side, words[i: i + chunk]), np.float32)).numpy()
                             for i in range(0, len(words), chunk)])
-    out = torch.zeros(sentences, table.shape[1])
-    for lo in range(0, len(token_word), chunk):  # a chunk's weighted rows: 128 MB at d = 500
+    out = torch.zeros(len(corpus.lines), table.shape[1])
+    for lo in range(0, corpus.n_tokens, chunk):  # a chunk's weighted rows: 128 MB at d = 500
         threads.poll()
-        w = token_word[lo: lo + chunk]
-        out.index_add_(0, torch.from_numpy(token_sentence[lo: lo + chunk].astype(np.int64)),
+        w = corpus.token_word[lo: lo + chunk]
+        out.index_add_(0, torch.from_numpy(corpus.token_sentence[lo: lo + chunk].astype(np.int64)),
                        torch.from_numpy(table[w] * idf[w, None]))
     return table, out.numpy()
 
@@ -436,17 +438,22 @@ def number_key(token: str) -> str | None:
     return "".join(str(unicodedata.decimal(ch)) for ch in token if ch.isdecimal())
 
 
-def _number_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
-    """Per token of each corpus: an id of its number (the same id for the same number on both sides,
-    see number_key), -1 for other tokens."""
+def _number_word_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
+    """Per word type of each corpus: an id of its number (the same id for the same number on both sides,
+    see number_key), -1 for other words."""
     ids: dict[str, int] = {}
 
-    def per_token(corpus: EncodedCorpus) -> np.ndarray:
+    def per_word(corpus: EncodedCorpus) -> np.ndarray:
         keys = [number_key(w) for w in corpus.words]
-        by_word = np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys] or [-1], np.int64)
-        return by_word[corpus.token_word]
+        return np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys], np.int64)
 
-    return per_token(src), per_token(tgt)
+    return per_word(src), per_word(tgt)
+
+
+def _number_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
+    """Per token of each corpus: its word's number id (`_number_word_ids`), -1 for other tokens."""
+    by_word_s, by_word_t = _number_word_ids(src, tgt)
+    return by_word_s[src.token_word], by_word_t[tgt.token_word]
 
 
 def _token_vectors(corpus: EncodedCorpus, rows: np.ndarray, static: bool) -> np.ndarray:
@@ -587,14 +594,14 @@ def static_lexicons(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.nd
 
     found = topk(src.word_vectors, tgt.word_vectors, size, metric="csls", both=True, normalized=True,
                  means=(torch.from_numpy(hubness[0]), torch.from_numpy(hubness[1])))
-    num_s, num_t = (np.array([number_key(w) for w in c.words], object) for c in (src, tgt))
+    num_s, num_t = _number_word_ids(src, tgt)
 
     def lexicon(scores, indices, num_a, num_b) -> Lexicon:
         scores, indices = scores.numpy().astype(np.float32), indices.numpy().astype(np.int64)
         rows = np.repeat(np.arange(len(indices)), indices.shape[1])
         cols, vals = indices.ravel(), np.maximum(scores.ravel() / 2, 0)  # CSLS = 2·cos − r − r: halve to ≤ 1
-        where_b = {k: j for j, k in enumerate(num_b) if k is not None}
-        same = [(i, where_b[k]) for i, k in enumerate(num_a) if k is not None and k in where_b]
+        where_b = {int(k): j for j, k in enumerate(num_b) if k >= 0}  # one spelling per number (the last)
+        same = [(i, where_b[int(k)]) for i, k in enumerate(num_a) if k >= 0 and int(k) in where_b]
         if same:
             ni, nj = np.array(same, np.int64).T
             rows, cols = np.concatenate([rows, ni]), np.concatenate([cols, nj])
@@ -618,8 +625,8 @@ def coverage_candidates(a: EncodedCorpus, b: EncodedCorpus, lexicon: Lexicon, k:
     an inverted index of `b`, so only sentences sharing a translation with it are ever scored."""
     from xlfast.kernels.coverage import coverage_topk
 
-    sent_a, word_a = sentence_word_sets(a.token_sentence, a.token_word, len(a.words))
-    sent_b, word_b = sentence_word_sets(b.token_sentence, b.token_word, len(b.words))
+    sent_a, word_a = a.word_sets
+    sent_b, word_b = b.word_sets
     by_word = np.argsort(word_b, kind="stable")
     postings = sent_b[by_word].astype(np.int32)
     posting_offsets = np.searchsorted(word_b[by_word], np.arange(len(b.words) + 1)).astype(np.int64)
