@@ -11,7 +11,7 @@ from xlfast.errors import BackendUnavailable, XlfastError
 from xlfast.kernels.dispatch import bf16_native
 from xlfast.kernels.linear_ce import (UnigramSampler, linear_cross_entropy, reference_linear_cross_entropy, registry,
                                      sampled_cross_entropy)
-from xlfast.kernels.linear_ce import base
+from xlfast.kernels.linear_ce import base, bf16_gemm
 
 CPU_BACKENDS = [n for n in registry.available("cpu") if n != "torch"]
 
@@ -377,13 +377,37 @@ def test_bench_in_bf16_measures_each_provider_against_float32_on_the_same_rows()
         assert r["max_err"] <= 2 * by["torch"]["max_err"] + 1e-3, (name, r["max_err"], by["torch"]["max_err"])
 
 
+@pytest.mark.skipif(not bf16_gemm.available(), reason="this torch has no MKL bf16→float32 GEMM")
+def test_mkl_bf16_gemm_matches_torch_in_every_layout_and_accumulates_in_float32():
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(70, 130, generator=gen).bfloat16()
+    b = torch.randn(130, 45, generator=gen).bfloat16()
+    want = a.double() @ b.double()
+    for A in (a, a.t().contiguous().t()):
+        for B in (b, b.t().contiguous().t()):
+            out = torch.empty(70, 45)
+            bf16_gemm.mm_into(A, B, out)
+            assert torch.allclose(out.double(), want, atol=1e-4, rtol=1e-5)
+    # β = 1 adds into float32: 1e4 + a small product keeps the small product's bits a bf16 output would lose
+    out = torch.full((70, 45), 1e4)
+    bf16_gemm.mm_into(a, b, out, accumulate=True)
+    assert torch.allclose(out.double() - 1e4, want, atol=2e-3)
+    with pytest.raises(ValueError):
+        bf16_gemm.mm_into(a, b, torch.empty(70, 45, dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize("mkl", [True, False], ids=["mkl-bf16-gemm", "torch-bf16-gemm"])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("N,V,d,chunk", [(123, 1000, 37, 16), (64, 5000, 16, 64)])
-def test_bf16_rows_take_bf16_gemms_and_stay_within_autocasts_error(backend, N, V, d, chunk):
+def test_bf16_rows_take_bf16_gemms_and_stay_within_autocasts_error(backend, N, V, d, chunk, mkl, monkeypatch):
     """The CPU path for bf16 rows against a float32 table (what CPUs with AMX / AVX512-BF16 run under
-    autocast): bf16 GEMMs, float32 row pass. Run here on any CPU (bf16 GEMMs are only slower where
-    emulated). Its error against fp64 on the same bf16 rows must stay within twice that of F.linear +
-    F.cross_entropy under bf16 autocast, which also rounds the logits to bf16."""
+    autocast): bf16 GEMMs, float32 row pass, the gradient GEMMs in MKL's bf16→float32 GEMM where torch
+    has it, else torch's bf16 ones. Run here on any CPU (bf16 GEMMs are only slower where emulated). Its
+    error against fp64 on the same bf16 rows must stay within twice that of F.linear + F.cross_entropy
+    under bf16 autocast, which also rounds the logits to bf16."""
+    if mkl and not bf16_gemm.available():
+        pytest.skip("this torch has no MKL bf16→float32 GEMM")
+    monkeypatch.setattr(bf16_gemm, "available", lambda: mkl)
     x, W, t, b = problem(N, V, d, first_class=1, bias=True, ignore_every=5, scale=0.5)
     xb = x.bfloat16()
     _, kernel = registry.choose("cpu", backend)

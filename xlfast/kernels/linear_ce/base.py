@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from xlfast.errors import XlfastError
+from xlfast.kernels.linear_ce import bf16_gemm
 
 # Bytes of the reused logits chunk; rows per chunk = this / (V · 4), at least MIN_CHUNK_ROWS. The three
 # GEMMs of a chunk have the chunk's rows as one dimension (dW's accumulation has them as K, and reads and
@@ -97,10 +98,12 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
     # bf16 rows on a CPU (x bf16, weight float32): bf16 GEMMs (AMX / AVX512-BF16), while the row pass
     # (log-sum-exp, softmax gradient) reads and writes float32 logits. Torch's CPU GEMMs cannot write
     # float32 from bf16 inputs, hence a bf16 copy of each chunk's logits and of its gradient. The weight
-    # gradient sums the chunks in float32.
-    bf16_gemm = x.dtype == torch.bfloat16 and x.device.type == "cpu" and weight.dtype == torch.float32
+    # gradient sums the chunks in float32: inside MKL's bf16→float32 GEMM (β = 1) where torch has it
+    # (`bf16_gemm`), which also writes the input gradient in float32, else a bf16 product per chunk added.
+    bf16_rows = x.dtype == torch.bfloat16 and x.device.type == "cpu" and weight.dtype == torch.float32
+    mkl = bf16_rows and bf16_gemm.available()
     V = weight.shape[0] - first_class
-    W = (logits_buffer(V, d, x.dtype, x.device, "table").copy_(weight[first_class:]) if bf16_gemm
+    W = (logits_buffer(V, d, x.dtype, x.device, "table").copy_(weight[first_class:]) if bf16_rows
          else weight[first_class:].to(x.dtype))
     keep = target != ignore_index
     rows = torch.nonzero(keep).squeeze(1)
@@ -115,16 +118,18 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
                               f"{ignore_index}; got {int(low)}..{int(high)}")
     losses = torch.empty(n, dtype=torch.float32, device=x.device)
     grad = need_x or need_weight or need_bias
-    dX = torch.empty(n, d, dtype=x.dtype, device=x.device) if need_x else None
+    dX = torch.empty(n, d, dtype=torch.float32 if mkl else x.dtype, device=x.device) if need_x else None
     dW_full = torch.empty_like(weight) if need_weight else None
     dW = dW_full[first_class:] if need_weight else None
     db = torch.zeros(V, dtype=torch.float32, device=x.device) if need_bias else None
-    step = chunk_rows(n, V, 4 if bf16_gemm else x.element_size(), chunk_bytes)
+    # bytes per logit held: the GEMM's buffer, plus a float32 copy where the row pass cannot read bf16
+    held = x.element_size() + (4 if bf16_rows and not kernel.takes_bf16 else 0)
+    step = chunk_rows(n, V, held, chunk_bytes)
     Wt = W.t()
     for start in range(0, n, step):
         stop = min(start + step, n)
         Xc = X[start:stop]
-        if bf16_gemm:
+        if bf16_rows:
             Lg = logits_buffer(stop - start, V, x.dtype, x.device)  # bf16 logits, then the bf16 gradient
             torch.mm(Xc, Wt, out=Lg)
             # the row pass computes in fp32: on the bf16 chunk itself where the backend reads bf16, else on a copy
@@ -136,9 +141,14 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
         if Lg is not Lc and (need_x or need_weight):
             Lg.copy_(Lc)
         if need_x:
-            torch.mm(Lg, W, out=dX[start:stop])
+            if mkl:
+                bf16_gemm.mm_into(Lg, W, dX[start:stop])
+            else:
+                torch.mm(Lg, W, out=dX[start:stop])
         if need_weight:
-            if bf16_gemm:  # a bf16 product per chunk, summed in float32
+            if mkl:
+                bf16_gemm.mm_into(Lg.t(), Xc, dW, accumulate=start > 0)
+            elif bf16_rows:  # a bf16 product per chunk, summed in float32
                 part = torch.mm(Lg.t(), Xc, out=logits_buffer(V, d, x.dtype, x.device, "grad_weight"))
                 dW.copy_(part) if start == 0 else dW.add_(part)
             elif start == 0:
@@ -151,6 +161,8 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
         dW_full[:first_class].zero_()
         if n == 0:
             dW.zero_()
+    if need_x and mkl:
+        dX = dX.to(x.dtype)
     if need_x and not dense:
         dX = torch.zeros_like(x).index_copy_(0, rows, dX)
     if need_bias:
