@@ -408,6 +408,30 @@ def test_table_dropout_matches_its_mask_and_gradient(backend):
     assert table_dropout(X, 0.0) is X
 
 
+@pytest.mark.parametrize("p", [0.5, 0.1])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_table_dropout_of_bf16_activations_keeps_bf16_and_the_same_mask(backend, p):
+    """bf16 activations (autocast) through the hashed dropout, as the models' activation dropout uses it:
+    the float32 mask, the value scaled in float32 and rounded once to bf16 (exact for p = 0.5)."""
+    from xlfast.kernels.subword_embed import table_dropout
+    from xlfast.kernels.subword_embed.base import drop_spec, dropout_keep
+    from xlfast.model import activation_dropout
+
+    available(backend)
+    X = torch.randn(3, 5, 24).bfloat16().requires_grad_()
+    Y = table_dropout(X.view(15, 24), p, backend=backend, generator=torch.Generator().manual_seed(9))
+    keep = dropout_keep((15, 24), drop_spec(p, torch.Generator().manual_seed(9), "dropout"))
+    assert Y.dtype == torch.bfloat16
+    want = (X.detach().view(15, 24).float() * keep).bfloat16()
+    assert torch.equal(Y, want) if p == 0.5 else torch.allclose(Y.float(), want.float(), rtol=2**-7, atol=0)
+    Y.backward(torch.ones_like(Y))
+    assert torch.allclose(X.grad.view(15, 24).float(), keep, rtol=2**-7)
+    torch.manual_seed(4)
+    Z = activation_dropout(X, p, training=True)
+    assert Z.shape == X.shape and 0 < float((Z == 0).float().mean()) < 2 * p + 0.2
+    assert activation_dropout(X, p, training=False) is X
+
+
 def test_cuda_backend_is_registered_but_loads_only_where_a_gpu_is():
     assert registry.names("cuda")[-1] == "torch"  # on an H200 both kernels beat embedding_bag + add
     if not torch.cuda.is_available():

@@ -129,7 +129,7 @@ class SubwordEmbedding(nn.Module):
         rows = vectors if full else vectors[:in_vocab]
         pre = rows * self.pre_scale[lang] + self.pre_shift[lang]
         if dropout:
-            pre = F.dropout(pre, dropout, True)
+            pre = table_dropout(pre, dropout)
         table = table.index_copy(0, ids[:in_vocab], pre[:in_vocab].to(table.dtype))
         return torch.cat([table, pre[in_vocab:].to(table.dtype)]) if full else table
 
@@ -298,6 +298,21 @@ class _EmbeddingModel(nn.Module):
             self.train(was)
 
 
+def activation_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """`F.dropout(x, p, training)` with the lookup's hashed mask (`table_dropout` over the rows of x):
+    nothing stored, the backward recomputes it. Torch's Bernoulli draw took ~90 ms for a 4M-element
+    activation on the 2-core CPU, a sizeable share of a training step; the hashed mask takes ~2 ms."""
+    if not training or not p:
+        return x
+    return table_dropout(x.reshape(-1, x.shape[-1]), p).view(x.shape)
+
+
+def _lookup(table: torch.Tensor, *ids: torch.Tensor) -> list[torch.Tensor]:
+    """`[F.embedding(i, table) for i in ids]` as one lookup (one backward into the table)."""
+    rows = F.embedding(torch.cat([i.reshape(-1) for i in ids]), table)
+    return [r.view(*i.shape, table.shape[1]) for r, i in zip(rows.split([i.numel() for i in ids]), ids)]
+
+
 class CrossLingualModel(_EmbeddingModel):
     def __init__(self, cfg: ModelConfig, pieces_per_word: dict[str, list[list[int]]] | None = None,
                  pretrained: dict | None = None):
@@ -331,7 +346,7 @@ class CrossLingualModel(_EmbeddingModel):
         alpha = torch.softmax(scores, dim=-1)
         # Attention over encoder states and source embeddings alike: ū + r̄ = α·(u + r).
         ctx = torch.bmm(alpha, mem + mem_emb)
-        return self.W(F.dropout(ctx + h, self.cfg.dropout, self.training))
+        return self.W(activation_dropout(ctx + h, self.cfg.dropout, self.training))
 
     def loss(self, batch: "PairBatch", backend: str | None = None,
              output_backend: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -340,8 +355,12 @@ class CrossLingualModel(_EmbeddingModel):
         s, t = batch.langs
         tables = self.tables((s, t), backend)
         B = batch.size
+        # Every input row of a language (its sentences as source, both decoders' inputs) in one lookup: each
+        # lookup's backward zero-fills and adds a dense [V, d] gradient, several per step otherwise.
+        looked_up = [_lookup(tables[lang], batch.src_ids[side], batch.dec_in[side]["fwd"], batch.dec_in[side]["bwd"])
+                     for side, lang in enumerate((s, t))]
         # The shared encoder runs once over the sentences of both languages.
-        src_emb = torch.cat([F.embedding(batch.src_ids[0], tables[s]), F.embedding(batch.src_ids[1], tables[t])], 0)
+        src_emb = torch.cat([looked_up[0][0], looked_up[1][0]], 0)
         lengths = torch.cat([batch.src_lens[0], batch.src_lens[1]], 0)
         u = self.encode(src_emb, lengths)
         mask = torch.arange(u.shape[1], device=u.device).unsqueeze(0) < lengths.unsqueeze(1)
@@ -350,9 +369,9 @@ class CrossLingualModel(_EmbeddingModel):
         parts = {}
         for side, lang in enumerate((s, t)):
             hs, targets = [], []
-            for direction in ("fwd", "bwd"):
-                dec_in, dec_out = batch.dec_in[side][direction], batch.dec_out[side][direction]
-                h, _ = self.decoders[f"{lang}_{direction}"](F.embedding(dec_in, tables[lang]))
+            for k, direction in enumerate(("fwd", "bwd")):
+                dec_out = batch.dec_out[side][direction]
+                h, _ = self.decoders[f"{lang}_{direction}"](looked_up[side][1 + k])
                 # Same decoder states for both sources: [own language (reconstruction); other (translation)]
                 # lines up with the encoder batch order [s-sentences; t-sentences].
                 hs += [h, h]
@@ -424,7 +443,7 @@ class MultilingualLM(_EmbeddingModel):
             emb = F.embedding(batch.dec_in[direction][:, 1:], table)
             hs.append(self._run(direction, emb))
             targets.append(batch.dec_out[direction])
-        H = F.dropout(torch.cat(hs, 0), self.cfg.dropout, self.training)
+        H = activation_dropout(torch.cat(hs, 0), self.cfg.dropout, self.training)
         W, b = self._classes(lang)
         tgt = torch.cat(targets, 0).reshape(-1) - 1  # pad (0) → -1, ignored
         ce = self.output_loss(H.reshape(tgt.shape[0], -1), W, tgt, lang, b, backend=output_backend)

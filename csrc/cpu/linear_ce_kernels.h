@@ -101,19 +101,7 @@ static float row_pass(float* row, const float* bias, int64_t V, int64_t t, bool 
   return static_cast<float>(m + std::log(s)) - picked;
 }
 
-// bf16 <-> float: bf16 is the top half of a float; rounding to nearest even, as torch converts.
-static inline float from_bf16(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-static inline uint16_t to_bf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
+#include "bf16.h"
 
 // Every row of a [C, V] chunk in float32, in place.
 static void rows_f32(float* x, const float* bias, const int64_t* tgt, float* out, int64_t C, int64_t V, bool grad,

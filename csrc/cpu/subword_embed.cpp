@@ -87,6 +87,20 @@ void dropout(Array<T> X, const DropSpec& drop, Array<T> out) {
   generic::dropout<T>(x, rows, d, mask, o);
 }
 
+// The same on bf16 values, passed as their bits (numpy has no bf16).
+void dropout_bf16(Array<int16_t> X, const DropSpec& drop, Array<int16_t> out) {
+  const int64_t rows = X.shape(0), d = X.shape(1);
+  const auto* x = reinterpret_cast<const uint16_t*>(X.data());
+  auto* o = reinterpret_cast<uint16_t*>(out.mutable_data());
+  const DropArgs mask = drop_of(drop);
+  py::gil_scoped_release release;
+#if XL_MULTI_ISA
+  if (kIsa == Isa::avx512) return avx512::dropout_bf16(x, rows, d, mask, o);
+  if (kIsa == Isa::avx2) return avx2::dropout_bf16(x, rows, d, mask, o);
+#endif
+  generic::dropout_bf16(x, rows, d, mask, o);
+}
+
 template <typename T>
 void grad_pieces(Array<T> g, Array<index_t> offsets, Array<index_t> pieces, Array<index_t> rows, Array<T> grad_Z) {
   const int64_t n = g.shape(0), P = grad_Z.shape(0), d = grad_Z.shape(1);
@@ -111,6 +125,7 @@ PYBIND11_MODULE(_subword_embed_cpu, m) {
   m.def("forward", &forward<double>);
   m.def("dropout", &dropout<float>);
   m.def("dropout", &dropout<double>);
+  m.def("dropout_bf16", &dropout_bf16);
   m.def("grad_pieces", &grad_pieces<float>);
   m.def("grad_pieces", &grad_pieces<double>);
   m.def("simd_path", [] { return std::string(isa_name(kIsa)); });

@@ -1,5 +1,5 @@
 // The kernels of subword_embed.cpp, included once per instruction set by multi_isa.h (inside a namespace:
-// no #include here; subword_embed.cpp includes what they use).
+// no system #include here; subword_embed.cpp includes what they use).
 
 template <typename T, int64_t B>
 inline void sum_block(const T* z, int64_t d, const index_t* pcs, index_t start, index_t stop, int64_t j0, T* r) {
@@ -63,6 +63,20 @@ void dropout(const T* x, int64_t rows, int64_t d, DropArgs drop, T* out) {
     const uint32_t base = uint32_t(uint64_t(r) * uint64_t(d));
 #pragma omp simd
     for (int64_t j = 0; j < d; ++j) out[r * d + j] = mask.apply(base + uint32_t(j), x[r * d + j]);
+  }
+}
+
+#include "bf16.h"
+
+// The same mask on bf16 values (their bits): widened, scaled and rounded back as torch rounds (bf16
+// activations under autocast; exact for p = 0.5, whose scale is 2).
+inline void dropout_bf16(const uint16_t* x, int64_t rows, int64_t d, DropArgs drop, uint16_t* out) {
+  const Mask<float> mask(drop);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint32_t base = uint32_t(uint64_t(r) * uint64_t(d));
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) out[r * d + j] = to_bf16(mask.apply(base + uint32_t(j), from_bf16(x[r * d + j])));
   }
 }
 

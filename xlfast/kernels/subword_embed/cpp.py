@@ -6,6 +6,8 @@ each row is written.
 """
 from __future__ import annotations
 
+import torch
+
 from xlfast import _subword_embed_cpu as _ext  # ImportError when not built: the backend is unavailable
 from xlfast.kernels.subword_embed.base import FusedBackend
 
@@ -14,7 +16,10 @@ class CppSubwordEmbed(FusedBackend):
     name = "cpp"
 
     def dropout_into(self, X, drop, out):
-        _ext.dropout(X.detach().numpy(), drop, out.numpy())
+        if X.dtype == torch.bfloat16:  # bf16 activations under autocast; numpy has no bf16, the bits travel as int16
+            _ext.dropout_bf16(X.detach().view(torch.int16).numpy(), drop, out.view(torch.int16).numpy())
+        else:
+            _ext.dropout(X.detach().numpy(), drop, out.numpy())
 
     def forward_dropout_into(self, E, Z, layout, ids, out, drop_words, drop_out):
         rows = layout.all_rows() if ids is None else ids

@@ -145,6 +145,8 @@ class NumbaSubwordEmbed(FusedBackend):
         _grad_pieces(E, offsets, pieces, rows, inv, np.empty_like(E), 1)
 
     def dropout_into(self, X, drop, out):
+        if X.dtype == torch.bfloat16:  # numpy has no bf16: the mask as a tensor
+            return super().dropout_into(X, drop, out)
         key, threshold, scale = drop
         X = _np(X)
         _dropout_scale(X, np.uint64(key), np.uint64(threshold), X.dtype.type(scale), _np(out))
