@@ -319,6 +319,7 @@ def test_all_three_losses_train_through_the_cli(synthetic_run, tmp_path):
 
 
 def test_train_sent_takes_a_tokenizer_override_and_the_new_run_remembers_it(synthetic_run, tmp_path):
+    from xlfast.encoders import RunEncoder
     from xlfast.run import Run
 
     corpus = tmp_path / "upper.tsv"  # the synthetic corpus in capitals, with a comma glued to each source
@@ -335,14 +336,19 @@ def test_train_sent_takes_a_tokenizer_override_and_the_new_run_remembers_it(synt
     lines = corpus.read_text().splitlines()[:50]
     (tmp_path / "a.txt").write_text("".join(line.split("\t")[0] + "\n" for line in lines))
     (tmp_path / "b.txt").write_text("".join(line.split("\t")[1] + "\n" for line in lines))
+    # what reads the run's text (eval retrieval, mine) takes the remembered tokenizer unless told otherwise
+    assert RunEncoder.load(tmp_path / "sent").tokenize("src", f"{word.upper()},") == [word, ","]
+    misread = RunEncoder.load(tmp_path / "sent", tokenize="none", lowercase=False)
+    assert misread.tokenize("src", f"{word.upper()},") == [f"{word.upper()},"]
     retrieval = {}
-    for flags in ([], ["--tokenize", "none", "--no-lowercase"]):  # the run's own tokenizer, then one that misreads
-        out = tmp_path / f"r{len(flags)}.json"
+    for flags in ([], ["--tokenize", "default", "--lowercase"], ["--tokenize", "none", "--no-lowercase"]):
+        out = tmp_path / f"r{len(retrieval)}.json"
         res = CliRunner().invoke(app, ["eval", "retrieval", str(tmp_path / "sent"), "--src", str(tmp_path / "a.txt"),
                                        "--tgt", str(tmp_path / "b.txt"), "--json", str(out)] + flags)
         assert res.exit_code == 0, res.output
-        retrieval[len(flags)] = json.loads(out.read_text())["mean"]
-    assert retrieval[0] > retrieval[3]  # capitals and glued commas read as unknown words retrieve worse
+        retrieval[len(retrieval)] = json.loads(out.read_text())
+    assert retrieval[0]["src2tgt"] == retrieval[1]["src2tgt"] and retrieval[0]["tgt2src"] == retrieval[1]["tgt2src"]
+    assert retrieval[0]["mean"] >= retrieval[2]["mean"]  # every token unknown when misread: no better than chance
 
 
 @pytest.mark.parametrize("scores, kept, epochs_run", [

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
+import xlfast.kernels.linear_ce.bf16_gemm as bf16_gemm
 from xlfast.errors import XlfastError
-from xlfast.kernels.linear_ce import bf16_gemm
 
-# Bytes of the reused logits chunk; rows per chunk = this / (V · 4), at least MIN_CHUNK_ROWS. The three
-# GEMMs of a chunk have the chunk's rows as one dimension (dW's accumulation has them as K, and reads and
-# writes all of dW per chunk): below ~256 rows MKL ran them at half speed on the 2-core EPYC, while 32 MB
-# (≈420 rows at V = 20k) stays far below the materialised logits (`xlfast bench linear-ce --chunk-mb`).
+# Bytes of the reused logits chunk; rows per chunk = this / (V · bytes held per logit), at least
+# MIN_CHUNK_ROWS. The three GEMMs of a chunk have the chunk's rows as one dimension (dW's accumulation has
+# them as K, and reads and writes all of dW per chunk): below ~256 rows MKL ran them at half speed on the
+# 2-core EPYC, while 32 MB (≈420 float32 or ≈840 bf16 rows at V = 20k) stays far below the materialised
+# logits (`xlfast bench linear-ce --chunk-mb`).
 CHUNK_BYTES = 32 << 20
 MIN_CHUNK_ROWS = 128
 
