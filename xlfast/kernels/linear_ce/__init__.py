@@ -11,7 +11,8 @@ Backends (`registry`; ranked by `xlfast bench linear-ce`): the row pass in C++ (
 on the CPU, in Triton on GPUs; the GEMMs in BLAS. `torch` is the plain reference (logits materialised).
 The CPU backends compute in float32 on CPUs without AVX512-BF16/AMX, where bf16 GEMMs are emulated (measured
 8 against 65-80 GFLOP/s for fp32 on an AVX2 EPYC), so inputs of another dtype are converted; where the CPU
-has them, bf16 rows (autocast) keep bf16 GEMMs against the float32 table and a float32 row pass.
+has them, bf16 rows (autocast) keep bf16 GEMMs against the float32 table and a float32 row pass, the two
+gradient GEMMs in MKL's bf16→float32 GEMM where torch carries it (`bf16_gemm`: dW summed in float32).
 
 `sampled_cross_entropy` with a `UnigramSampler` turns it into a sampled softmax for training (candidates: the batch's targets plus words
 drawn from unigram^0.75, with the log-Q correction).
