@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from xlfast.allocator import keep_freed_memory
 from xlfast.errors import XlfastError
-from xlfast.kernels.linear_ce import base, linear_cross_entropy, registry
+from xlfast.kernels.linear_ce import base, bf16_gemm, linear_cross_entropy, registry
 
 
 def _status_kb(field: str) -> int:
@@ -136,7 +136,7 @@ def run_bench(rows: int, vocab: int, dim: int, repeats: int, backends: list[str]
     for r in results:
         r["memory_ratio"] = r["peak_extra_mb"] / ref_mb if ref_mb and r["peak_extra_mb"] is not None else None
     return {"rows": rows, "vocab": vocab, "dim": dim, "ignored": ignored, "repeats": repeats, "bf16": bf16,
-            "training": training, "heap_keeps_freed": heap_keeps_freed,
+            "training": training, "heap_keeps_freed": heap_keeps_freed, "mkl_bf16_gemm": bf16_gemm.available(),
             "threads": torch.get_num_threads(), "cpu_state": state, "results": results}
 
 
@@ -155,6 +155,8 @@ def report(res: dict) -> dict:
              "fused path's reused chunk buffer released first, so it counts).")
     if res.get("bf16"):
         notes += " bf16: bf16 rows against the float32 table under autocast; max err: against float32 on the same rows."
+        notes += (" Gradient GEMMs: MKL's bf16→float32 (dW summed in float32)." if res.get("mkl_bf16_gemm") else
+                  " Gradient GEMMs: torch's bf16 (this torch has no MKL bf16→float32 GEMM).")
     title = "output layer forward+backward, " + ("bf16 rows (autocast)" if res.get("bf16") else "fp32")
     if res.get("heap_keeps_freed"):
         title += ", freed memory kept (as in training)"
