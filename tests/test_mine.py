@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from xlfast import evaluate, mine
+from xlfast.errors import XlfastError
 from xlfast.search import BestMatches
 
 
@@ -169,6 +170,38 @@ def test_sentence_mining_recovers_shuffled_translations(tmp_path, center, thresh
     assert prf["precision"] == 1.0 and prf["recall"] >= 0.95
 
 
+def test_refinement_maps_a_rotated_language_onto_the_other(tmp_path):
+    """A target language rotated far from the source (theta 1.8): the first pass finds under half of the
+    pairs, with many errors; one refinement (Procrustes on those pairs) maps the rotation back and finds all."""
+    enc = RotatedPair(theta=1.8, noise=0.05, seed=4)
+    src_lines = enc.corpus("src", 300, length=6, seed=5)
+    order = np.random.default_rng(6).permutation(300)
+    tgt_lines = [" ".join(enc.translate[w] for w in src_lines[o].split()) for o in order]
+    gold = [(int(o), pos) for pos, o in enumerate(order)]
+    src = mine.encode_corpus(enc, "src", src_lines, tmp_path)
+    tgt = mine.encode_corpus(enc, "tgt", tgt_lines, tmp_path)
+    prf = {}
+    for refine in (0, 1):
+        pairs = mine.mine_sentences(src, tgt, knn=4, word_weight=0, refine=refine)
+        prf[refine] = evaluate.pair_prf(list(zip(pairs.src.tolist(), pairs.tgt.tolist())), gold)
+        assert ("refine" in pairs.seconds) == (refine > 0)
+    assert prf[0]["precision"] < 0.8 and prf[0]["recall"] < 0.6
+    assert prf[1]["precision"] == 1.0 and prf[1]["recall"] == 1.0
+    with pytest.raises(XlfastError, match="refinement"):
+        mine.mine_sentences(src, tgt, refine=-1)
+
+
+def test_procrustes_refinement_is_the_best_orthogonal_map_of_the_pairs():
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(40, 6))
+    xs /= np.linalg.norm(xs, axis=1, keepdims=True)
+    Q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    xt = xs @ Q
+    mapped = mine.procrustes_refined(xs, xt, np.arange(10), np.arange(10))  # 10 pairs determine Q exactly
+    np.testing.assert_allclose(mapped, xt, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(mapped, axis=1), 1.0, atol=1e-6)
+
+
 def test_pair_prf_known_answer():
     prf = evaluate.pair_prf([(0, 0), (1, 2), (2, 1)], [(0, 0), (1, 1), (2, 1), (3, 3)])
     assert prf["precision"] == pytest.approx(2 / 3) and prf["recall"] == 0.5
@@ -233,6 +266,9 @@ def test_cli_word_and_sentence_level(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     report = json.loads(js_s.read_text())  # a run has static vectors: stage 1 also takes lexicon candidates
     assert report["lexical"] == mine.DEFAULT_LEXICAL and "lexical" in report["seconds"]
+    # 40 sentences a side: fewer pairs than a refinement needs, so one pass only
+    assert report["refine"] == mine.DEFAULT_REFINE and report["pairs"] < mine.MIN_REFINE_PAIRS
+    assert "refine" not in report["seconds"]
     got = [line.split("\t") for line in out_s.read_text().splitlines()[1:]]
     assert len(got) >= 35
     for score, i, j, s, t in got:
@@ -242,10 +278,11 @@ def test_cli_word_and_sentence_level(tmp_path, monkeypatch):
     out_c, js_c = tmp_path / "sents_context.tsv", tmp_path / "sents_context.json"
     res = CliRunner().invoke(app, ["mine", "--src", str(src_file), "--tgt", str(tgt_file), "--model", str(run_dir),
                                    "-o", str(out_c), "--level", "sentence", "--evidence", "context",
-                                   "--length-weight", "0", "--lexical", "0", "--json", str(js_c)])
+                                   "--length-weight", "0", "--lexical", "0", "--refine", "0", "--json", str(js_c)])
     assert res.exit_code == 0, res.output
     report = json.loads(js_c.read_text())
     assert report["evidence"] == "context" and report["lexical"] == 0 and "lexical" not in report["seconds"]
+    assert report["refine"] == 0
     assert len(out_c.read_text().splitlines()) >= 36
     res = CliRunner().invoke(app, ["mine", "--src", str(src_file), "--tgt", str(tgt_file), "--model", str(run_dir),
                                    "-o", str(tmp_path / "x.tsv"), "--level", "sentence", "--evidence", "words"])

@@ -78,6 +78,10 @@ def mine(
     length_weight: Annotated[float, typer.Option(
         help="Sentence level: weight of the length-ratio penalty in stage 2 (0: none).", min=0.0)
     ] = mining.DEFAULT_LENGTH_WEIGHT,
+    refine: Annotated[int, typer.Option(
+        help="Sentence level: passes after the first, each with the source's sentence vectors mapped onto the "
+             "target's by the orthogonal map that fits the pairs the last pass mined (0: one pass).", min=0)
+    ] = mining.DEFAULT_REFINE,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the map initialisation.")] = 0,
     json_path: JsonOption = None,
     threads: ThreadsOption = None,
@@ -87,7 +91,7 @@ def mine(
     by_level = (dict(iterations=iterations, sample=sample, map_update=map_update.value, min_count=min_count, seed=seed)
                 if level is Level.word else dict(center=center, candidates=candidates, lexical=lexical,
                                                            word_weight=word_weight, evidence=evidence,
-                                                           length_weight=length_weight))
+                                                           length_weight=length_weight, refine=refine))
     with _StageProgress() as bar:
         summary = mining.mine_files(src, tgt, output, model=model, hf_model=hf_model,
                                     tokenize=tokenize and tokenize.value, lowercase=lowercase, src_lang=src_lang,
