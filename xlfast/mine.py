@@ -704,6 +704,7 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
         lex_s, lex_t = lexical_candidates(src, tgt, hubness, lexical)  # sentences with words: all kept
         lexical_pairs = np.searchsorted(keep_s, lex_s), np.searchsorted(keep_t, lex_t)
         seconds["lexical"] = time.perf_counter() - t0
+    evidence_cache: dict = {}  # the word evidence of candidate pairs already scored, for the refined passes
     for done in range(refine + 1):
         if done:
             t0 = time.perf_counter()
@@ -711,7 +712,7 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
             seconds["refine"] = seconds.get("refine", 0.0) + time.perf_counter() - t0
         out_s, out_t, out_v = _one_pass(src, tgt, keep_s, keep_t, xs, xt, seconds, threshold, knn, metric, nproc,
                                         mem, work_dir, candidates, word_weight, evidence, length_weight, static,
-                                        hubness, lexical_pairs)
+                                        hubness, lexical_pairs, evidence_cache)
         if len(out_s) < MIN_REFINE_PAIRS:
             break
     return SentencePairs(keep_s[out_s], keep_t[out_t], out_v, seconds)
@@ -724,8 +725,27 @@ def procrustes_refined(xs: np.ndarray, xt: np.ndarray, pair_s: np.ndarray, pair_
     return (xs @ (u @ vt).astype(xs.dtype)).astype(xs.dtype)
 
 
+def _cached_word_evidence(src, tgt, pair_s, pair_t, evidence, static, hubness, cache: dict) -> np.ndarray:
+    """`word_evidence` of the pairs (averaged over the kinds `evidence` asks for), computed only for pairs
+    an earlier pass of the same mining did not already score (`cache`: sorted pair keys and their values)."""
+    keys = pair_s.astype(np.int64) * len(tgt.lines) + pair_t
+    known_keys, known = cache.get("keys", np.empty(0, np.int64)), cache.get("values", np.empty(0, np.float32))
+    at = np.minimum(np.searchsorted(known_keys, keys), max(len(known_keys) - 1, 0))
+    hit = known_keys[at] == keys if len(known_keys) else np.zeros(len(keys), bool)
+    out = np.empty(len(keys), np.float32)
+    out[hit] = known[at[hit]]
+    new = ~hit
+    if new.any():
+        kinds = {"context": [False], "static": [static], "both": [False, True] if static else [False]}[evidence]
+        out[new] = np.mean([word_evidence(src, tgt, pair_s[new], pair_t[new], k, hubness) for k in kinds], axis=0)
+        merged = np.concatenate([known_keys, keys[new]])
+        order = np.argsort(merged, kind="stable")
+        cache["keys"], cache["values"] = merged[order], np.concatenate([known, out[new]])[order]
+    return out
+
+
 def _one_pass(src, tgt, keep_s, keep_t, xs, xt, seconds, threshold, knn, metric, nproc, mem, work_dir, candidates,
-              word_weight, evidence, length_weight, static, hubness, lexical_pairs):
+              word_weight, evidence, length_weight, static, hubness, lexical_pairs, evidence_cache):
     """One pass of `mine_sentences` over the sentence vectors xs, xt: (source, target, score) of the pairs
     kept, as indices into keep_s / keep_t."""
     two_stage = word_weight > 0
@@ -746,12 +766,11 @@ def _one_pass(src, tgt, keep_s, keep_t, xs, xt, seconds, threshold, knn, metric,
         sentence = np.einsum("ij,ij->i", xs[cand_s], xt[cand_t])
         seconds["aggregate"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        pair_s, pair_t = keep_s[cand_s], keep_t[cand_t]
-        kinds = {"context": [False], "static": [static], "both": [False, True] if static else [False]}[evidence]
-        words = np.mean([word_evidence(src, tgt, pair_s, pair_t, k, hubness) for k in kinds], axis=0)
+        words = _cached_word_evidence(src, tgt, keep_s[cand_s], keep_t[cand_t], evidence, static, hubness,
+                                      evidence_cache)
         score = (1 - word_weight) * sentence + word_weight * words
         if length_weight > 0:
-            score = score - length_weight * length_penalty(src, tgt, pair_s, pair_t, score)
+            score = score - length_weight * length_penalty(src, tgt, keep_s[cand_s], keep_t[cand_t], score)
         seconds["rescore"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         cand_v = neighbourhood_margin(cand_s, cand_t, score, knn)
