@@ -145,6 +145,18 @@ def test_set_threads_reaches_torch_numba_blas_openmp_and_the_extensions(restore_
     assert pools["torch"] == top and pools["numba"] == top
 
 
+def test_one_blas_thread_holds_blas_at_one_thread_and_restores_it(restore_threads):
+    from threadpoolctl import threadpool_info
+
+    T.set_threads(2)
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    with T.one_blas_thread():
+        assert all(lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas")
+        assert torch.get_num_threads() == 2  # only BLAS: torch's pool keeps its threads
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == \
+        [lib["num_threads"] for lib in blas]
+
+
 def test_configure_applies_the_budget_and_the_governor_switch(restore_threads, monkeypatch):
     monkeypatch.setenv("XLFAST_GOVERNOR", "1")
     rep = T.configure(1)

@@ -27,6 +27,7 @@ switches the governor off (fixed thread count, as before it existed).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -185,6 +186,19 @@ def _threadpool_controller(refresh: bool = False):
             return None
         _controller = ThreadpoolController()
     return _controller
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS single-threaded for the duration: for many small products whose results must not depend on
+    the thread count (a BLAS splits a product differently over 1 and 2 threads, which changes the last
+    bits, and the governor may change the count between two products of one computation)."""
+    ctl = _threadpool_controller()
+    if ctl is None:
+        yield
+        return
+    with ctl.limit(limits=1, user_api="blas"):
+        yield
 
 
 def set_threads(n: int) -> None:
