@@ -703,26 +703,60 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
     keep_t = np.flatnonzero(np.diff(tgt.sentence_offsets) > 0)
     xs, xt = sentence_features(src, tgt, keep_s, keep_t, center)
     static = two_stage and src.word_vectors is not None and tgt.word_vectors is not None
-    t0 = time.perf_counter()
-    hubness = static_hubness(src, tgt) if static and (lexical > 0 or evidence != "context") else None
-    seconds["rescore"] = time.perf_counter() - t0
-    lexical_pairs = None
+    hubness, lexical_pairs = None, None
+    if two_stage:
+        t0 = time.perf_counter()
+        hubness = static_hubness(src, tgt) if static and (lexical > 0 or evidence != "context") else None
+        seconds["rescore"] = time.perf_counter() - t0
     if static and lexical > 0:  # the lexicon's candidates do not depend on the sentence vectors: found once
         t0 = time.perf_counter()
         lex_s, lex_t = lexical_candidates(src, tgt, hubness, lexical)  # sentences with words: all kept
         lexical_pairs = np.searchsorted(keep_s, lex_s), np.searchsorted(keep_t, lex_t)
         seconds["lexical"] = time.perf_counter() - t0
     evidence_cache: dict = {}  # the word evidence of candidate pairs already scored, for the refined passes
-    for done in range(refine + 1):
-        if done:
+
+    def one_pass(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source, target, score) of the pairs one pass keeps, as indices into keep_s / keep_t."""
+        t0 = time.perf_counter()
+        top = search_topk(xs, xt, candidates if two_stage else 1, metric, knn, nproc=nproc, mem=mem,
+                          work_dir=work_dir)
+        seconds["search"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        n, m = len(keep_s), len(keep_t)
+        cand_s = np.concatenate([np.repeat(np.arange(n), top.fwd_indices.shape[1]), top.bwd_indices.ravel()])
+        cand_t = np.concatenate([top.fwd_indices.ravel(), np.repeat(np.arange(m), top.bwd_indices.shape[1])])
+        cand_v = np.concatenate([top.fwd_scores.ravel(), top.bwd_scores.ravel()])
+        if two_stage:
+            if lexical_pairs is not None:
+                cand_s = np.concatenate([cand_s, lexical_pairs[0]])
+                cand_t = np.concatenate([cand_t, lexical_pairs[1]])
+            _, first = np.unique(cand_s.astype(np.int64) * max(m, 1) + cand_t, return_index=True)
+            cand_s, cand_t = cand_s[first], cand_t[first]
+            sentence = np.einsum("ij,ij->i", xs[cand_s], xt[cand_t])
+            seconds["aggregate"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            xs = procrustes_refined(xs, xt, out_s, out_t)
-            seconds["refine"] = seconds.get("refine", 0.0) + time.perf_counter() - t0
-        out_s, out_t, out_v = _one_pass(src, tgt, keep_s, keep_t, xs, xt, seconds, threshold, knn, metric, nproc,
-                                        mem, work_dir, candidates, word_weight, evidence, length_weight, static,
-                                        hubness, lexical_pairs, evidence_cache)
+            pair_s, pair_t = keep_s[cand_s], keep_t[cand_t]
+            words = _cached_word_evidence(src, tgt, pair_s, pair_t, evidence, static, hubness, evidence_cache)
+            score = (1 - word_weight) * sentence + word_weight * words
+            if length_weight > 0:
+                score = score - length_weight * length_penalty(src, tgt, pair_s, pair_t, score)
+            seconds["rescore"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            cand_v = neighbourhood_margin(cand_s, cand_t, score, knn)
+            best = best_both_ways(cand_s, cand_t, cand_v)
+            cand_s, cand_t, cand_v = cand_s[best], cand_t[best], cand_v[best]
+        kept = one_to_one(cand_s, cand_t, cand_v, threshold)
+        seconds["aggregate"] += time.perf_counter() - t0
+        return kept
+
+    out_s, out_t, out_v = one_pass(xs)
+    for _ in range(refine):
         if len(out_s) < MIN_REFINE_PAIRS:
             break
+        t0 = time.perf_counter()
+        xs = procrustes_refined(xs, xt, out_s, out_t)
+        seconds["refine"] = seconds.get("refine", 0.0) + time.perf_counter() - t0
+        out_s, out_t, out_v = one_pass(xs)
     return SentencePairs(keep_s[out_s], keep_t[out_t], out_v, seconds)
 
 
@@ -749,43 +783,6 @@ def _cached_word_evidence(src, tgt, pair_s, pair_t, evidence, static, hubness, c
         merged = np.concatenate([known_keys, keys[new]])
         order = np.argsort(merged, kind="stable")
         cache["keys"], cache["values"] = merged[order], np.concatenate([known, out[new]])[order]
-    return out
-
-
-def _one_pass(src, tgt, keep_s, keep_t, xs, xt, seconds, threshold, knn, metric, nproc, mem, work_dir, candidates,
-              word_weight, evidence, length_weight, static, hubness, lexical_pairs, evidence_cache):
-    """One pass of `mine_sentences` over the sentence vectors xs, xt: (source, target, score) of the pairs
-    kept, as indices into keep_s / keep_t."""
-    two_stage = word_weight > 0
-    t0 = time.perf_counter()
-    top = search_topk(xs, xt, candidates if two_stage else 1, metric, knn, nproc=nproc, mem=mem, work_dir=work_dir)
-    seconds["search"] += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    n, m = len(keep_s), len(keep_t)
-    cand_s = np.concatenate([np.repeat(np.arange(n), top.fwd_indices.shape[1]), top.bwd_indices.ravel()])
-    cand_t = np.concatenate([top.fwd_indices.ravel(), np.repeat(np.arange(m), top.bwd_indices.shape[1])])
-    cand_v = np.concatenate([top.fwd_scores.ravel(), top.bwd_scores.ravel()])
-    if two_stage:
-        if lexical_pairs is not None:
-            cand_s = np.concatenate([cand_s, lexical_pairs[0]])
-            cand_t = np.concatenate([cand_t, lexical_pairs[1]])
-        _, first = np.unique(cand_s.astype(np.int64) * max(m, 1) + cand_t, return_index=True)
-        cand_s, cand_t = cand_s[first], cand_t[first]
-        sentence = np.einsum("ij,ij->i", xs[cand_s], xt[cand_t])
-        seconds["aggregate"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        words = _cached_word_evidence(src, tgt, keep_s[cand_s], keep_t[cand_t], evidence, static, hubness,
-                                      evidence_cache)
-        score = (1 - word_weight) * sentence + word_weight * words
-        if length_weight > 0:
-            score = score - length_weight * length_penalty(src, tgt, keep_s[cand_s], keep_t[cand_t], score)
-        seconds["rescore"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cand_v = neighbourhood_margin(cand_s, cand_t, score, knn)
-        best = best_both_ways(cand_s, cand_t, cand_v)
-        cand_s, cand_t, cand_v = cand_s[best], cand_t[best], cand_v[best]
-    out = one_to_one(cand_s, cand_t, cand_v, threshold)
-    seconds["aggregate"] += time.perf_counter() - t0
     return out
 
 
