@@ -62,8 +62,12 @@ def mm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, accumulate: boo
 
 @functools.cache
 def available() -> bool:
-    """Whether `mm_into` runs here and agrees with torch on a small product of every layout it is used with."""
-    if _symbol() is None:
+    """Whether `mm_into` runs here and agrees with torch on a small product of every layout it is used with.
+    Only on CPUs with native bf16 arithmetic (AVX512-BF16 / AMX): elsewhere training keeps float32 and
+    no bf16 GEMM runs, so MKL's generic bf16 path is never trusted untried."""
+    from xlfast.kernels.dispatch import bf16_native
+
+    if not bf16_native("cpu") or _symbol() is None:
         return False
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(37, 19, generator=gen).bfloat16()
