@@ -761,10 +761,11 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
 
 
 def procrustes_refined(xs: np.ndarray, xt: np.ndarray, pair_s: np.ndarray, pair_t: np.ndarray) -> np.ndarray:
-    """The source vectors `xs` (unit rows) mapped by the orthogonal W minimising ‖xs[pair_s]·W − xt[pair_t]‖
-    (Procrustes: W = U·Vᵀ from the SVD of xs[pair_s]ᵀ·xt[pair_t]); still unit rows, since W is orthogonal."""
-    u, _, vt = np.linalg.svd(xs[pair_s].T.astype(np.float64) @ xt[pair_t].astype(np.float64))
-    return (xs @ (u @ vt).astype(xs.dtype)).astype(xs.dtype)
+    """The source vectors `xs` (unit rows) mapped by the orthogonal W minimising ‖xs[pair_s]·Wᵀ − xt[pair_t]‖
+    (`xlfast.mapping.procrustes`); still unit rows, since W is orthogonal."""
+    from xlfast.mapping import procrustes
+
+    return (xs @ procrustes(xs[pair_s], xt[pair_t]).T).astype(xs.dtype)
 
 
 def _cached_word_evidence(src, tgt, pair_s, pair_t, evidence, static, hubness, cache: dict) -> np.ndarray:
