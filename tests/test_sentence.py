@@ -226,6 +226,22 @@ def test_neighbourhood_margin_and_best_both_ways_known_answer():
     assert sorted(best.tolist()) == [0, 1, 2]  # s0's best (0), s1's best (2), t0's best (0), t1's best (1)
 
 
+def test_stage_two_links_a_pair_that_is_neither_sentences_best(tmp_path, monkeypatch):
+    """Both sources prefer t0 and both targets prefer s0: of each side's best only (0, 0) could be kept,
+    while competitive linking over all candidates then pairs the two left over."""
+    e = np.eye(4)
+    enc = HandEncoder({w: e[k] for k, w in enumerate(["a", "b", "A", "B"])})
+    src = mine.encode_corpus(enc, "src", ["a", "b"], tmp_path)
+    tgt = mine.encode_corpus(enc, "tgt", ["A", "B"], tmp_path)
+    score = np.array([[0.9, 0.8], [0.85, 0.7]], np.float32)
+    monkeypatch.setattr(mine, "_cached_word_evidence", lambda src, tgt, pair_s, pair_t, *rest: score[pair_s, pair_t])
+    found = mine.mine_sentences(src, tgt, threshold=-1.0, knn=1, candidates=2, word_weight=1.0, length_weight=0.0,
+                                lexical=0, refine=0)
+    assert list(zip(found.src.tolist(), found.tgt.tolist())) == [(0, 0), (1, 1)]
+    # margins (knn=1): each pair's score less the mean of its source's and its target's best
+    np.testing.assert_allclose(found.score, [0.9 - 0.9, 0.7 - (0.85 + 0.8) / 2], atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------- WACSE training
 def test_translation_ranking_loss_known_values():
     from xlfast.sentence import translation_ranking

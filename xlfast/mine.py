@@ -429,7 +429,7 @@ def one_to_one(cand_s: np.ndarray, cand_t: np.ndarray, cand_v: np.ndarray, thres
 
 def best_both_ways(pair_s: np.ndarray, pair_t: np.ndarray, score: np.ndarray):
     """Of scored candidate pairs, each source's best and each target's best (indices into the pairs,
-    a pair that is both once): what the greedy one-to-one selection chooses from."""
+    a pair that is both once): the likely pairs the length model is estimated from."""
     def firsts(key):
         order = np.lexsort((pair_t, pair_s, -score, key))
         return order[np.concatenate([[True], np.diff(key[order]) != 0])]
@@ -680,8 +680,8 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
     first, each sentence used once, at or above the threshold (default DEFAULT_THRESHOLD[metric]).
     Stage 2 (`word_weight` > 0): every candidate pair is re-scored as (1 − w)·cos(sentence vectors)
     + w·word_evidence − length_weight·length_penalty, then a distance margin over each sentence's
-    candidates, and the same one-to-one selection of each side's best, above the threshold (default
-    RESCORED_THRESHOLD). `evidence`: the word vectors stage 2 compares, 'context', 'static' (context-free,
+    candidates; of all candidates, highest margin first, each sentence used once (competitive linking),
+    the pairs at or above the threshold (default RESCORED_THRESHOLD) are kept. `evidence`: the word vectors stage 2 compares, 'context', 'static' (context-free,
     where the encoder has them) or 'both' (the mean of the two evidences).
     `center` subtracts each corpus's mean sentence vector first (removes a per-language offset; on ne-en
     devtest it doubled the best-candidate accuracy of a 6-epoch run, 2.3% -> 4.4%).
@@ -742,9 +742,11 @@ def mine_sentences(src: EncodedCorpus, tgt: EncodedCorpus, threshold: float | No
                 score = score - length_weight * length_penalty(src, tgt, pair_s, pair_t, score)
             seconds["rescore"] += time.perf_counter() - t0
             t0 = time.perf_counter()
+            # Every candidate stays in the greedy one-to-one choice (competitive linking, Melamed 2000), not
+            # only each sentence's best: once a better pair has taken a sentence's best partner, its
+            # second may be free and right. ne-en F1 0.476 -> 0.641, shp-es 0.731 -> 0.723; with half or
+            # less of each side parallel it gained or tied on both.
             cand_v = neighbourhood_margin(cand_s, cand_t, score, knn)
-            best = best_both_ways(cand_s, cand_t, cand_v)
-            cand_s, cand_t, cand_v = cand_s[best], cand_t[best], cand_v[best]
         kept = one_to_one(cand_s, cand_t, cand_v, threshold)
         seconds["aggregate"] += time.perf_counter() - t0
         return kept
