@@ -165,6 +165,23 @@ def test_numbers_in_any_script_are_word_evidence(tmp_path):
                                [1.0, 0.5 * (0.5 + w_y / (w_y + w_num))], rtol=1e-5)
 
 
+def test_words_spelt_alike_on_both_sides_are_word_evidence(tmp_path):
+    """A name spelt alike (case aside) matches with cosine 1 whatever the vectors say, and not another
+    such word (cosine 0); words shorter than SHARED_SPELLING_MIN and punctuation are left to the vectors."""
+    assert mine.shared_spelling_key("Lima") == "lima" and mine.shared_spelling_key("no") is None
+    assert mine.shared_spelling_key("...") is None
+    e = np.eye(4)
+    enc = HandEncoder({"Lima": e[0], "LIMA": e[1], "Cusco": e[2], "cusco": e[0], "no": e[3],
+                       "No": 0.6 * e[3] + 0.8 * e[1]})
+    src = mine.encode_corpus(enc, "src", ["Lima", "Cusco", "no"], tmp_path)
+    tgt = mine.encode_corpus(enc, "tgt", ["LIMA", "cusco", "No"], tmp_path)
+    pair_s, pair_t = np.array([0, 0, 1, 2, 2]), np.array([0, 1, 0, 2, 0])
+    # Lima-LIMA: one spelling (the vectors are orthogonal); Lima-cusco: two spellings (the vectors say 1);
+    # Cusco-LIMA: two spellings; no-No: too short, the vectors' cosine 0.6; no-LIMA: the vectors (e3·e1 = 0)
+    np.testing.assert_allclose(mine.word_evidence(src, tgt, pair_s, pair_t), [1.0, 0.0, 0.0, 0.6, 0.0],
+                               atol=1e-3)  # token vectors are stored as float16
+
+
 def test_static_lexicon_is_each_words_nearest_by_csls_and_numbers_match(tmp_path):
     """Each word type's LEXICON_SIZE nearest words of the other corpus by CSLS of the static vectors,
     weight max(CSLS / 2, 0), descending, checked against a brute-force CSLS; a number's best translation

@@ -448,21 +448,42 @@ def number_key(token: str) -> str | None:
     return "".join(str(unicodedata.decimal(ch)) for ch in token if ch.isdecimal())
 
 
-def _number_word_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
-    """Per word type of each corpus: an id of its number (the same id for the same number on both sides,
-    see number_key), -1 for other words."""
-    ids: dict[str, int] = {}
+SHARED_SPELLING_MIN = 3  # shorter words spelt alike are too often different words ('a', 'no', 'en' in two languages)
+
+
+def shared_spelling_key(token: str) -> str | None:
+    """The case-folded spelling of a word with a letter and at least SHARED_SPELLING_MIN characters; None
+    otherwise."""
+    key = token.casefold()
+    return key if len(key) >= SHARED_SPELLING_MIN and any(ch.isalpha() for ch in key) else None
+
+
+def _anchor_word_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
+    """Per word type of each corpus: an id of what its spelling alone says it translates to, -1 for other
+    words. Numbers in any script (number_key), and words spelt the same on both sides (names, loanwords:
+    shared_spelling_key; identical strings are the classic seed dictionary of related languages, Artetxe
+    et al. 2017, §4). Two words with the same id translate each other, two with different ids do not."""
+    ids: dict[tuple[str, str], int] = {}
+    spelt_s = {shared_spelling_key(w) for w in src.words}
+    shared = {shared_spelling_key(w) for w in tgt.words} & spelt_s - {None}
+
+    def key(word: str):
+        number = number_key(word)
+        if number is not None:
+            return "number", number
+        spelling = shared_spelling_key(word)
+        return ("spelling", spelling) if spelling in shared else None
 
     def per_word(corpus: EncodedCorpus) -> np.ndarray:
-        keys = [number_key(w) for w in corpus.words]
+        keys = [key(w) for w in corpus.words]
         return np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys], np.int64)
 
     return per_word(src), per_word(tgt)
 
 
-def _number_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
-    """Per token of each corpus: its word's number id (`_number_word_ids`), -1 for other tokens."""
-    by_word_s, by_word_t = _number_word_ids(src, tgt)
+def _anchor_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
+    """Per token of each corpus: its word's anchor id (`_anchor_word_ids`), -1 for other tokens."""
+    by_word_s, by_word_t = _anchor_word_ids(src, tgt)
     return by_word_s[src.token_word], by_word_t[tgt.token_word]
 
 
@@ -480,8 +501,9 @@ def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pa
     matches tokens, Zhang et al. 2020). The means weigh each token by √idf of its word type (BERTScore
     weighs by IDF too: a rare content word says more than "the"; the square root keeps the frequent
     words in, which measured better on ne-en and shp-es); where every word has IDF 0 (one sentence) the
-    weights are equal. Two numbers (any script's digits) match with cosine 1 when they
-    are the same number and 0 otherwise, whatever the encoder says. `static`: the cosines of the
+    weights are equal. Two anchors (numbers in any script's digits, words spelt alike on both sides:
+    `_anchor_word_ids`) match with cosine 1 when they are the same and 0 otherwise, whatever the encoder
+    says. `static`: the cosines of the
     context-free word vectors (`EncodedCorpus.word_vectors`) instead of the contextual ones; with
     `hubness` (per word type of each side, its mean cosine to its nearest words of the other side,
     `static_hubness`) their CSLS, 2·cos − r_s − r_t (Conneau et al. 2018), so that a word close to every
@@ -489,18 +511,18 @@ def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pa
     out = np.zeros(len(pair_s), np.float32)
     if len(pair_s) == 0:
         return out
-    num_s, num_t = _number_ids(src, tgt)
+    anchor_s, anchor_t = _anchor_ids(src, tgt)
     order = np.argsort(pair_s, kind="stable")
     cuts = np.flatnonzero(np.diff(pair_s[order])) + 1
     # The same bits whatever the thread governor does meanwhile: stage 2's one-to-one choice turns last-bit
     # differences into different pairs (up to 40 of 1,133 on ne-en when the count changed mid-loop).
     with threads.one_blas_thread():
         for group in np.split(order, cuts):
-            _score_group(src, tgt, pair_s, pair_t, group, static, hubness, num_s, num_t, out)
+            _score_group(src, tgt, pair_s, pair_t, group, static, hubness, anchor_s, anchor_t, out)
     return out
 
 
-def _score_group(src, tgt, pair_s, pair_t, group, static, hubness, num_s, num_t, out) -> None:
+def _score_group(src, tgt, pair_s, pair_t, group, static, hubness, anchor_s, anchor_t, out) -> None:
     """`word_evidence` of the pairs `group`, which share their source sentence, into out[group]."""
     i = int(pair_s[group[0]])
     rows_a = np.arange(src.sentence_offsets[i], src.sentence_offsets[i + 1])
@@ -508,7 +530,7 @@ def _score_group(src, tgt, pair_s, pair_t, group, static, hubness, num_s, num_t,
     sim = _token_vectors(src, rows_a, static) @ _token_vectors(tgt, rows_b, static).T
     if static and hubness is not None:
         sim = 2 * sim - hubness[0][src.token_word[rows_a]][:, None] - hubness[1][tgt.token_word[rows_b]][None, :]
-    na, nb = num_s[rows_a][:, None], num_t[rows_b][None, :]
+    na, nb = anchor_s[rows_a][:, None], anchor_t[rows_b][None, :]
     both = (na >= 0) & (nb >= 0)
     sim = np.where(both, (na == nb).astype(np.float32), sim)
     lengths = np.diff(tgt.sentence_offsets)[pair_t[group]]
@@ -605,20 +627,21 @@ def static_lexicons(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.nd
     """Both ways, each word type's `size` nearest word types of the other corpus by CSLS of the static
     vectors (one `xlfast.kernels.csls.topk` pass, both directions, never the full matrix), weighted by
     max(CSLS / 2, 0) (at most 1): the translation lexicon the run itself implies (as a dictionary-coverage matcher takes
-    one from a word aligner). Two numbers (any script's digits) are each other's best translation,
+    one from a word aligner). Two anchors (the same number in any script's digits, or the same spelling:
+    `_anchor_word_ids`) are each other's best translation,
     weight 1."""
     from xlfast.kernels.csls import topk
 
     found = topk(src.word_vectors, tgt.word_vectors, size, metric="csls", both=True, normalized=True,
                  means=(torch.from_numpy(hubness[0]), torch.from_numpy(hubness[1])))
-    num_s, num_t = _number_word_ids(src, tgt)
+    anchor_s, anchor_t = _anchor_word_ids(src, tgt)
 
-    def lexicon(scores, indices, num_a, num_b) -> Lexicon:
+    def lexicon(scores, indices, anchor_a, anchor_b) -> Lexicon:
         scores, indices = scores.numpy().astype(np.float32), indices.numpy().astype(np.int64)
         rows = np.repeat(np.arange(len(indices)), indices.shape[1])
         cols, vals = indices.ravel(), np.maximum(scores.ravel() / 2, 0)  # CSLS = 2·cos − r − r: halve to ≤ 1
-        where_b = {int(k): j for j, k in enumerate(num_b) if k >= 0}  # one spelling per number (the last)
-        same = [(i, where_b[int(k)]) for i, k in enumerate(num_a) if k >= 0 and int(k) in where_b]
+        where_b = {int(k): j for j, k in enumerate(anchor_b) if k >= 0}  # one spelling per anchor (the last)
+        same = [(i, where_b[int(k)]) for i, k in enumerate(anchor_a) if k >= 0 and int(k) in where_b]
         if same:
             ni, nj = np.array(same, np.int64).T
             rows, cols = np.concatenate([rows, ni]), np.concatenate([cols, nj])
@@ -627,11 +650,11 @@ def static_lexicons(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.nd
         rows, cols, vals = rows[keep], cols[keep], vals[keep]
         order = np.lexsort((-vals, rows))
         rows, cols, vals = rows[order], cols[order], vals[order]
-        return Lexicon(np.searchsorted(rows, np.arange(len(num_a) + 1)).astype(np.int64), cols,
+        return Lexicon(np.searchsorted(rows, np.arange(len(anchor_a) + 1)).astype(np.int64), cols,
                        vals.astype(np.float32))
 
-    return (lexicon(found.scores, found.indices, num_s, num_t),
-            lexicon(found.rev_scores, found.rev_indices, num_t, num_s))
+    return (lexicon(found.scores, found.indices, anchor_s, anchor_t),
+            lexicon(found.rev_scores, found.rev_indices, anchor_t, anchor_s))
 
 
 def coverage_candidates(a: EncodedCorpus, b: EncodedCorpus, lexicon: Lexicon, k: int) -> np.ndarray:
