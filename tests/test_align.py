@@ -10,6 +10,7 @@ from xlfast.align import (
     AlignOptions,
     align_batch,
     align_sentences,
+    anchor_matrix,
     PairAlignment,
     align_lines,
     grow_diag_final_and,
@@ -206,6 +207,35 @@ def test_null_needs_static_vectors():
         align_batch([torch.randn(2, 3)], [torch.randn(2, 3)], null="min")
     with pytest.raises(XlfastError, match="unknown NULL rule"):
         align_batch([torch.randn(2, 3)], [torch.randn(2, 3)], null="avg")
+
+
+# ------------------------------------------------------------------ anchors: numbers and words spelt alike
+
+
+def test_anchor_matrix_marks_numbers_in_any_script_and_words_spelt_alike():
+    m = anchor_matrix(["Anna", "१९९०", "la", "casa", "."], ["anna", "1990", "la", "Haus", ".", "ANNA"])
+    want = torch.zeros(5, 6, dtype=torch.bool)
+    want[0, 0] = want[0, 5] = want[1, 1] = True  # 'la' is too short, '.' has no letter
+    assert torch.equal(m, want)
+    assert anchor_matrix([], ["x"]).shape == (0, 1)
+
+
+def test_anchors_link_whatever_the_vectors_say_and_pass_the_null_heuristic():
+    """Source word 0 is nearest target word 1 and source word 1 nearest target word 0; an anchor on
+    (0, 0) makes that pair both words' best match (and the NULL heuristic, which drops the other links of
+    this pair, keeps it); other words still choose by their vectors (target word 1 stays with source 0:
+    other words may still link to an anchored word)."""
+    e = torch.eye(4)
+    src, tgt = torch.stack([e[0], e[1]]), torch.stack([e[1] + 0.1 * e[2], e[0] + 0.1 * e[2]])
+    anchored = torch.tensor([[True, False], [False, False]])
+    plain = align_batch([src], [tgt], sym="none")[0]
+    assert plain.links == [(0, 1), (1, 0)]
+    res = align_batch([src], [tgt], sym="union", anchors=[anchored])[0]
+    assert res.forward == {(0, 0), (1, 0)} and res.backward == {(0, 0), (0, 1)}
+    same = torch.stack([e[3], e[3]])  # static vectors all on <bos>: no link is nearer its partner than <bos>
+    kw = dict(sym="union", static_src=[same], static_tgt=[same], src_bos=e[3], tgt_bos=e[3])
+    assert align_batch([src], [tgt], null="max", **kw)[0].links == []
+    assert align_batch([src], [tgt], null="max", anchors=[anchored], **kw)[0].links == [(0, 0)]
 
 
 # ------------------------------------------------------------------ projection to the user's words

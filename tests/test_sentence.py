@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from xlfast import evaluate, mine
+from xlfast import anchors, evaluate, mine
 from xlfast.cli.main import app
 
 
@@ -127,8 +127,8 @@ def test_csls_word_evidence_stops_a_hub_from_matching_every_sentence(tmp_path):
 
 
 def test_number_keys_match_across_scripts():
-    assert mine.number_key("१९९०") == mine.number_key("1990") == mine.number_key("1,990") == "1990"
-    assert mine.number_key("१२") == "12" and mine.number_key("12a") is None and mine.number_key(",") is None
+    assert anchors.number_key("१९९०") == anchors.number_key("1990") == anchors.number_key("1,990") == "1990"
+    assert anchors.number_key("१२") == "12" and anchors.number_key("12a") is None and anchors.number_key(",") is None
 
 
 def test_stage_two_word_evidence_overrides_a_misleading_sentence_vector(tmp_path):
@@ -168,8 +168,8 @@ def test_numbers_in_any_script_are_word_evidence(tmp_path):
 def test_words_spelt_alike_on_both_sides_are_word_evidence(tmp_path):
     """A name spelt alike (case aside) matches with cosine 1 whatever the vectors say, and not another
     such word (cosine 0); words shorter than SHARED_SPELLING_MIN and punctuation are left to the vectors."""
-    assert mine.shared_spelling_key("Lima") == "lima" and mine.shared_spelling_key("no") is None
-    assert mine.shared_spelling_key("...") is None
+    assert anchors.shared_spelling_key("Lima") == "lima" and anchors.shared_spelling_key("no") is None
+    assert anchors.shared_spelling_key("...") is None
     e = np.eye(4)
     enc = HandEncoder({"Lima": e[0], "LIMA": e[1], "Cusco": e[2], "cusco": e[0], "no": e[3],
                        "No": 0.6 * e[3] + 0.8 * e[1]})

@@ -50,6 +50,7 @@ class AlignOptions:
     sym: str = "grow-diag-final-and"
     null: str = "none"
     static_weight: float = 0.5
+    anchors: bool = True  # numbers and words spelt alike link to each other first (`anchor_matrix`)
 
     def __post_init__(self):
         for value, allowed, what in ((self.emb, EMBEDDINGS, "embedding kind"), (self.sym, SYMMETRISATIONS,
@@ -190,8 +191,11 @@ def align_batch(
     src_bos: torch.Tensor | None = None,
     tgt_bos: torch.Tensor | None = None,
     knn: int = 3,
+    anchors: Sequence[torch.Tensor] | None = None,
 ) -> list[PairAlignment]:
-    """Align a batch of sentence pairs given per-pair [n_i,d] / [m_i,d] vector matrices."""
+    """Align a batch of sentence pairs given per-pair [n_i,d] / [m_i,d] vector matrices. `anchors`: per
+    pair an [n_i, m_i] bool matrix of the word pairs whose spelling says they translate (`anchor_matrix`):
+    each is the best match of both its words and passes the NULL heuristic, whatever the vectors say."""
     if len(src_vecs) != len(tgt_vecs):
         raise XlfastError(f"{len(src_vecs)} source sentences but {len(tgt_vecs)} target sentences")
     if sym not in SYMMETRISATIONS:
@@ -209,6 +213,12 @@ def align_batch(
     rows = torch.arange(masked.shape[1])
     masked.masked_fill_(~(cols[None, None, :] < tgt_len[:, None, None]), neg)
     masked.masked_fill_(~(rows[None, :, None] < src_len[:, None, None]), neg)
+    anchored = None
+    if anchors is not None:
+        anchored = torch.zeros(masked.shape, dtype=torch.bool)
+        for b, a in enumerate(anchors):
+            anchored[b, : a.shape[0], : a.shape[1]] = a
+        masked.masked_fill_(anchored, torch.finfo(csls.dtype).max)
     best_tgt = masked.argmax(dim=2).tolist()  # forward: per source word
     best_src = masked.argmax(dim=1).tolist()  # backward: per target word
 
@@ -216,7 +226,8 @@ def align_batch(
     if null != "none":
         if static_src is None or static_tgt is None or src_bos is None or tgt_bos is None:
             raise XlfastError("the NULL heuristic needs static embeddings and both <bos> vectors")
-        keep = (null_keep_mask(static_src, static_tgt, src_bos, tgt_bos, null) & (csls > 0)).tolist()
+        keep = null_keep_mask(static_src, static_tgt, src_bos, tgt_bos, null) & (csls > 0)
+        keep = (keep if anchored is None else keep | anchored).tolist()
 
     results = []
     for b, (n, m) in enumerate(zip(src_len.tolist(), tgt_len.tolist())):
@@ -312,6 +323,16 @@ def mix_vectors(contextual: Sequence[torch.Tensor], static: Sequence[torch.Tenso
     return [torch.cat([_unit(c) * a, _unit(s) * b], dim=-1) for c, s in zip(contextual, static)]
 
 
+def anchor_matrix(src: Sequence[str], tgt: Sequence[str]) -> torch.Tensor:
+    """[n, m] bool: True where the two tokens have the same `xlfast.anchors.anchor_key` (the same number
+    in any script's digits, or the same spelling)."""
+    from xlfast.anchors import anchor_key
+
+    keys_s, keys_t = [anchor_key(w) for w in src], [anchor_key(w) for w in tgt]
+    return torch.tensor([[a is not None and a == b for b in keys_t] for a in keys_s], dtype=torch.bool).reshape(
+        len(src), len(tgt))
+
+
 def _static_for(run, lang: str, sentences: Sequence[Sequence[str]]) -> list[torch.Tensor]:
     """Static vectors for each sentence, embedding each distinct word once."""
     vocab = sorted({w for s in sentences for w in s})
@@ -364,6 +385,7 @@ def align_sentences(
     batch_size: int = 256,
     on_batch: Callable[[int], None] | None = None,
     static_weight: float = AlignOptions.static_weight,
+    anchors: bool = AlignOptions.anchors,
 ) -> list[PairAlignment]:
     """Align tokenised sentence pairs with a trained run (xlfast.run.Run); results in input order, links
     indexing the given tokens."""
@@ -381,7 +403,8 @@ def align_sentences(
             src = [src_sents[k] for k in batch]
             tgt = [tgt_sents[k] for k in batch]
             v = pair_vectors(run, src, tgt, src_lang, tgt_lang, emb, static_weight, need_static=null != "none")
-            out = align_batch(v.src, v.tgt, sym, null, v.static_src, v.static_tgt, src_bos, tgt_bos)
+            marks = [anchor_matrix(a, b) for a, b in zip(src, tgt)] if anchors else None
+            out = align_batch(v.src, v.tgt, sym, null, v.static_src, v.static_tgt, src_bos, tgt_bos, anchors=marks)
             for k, res in zip(batch, out):
                 results[k] = res
             if on_batch is not None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import logging
 import time
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 
 from xlfast import threads
+from xlfast.anchors import anchor_key
 from xlfast.errors import XlfastError
 from xlfast.kernels.csls import normalize
 from xlfast.search import BestMatches, Rows, is_primary, scratch_dir, search, search_topk, validate
@@ -437,48 +437,20 @@ def best_both_ways(pair_s: np.ndarray, pair_t: np.ndarray, score: np.ndarray):
     return np.union1d(firsts(pair_s), firsts(pair_t))
 
 
-NUMBER_SEPARATORS = frozenset(",.'")
-
-
-def number_key(token: str) -> str | None:
-    """The digits of a number written in any script, as ASCII ('१,९९०' and '1990' -> '1990'); None for
-    a token that is not a number."""
-    if not any(ch.isdecimal() for ch in token) or not all(ch.isdecimal() or ch in NUMBER_SEPARATORS for ch in token):
-        return None
-    return "".join(str(unicodedata.decimal(ch)) for ch in token if ch.isdecimal())
-
-
-SHARED_SPELLING_MIN = 3  # shorter words spelt alike are too often different words ('a', 'no', 'en' in two languages)
-
-
-def shared_spelling_key(token: str) -> str | None:
-    """The case-folded spelling of a word with a letter and at least SHARED_SPELLING_MIN characters; None
-    otherwise."""
-    key = token.casefold()
-    return key if len(key) >= SHARED_SPELLING_MIN and any(ch.isalpha() for ch in key) else None
-
-
 def _anchor_word_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
     """Per word type of each corpus: an id of what its spelling alone says it translates to, -1 for other
-    words. Numbers in any script (number_key), and words spelt the same on both sides (names, loanwords:
-    shared_spelling_key; identical strings are the classic seed dictionary of related languages, Artetxe
-    et al. 2017, §4). Two words with the same id translate each other, two with different ids do not."""
+    words: numbers in any script, and words spelt the same on both sides (`xlfast.anchors`). Two words with
+    the same id translate each other, two with different ids do not."""
     ids: dict[tuple[str, str], int] = {}
-    spelt_s = {shared_spelling_key(w) for w in src.words}
-    shared = {shared_spelling_key(w) for w in tgt.words} & spelt_s - {None}
+    keys_s, keys_t = [anchor_key(w) for w in src.words], [anchor_key(w) for w in tgt.words]
+    # a spelling only one side has anchors nothing: it must not count as "a different anchor" either
+    shared = {k for k in keys_s if k is not None and k[0] == "spelling"} & set(keys_t)
 
-    def key(word: str):
-        number = number_key(word)
-        if number is not None:
-            return "number", number
-        spelling = shared_spelling_key(word)
-        return ("spelling", spelling) if spelling in shared else None
-
-    def per_word(corpus: EncodedCorpus) -> np.ndarray:
-        keys = [key(w) for w in corpus.words]
+    def per_side(keys: list) -> np.ndarray:
+        keys = [k if k is None or k[0] == "number" or k in shared else None for k in keys]
         return np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys], np.int64)
 
-    return per_word(src), per_word(tgt)
+    return per_side(keys_s), per_side(keys_t)
 
 
 def _anchor_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:

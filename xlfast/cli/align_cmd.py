@@ -26,11 +26,14 @@ NullOption = Annotated[Null, typer.Option(
     "--null", help="NULL heuristic: drop links closer to <bos> than to each other (min: paper, max: authors' code).")]
 StaticWeightOption = Annotated[float, typer.Option(
     "--static-weight", min=0.0, max=1.0, help="Weight of the static cosine with --emb mix.")]
+AnchorsOption = Annotated[bool, typer.Option(
+    "--anchors/--no-anchors", help="Link the same number (in any script's digits) and words spelt alike (names, "
+                                   "loanwords; 3+ characters, case aside) to each other whatever the vectors say.")]
 DEFAULTS = AlignOptions()
 
 
-def align_options(emb, sym, null, static_weight: float) -> AlignOptions:
-    return AlignOptions(emb=emb.value, sym=sym.value, null=null.value, static_weight=static_weight)
+def align_options(emb, sym, null, static_weight: float, anchors: bool = DEFAULTS.anchors) -> AlignOptions:
+    return AlignOptions(emb=emb.value, sym=sym.value, null=null.value, static_weight=static_weight, anchors=anchors)
 
 
 def align(
@@ -44,6 +47,7 @@ def align(
     static_weight: StaticWeightOption = DEFAULTS.static_weight,
     sym: SymOption = Sym(DEFAULTS.sym),
     null: NullOption = Null(DEFAULTS.null),
+    anchors: AnchorsOption = DEFAULTS.anchors,
     src_lang: SrcLangOption = None,
     tgt_lang: TgtLangOption = None,
     tokenize: TokenizeOverride = None,
@@ -83,7 +87,7 @@ def align(
                                          ("--json", json_out)] if is_stdio(path)]
     if len(to_stdout) > 1:
         raise UsageError(f"only one output can be standard output ('-'), not {' and '.join(to_stdout)}")
-    options = align_options(emb, sym, null, static_weight)
+    options = align_options(emb, sym, null, static_weight, anchors)
     run = Run.load(run_dir)
     columns = (TextColumn("aligning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with progress(*columns) as bar:

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from xlfast.align import SCORES
-from xlfast.cli.align_cmd import (DEFAULTS, Emb, EmbOption, Null, NullOption, StaticWeightOption, Sym, SymOption,
-                                  align_options)
+from xlfast.cli.align_cmd import (DEFAULTS, AnchorsOption, Emb, EmbOption, Null, NullOption, StaticWeightOption, Sym,
+                                  SymOption, align_options)
 from xlfast.cli.common import (LowercaseOverride, SrcLangOption, TgtLangOption, ThreadsOption, TokenizeOverride,
                                apply_threads, choices, console, err_console, nonblank, table)
 from xlfast.errors import UsageError, XlfastError
@@ -30,6 +30,7 @@ def show(
     static_weight: StaticWeightOption = DEFAULTS.static_weight,
     sym: SymOption = Sym(DEFAULTS.sym),
     null: NullOption = Null(DEFAULTS.null),
+    anchors: AnchorsOption = DEFAULTS.anchors,
     score: Annotated[Score, typer.Option(help="Colour by csls (what alignment uses) or cos.")] = Score.csls,
     src_lang: SrcLangOption = None,
     tgt_lang: TgtLangOption = None,
@@ -46,7 +47,7 @@ def show(
     from xlfast.io import atomic_open
     from xlfast.run import Run
 
-    options = align_options(emb, sym, null, static_weight)
+    options = align_options(emb, sym, null, static_weight, anchors)
     run = Run.load(run_dir)
     pic = picture_pair(run, src, tgt, src_lang=src_lang, tgt_lang=tgt_lang, tokenize=tokenize and tokenize.value,
                        lowercase=lowercase, options=options, score=score.value)
