@@ -182,6 +182,19 @@ def test_words_spelt_alike_on_both_sides_are_word_evidence(tmp_path):
                                atol=1e-3)  # token vectors are stored as float16
 
 
+def test_shared_keys_match_spellings_without_case_or_marks_and_loanword_stems():
+    src = ["tecnologianinra", "Grècia", "Lima", "casas", "1990", "jawekibo", "१९९१"]
+    tgt = ["tecnología", "grecia", "LIMA", "casa", "१९९०", "otra"]
+    keys_s, keys_t = anchors.shared_keys(src, tgt)
+    assert keys_s == [("spelling", "tecnologia"), ("spelling", "grecia"), ("spelling", "lima"), None,
+                      ("number", "1990"), None, ("number", "1991")]  # 'casa': a stem under LOANWORD_STEM_MIN
+    assert keys_t == [("spelling", "tecnologia"), ("spelling", "grecia"), ("spelling", "lima"), None,
+                      ("number", "1990"), None]
+    # the longest stem wins, and it anchors the word it comes from
+    assert anchors.shared_keys(["organizacioninra"], ["organiza", "organizacion"]) == (
+        [("spelling", "organizacion")], [None, ("spelling", "organizacion")])
+
+
 def test_static_lexicon_is_each_words_nearest_by_csls_and_numbers_match(tmp_path):
     """Each word type's LEXICON_SIZE nearest words of the other corpus by CSLS of the static vectors,
     weight max(CSLS / 2, 0), descending, checked against a brute-force CSLS; a number's best translation

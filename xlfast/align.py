@@ -50,7 +50,7 @@ class AlignOptions:
     sym: str = "grow-diag-final-and"
     null: str = "none"
     static_weight: float = 0.5
-    anchors: bool = True  # numbers and words spelt alike link to each other first (`anchor_matrix`)
+    anchors: bool = True  # numbers, words spelt alike and loanword stems link to each other first (`anchor_matrix`)
 
     def __post_init__(self):
         for value, allowed, what in ((self.emb, EMBEDDINGS, "embedding kind"), (self.sym, SYMMETRISATIONS,
@@ -324,11 +324,11 @@ def mix_vectors(contextual: Sequence[torch.Tensor], static: Sequence[torch.Tenso
 
 
 def anchor_matrix(src: Sequence[str], tgt: Sequence[str]) -> torch.Tensor:
-    """[n, m] bool: True where the two tokens have the same `xlfast.anchors.anchor_key` (the same number
-    in any script's digits, or the same spelling)."""
-    from xlfast.anchors import anchor_key
+    """[n, m] bool: True where the two tokens share a key of `xlfast.anchors.shared_keys` (the same number
+    in any script's digits, the same spelling case and diacritics aside, or a loanword's stem)."""
+    from xlfast.anchors import shared_keys
 
-    keys_s, keys_t = [anchor_key(w) for w in src], [anchor_key(w) for w in tgt]
+    keys_s, keys_t = shared_keys(src, tgt)
     return torch.tensor([[a is not None and a == b for b in keys_t] for a in keys_s], dtype=torch.bool).reshape(
         len(src), len(tgt))
 

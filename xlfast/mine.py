@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from xlfast import threads
-from xlfast.anchors import anchor_key
+from xlfast.anchors import shared_keys
 from xlfast.errors import XlfastError
 from xlfast.kernels.csls import normalize
 from xlfast.search import BestMatches, Rows, is_primary, scratch_dir, search, search_topk, validate
@@ -439,15 +439,13 @@ def best_both_ways(pair_s: np.ndarray, pair_t: np.ndarray, score: np.ndarray):
 
 def _anchor_word_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
     """Per word type of each corpus: an id of what its spelling alone says it translates to, -1 for other
-    words: numbers in any script, and words spelt the same on both sides (`xlfast.anchors`). Two words with
-    the same id translate each other, two with different ids do not."""
+    words: numbers in any script, words spelt alike on both sides and loanword stems
+    (`xlfast.anchors.shared_keys`). Two words with the same id translate each other, two with different ids
+    do not."""
     ids: dict[tuple[str, str], int] = {}
-    keys_s, keys_t = [anchor_key(w) for w in src.words], [anchor_key(w) for w in tgt.words]
-    # a spelling only one side has anchors nothing: it must not count as "a different anchor" either
-    shared = {k for k in keys_s if k is not None and k[0] == "spelling"} & set(keys_t)
+    keys_s, keys_t = shared_keys(src.words, tgt.words)
 
     def per_side(keys: list) -> np.ndarray:
-        keys = [k if k is None or k[0] == "number" or k in shared else None for k in keys]
         return np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys], np.int64)
 
     return per_side(keys_s), per_side(keys_t)
@@ -599,8 +597,8 @@ def static_lexicons(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.nd
     """Both ways, each word type's `size` nearest word types of the other corpus by CSLS of the static
     vectors (one `xlfast.kernels.csls.topk` pass, both directions, never the full matrix), weighted by
     max(CSLS / 2, 0) (at most 1): the translation lexicon the run itself implies (as a dictionary-coverage matcher takes
-    one from a word aligner). Two anchors (the same number in any script's digits, or the same spelling:
-    `_anchor_word_ids`) are each other's best translation,
+    one from a word aligner). Two anchors (the same number in any script's digits, the same spelling or a
+    loanword's stem: `_anchor_word_ids`) are each other's best translation,
     weight 1."""
     from xlfast.kernels.csls import topk
 
@@ -612,8 +610,11 @@ def static_lexicons(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.nd
         scores, indices = scores.numpy().astype(np.float32), indices.numpy().astype(np.int64)
         rows = np.repeat(np.arange(len(indices)), indices.shape[1])
         cols, vals = indices.ravel(), np.maximum(scores.ravel() / 2, 0)  # CSLS = 2·cos − r − r: halve to ≤ 1
-        where_b = {int(k): j for j, k in enumerate(anchor_b) if k >= 0}  # one spelling per anchor (the last)
-        same = [(i, where_b[int(k)]) for i, k in enumerate(anchor_a) if k >= 0 and int(k) in where_b]
+        where_b: dict[int, list[int]] = {}  # every word of the other side with the anchor ('tecnologianin', …)
+        for j, k in enumerate(anchor_b.tolist()):
+            if k >= 0:
+                where_b.setdefault(k, []).append(j)
+        same = [(i, j) for i, k in enumerate(anchor_a.tolist()) if k >= 0 for j in where_b.get(k, ())]
         if same:
             ni, nj = np.array(same, np.int64).T
             rows, cols = np.concatenate([rows, ni]), np.concatenate([cols, nj])
