@@ -213,9 +213,11 @@ def test_null_needs_static_vectors():
 
 
 def test_anchor_matrix_marks_numbers_in_any_script_and_words_spelt_alike():
-    m = anchor_matrix(["Anna", "१९९०", "la", "casa", "."], ["anna", "1990", "la", "Haus", ".", "ANNA"])
-    want = torch.zeros(5, 6, dtype=torch.bool)
-    want[0, 0] = want[0, 5] = want[1, 1] = True  # 'la' is too short, '.' has no letter
+    m = anchor_matrix(["Anna", "१९९०", "la", "casa", ".", "Venèzia", "Venèzia"],
+                      ["anna", "1990", "la", "Haus", ".", "venezia", "VENEZIA", "Anna"])
+    want = torch.zeros(7, 8, dtype=torch.bool)
+    want[1, 1] = True  # 'la' is too short, '.' has no letter
+    want[5, 5] = want[6, 6] = True  # twice on both sides: in order; 'Anna' once against twice: the vectors decide
     assert torch.equal(m, want)
     assert anchor_matrix([], ["x"]).shape == (0, 1)
 

@@ -325,12 +325,26 @@ def mix_vectors(contextual: Sequence[torch.Tensor], static: Sequence[torch.Tenso
 
 def anchor_matrix(src: Sequence[str], tgt: Sequence[str]) -> torch.Tensor:
     """[n, m] bool: True where the two tokens share a key of `xlfast.anchors.shared_keys` (the same number
-    in any script's digits, the same spelling case and diacritics aside, or a loanword's stem)."""
+    in any script's digits, or the same spelling, case and diacritics aside, in its first characters). A key
+    found k times on both sides links the occurrences in order, first to first; found a different number of
+    times on the two sides it links none (which 'ladro' is which is the vectors' to say)."""
     from xlfast.anchors import shared_keys
 
     keys_s, keys_t = shared_keys(src, tgt)
-    return torch.tensor([[a is not None and a == b for b in keys_t] for a in keys_s], dtype=torch.bool).reshape(
-        len(src), len(tgt))
+    out = torch.zeros(len(src), len(tgt), dtype=torch.bool)
+    where_t: dict = {}
+    for j, k in enumerate(keys_t):
+        if k is not None:
+            where_t.setdefault(k, []).append(j)
+    where_s: dict = {}
+    for i, k in enumerate(keys_s):
+        if k is not None:
+            where_s.setdefault(k, []).append(i)
+    for k, rows in where_s.items():
+        cols = where_t.get(k, [])
+        if len(cols) == len(rows):
+            out[rows, cols] = True
+    return out
 
 
 def _static_for(run, lang: str, sentences: Sequence[Sequence[str]]) -> list[torch.Tensor]:
