@@ -332,6 +332,8 @@ def anchor_matrix(src: Sequence[str], tgt: Sequence[str]) -> torch.Tensor:
 
     keys_s, keys_t = shared_keys(src, tgt)
     out = torch.zeros(len(src), len(tgt), dtype=torch.bool)
+    if not any(keys_s):
+        return out
     where_t: dict = {}
     for j, k in enumerate(keys_t):
         if k is not None:

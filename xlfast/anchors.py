@@ -6,6 +6,7 @@ Sentence mining (`xlfast.mine`) and word alignment (`xlfast.align`) both trust t
 (`shared_keys`)."""
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ def shared_spelling_key(token: str) -> str | None:
     return key[:SPELLING_PREFIX] if len(key) >= SHARED_SPELLING_MIN and any(ch.isalpha() for ch in key) else None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # alignment asks for the same words sentence after sentence
 def anchor_key(token: str) -> tuple[str, str] | None:
     """('number', digits) or ('spelling', shared_spelling_key), or None: two tokens with the same key
     translate each other."""
