@@ -50,7 +50,7 @@ class AlignOptions:
     sym: str = "grow-diag-final-and"
     null: str = "none"
     static_weight: float = 0.5
-    anchors: bool = True  # numbers, words spelt alike and loanword stems link to each other first (`anchor_matrix`)
+    anchors: bool = True  # numbers and words spelt alike (`xlfast.anchors`) link to each other first (`anchor_matrix`)
 
     def __post_init__(self):
         for value, allowed, what in ((self.emb, EMBEDDINGS, "embedding kind"), (self.sym, SYMMETRISATIONS,

@@ -439,7 +439,7 @@ def best_both_ways(pair_s: np.ndarray, pair_t: np.ndarray, score: np.ndarray):
 
 def _anchor_word_ids(src: EncodedCorpus, tgt: EncodedCorpus) -> tuple[np.ndarray, np.ndarray]:
     """Per word type of each corpus: an id of what its spelling alone says it translates to, -1 for other
-    words: numbers in any script, words spelt alike on both sides and loanword stems
+    words: numbers in any script, and words spelt alike on both sides in their first characters
     (`xlfast.anchors.shared_keys`). Two words with the same id translate each other, two with different ids
     do not."""
     ids: dict[tuple[str, str], int] = {}
@@ -597,9 +597,8 @@ def static_lexicons(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.nd
     """Both ways, each word type's `size` nearest word types of the other corpus by CSLS of the static
     vectors (one `xlfast.kernels.csls.topk` pass, both directions, never the full matrix), weighted by
     max(CSLS / 2, 0) (at most 1): the translation lexicon the run itself implies (as a dictionary-coverage matcher takes
-    one from a word aligner). Two anchors (the same number in any script's digits, the same spelling or a
-    loanword's stem: `_anchor_word_ids`) are each other's best translation,
-    weight 1."""
+    one from a word aligner). Two anchors (the same number in any script's digits, or the same spelling in
+    its first characters: `_anchor_word_ids`) are each other's best translation, weight 1."""
     from xlfast.kernels.csls import topk
 
     found = topk(src.word_vectors, tgt.word_vectors, size, metric="csls", both=True, normalized=True,

@@ -27,9 +27,9 @@ NullOption = Annotated[Null, typer.Option(
 StaticWeightOption = Annotated[float, typer.Option(
     "--static-weight", min=0.0, max=1.0, help="Weight of the static cosine with --emb mix.")]
 AnchorsOption = Annotated[bool, typer.Option(
-    "--anchors/--no-anchors", help="Link the same number (in any script's digits), words spelt alike (names, "
-                                   "loanwords; 3+ characters, case and diacritics aside) and a word to a word of 6+ "
-                                   "characters that begins it (a loanword's stem) whatever the vectors say.")]
+    "--anchors/--no-anchors", help="Link the same number (in any script's digits) and words spelt alike in their "
+                                   "first 6 characters (names, loanwords, cognates; 3+ characters, case and "
+                                   "diacritics aside) whatever the vectors say.")]
 DEFAULTS = AlignOptions()
 
 
