@@ -105,6 +105,9 @@ DEFAULT_LEXICAL = 20
 DEFAULT_REFINE = 1
 MIN_REFINE_PAIRS = 50  # fewer mined pairs than this leave the vectors as they are (a map of d×d from a handful overfits)
 LEXICON_SIZE = 5
+# Lexicon entries one word takes from its anchor: a stem that many word forms share (a large corpus has
+# dozens per stem) must not flood the lexicon (shp-es dev: F1 within 0.002 of no limit, with 5 or 20).
+ANCHOR_PARTNERS_MAX = 20
 LEXICAL_MAX_POSTINGS = 5000  # translations found in more sentences are skipped (see xlfast.kernels.coverage)
 IDF_FLOOR = 1e-3  # the least IDF a token weighs with in the word evidence (a word in every sentence has 0)
 
@@ -613,7 +616,8 @@ def static_lexicons(src: EncodedCorpus, tgt: EncodedCorpus, hubness: tuple[np.nd
         for j, k in enumerate(anchor_b.tolist()):
             if k >= 0:
                 where_b.setdefault(k, []).append(j)
-        same = [(i, j) for i, k in enumerate(anchor_a.tolist()) if k >= 0 for j in where_b.get(k, ())]
+        same = [(i, j) for i, k in enumerate(anchor_a.tolist()) if k >= 0
+                for j in where_b.get(k, ())[:ANCHOR_PARTNERS_MAX]]
         if same:
             ni, nj = np.array(same, np.int64).T
             rows, cols = np.concatenate([rows, ni]), np.concatenate([cols, nj])
