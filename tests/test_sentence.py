@@ -184,6 +184,7 @@ def test_words_spelt_alike_on_both_sides_are_word_evidence(tmp_path):
 def test_shared_keys_match_spellings_without_case_or_marks_by_their_first_characters():
     assert anchors.shared_spelling_key("Grècia") == "grecia" and anchors.shared_spelling_key("no") is None
     assert anchors.shared_spelling_key("tecnologianinra") == "tecnologianinra"[:anchors.SPELLING_PREFIX]
+    assert anchors.shared_spelling_key("नेपाल") == anchors.shared_spelling_key("Nepal") == "nepal"  # romanised
     src = ["tecnologianinra", "Grècia", "Lima", "casas", "1990", "jawekibo", "१९९१", "teatronboanra"]
     tgt = ["tecnología", "grecia", "LIMA", "casa", "१९९०", "otra", "teatros"]
     keys_s, keys_t = anchors.shared_keys(src, tgt)

@@ -1,7 +1,8 @@
 """Words whose spelling alone says what they translate to: numbers in any script's digits, and words
-spelt alike in both languages (names, loanwords, cognates). Identical strings are the classic seed
-dictionary between languages that share a script (Artetxe et al. 2017, "Learning bilingual word embeddings
-with (almost) no bilingual data", §4); the digits of a number mean the same whatever script writes them.
+spelt alike in both languages (names, loanwords, cognates; in two scripts, once romanised). Identical
+strings are the classic seed dictionary between languages that share a script (Artetxe et al. 2017,
+"Learning bilingual word embeddings with (almost) no bilingual data", §4); the digits of a number mean the
+same whatever script writes them.
 Sentence mining (`xlfast.mine`) and word alignment (`xlfast.align`) both trust these keys over the vectors
 (`shared_keys`)."""
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import functools
 import unicodedata
 from collections.abc import Sequence
+
+from anyascii import anyascii
 
 NUMBER_SEPARATORS = frozenset(",.'")
 SHARED_SPELLING_MIN = 3  # shorter words spelt alike are too often different words ('a', 'no', 'en' in two languages)
@@ -30,8 +33,11 @@ def number_key(token: str) -> str | None:
 def shared_spelling_key(token: str) -> str | None:
     """The first SPELLING_PREFIX characters of a word with a letter and at least SHARED_SPELLING_MIN
     characters, case-folded and without diacritics ('Grècia' and 'Grecia' -> 'grecia': one language marks
-    the stress, the other not); None otherwise."""
+    the stress, the other not), romanised where it is written in another script (`anyascii`: Nepali
+    'नेपाल' -> 'nepal'); None otherwise."""
     key = "".join(ch for ch in unicodedata.normalize("NFKD", token.casefold()) if not unicodedata.combining(ch))
+    if not key.isascii():  # another script: its romanisation, so that names match across scripts
+        key = anyascii(key).casefold()
     return key[:SPELLING_PREFIX] if len(key) >= SHARED_SPELLING_MIN and any(ch.isalpha() for ch in key) else None
 
 
