@@ -29,7 +29,7 @@ StaticWeightOption = Annotated[float, typer.Option(
 AnchorsOption = Annotated[bool, typer.Option(
     "--anchors/--no-anchors", help="Link the same number (in any script's digits) and words spelt alike in their "
                                    "first 6 characters (names, loanwords, cognates; 3+ characters, case and "
-                                   "diacritics aside) whatever the vectors say.")]
+                                   "diacritics aside, other scripts romanised) whatever the vectors say.")]
 DEFAULTS = AlignOptions()
 
 
