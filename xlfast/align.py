@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 import regex
 import torch
 
+from xlfast.anchors import positions, shared_keys
 from xlfast.errors import UsageError, XlfastError
 
 Link = tuple[int, int]
@@ -328,21 +329,12 @@ def anchor_matrix(src: Sequence[str], tgt: Sequence[str]) -> torch.Tensor:
     in any script's digits, or the same spelling, case and diacritics aside, in its first characters). A key
     found k times on both sides links the occurrences in order, first to first; found a different number of
     times on the two sides it links none (which 'ladro' is which is the vectors' to say)."""
-    from xlfast.anchors import shared_keys
-
     keys_s, keys_t = shared_keys(src, tgt)
     out = torch.zeros(len(src), len(tgt), dtype=torch.bool)
     if not any(keys_s):
         return out
-    where_t: dict = {}
-    for j, k in enumerate(keys_t):
-        if k is not None:
-            where_t.setdefault(k, []).append(j)
-    where_s: dict = {}
-    for i, k in enumerate(keys_s):
-        if k is not None:
-            where_s.setdefault(k, []).append(i)
-    for k, rows in where_s.items():
+    where_t = positions(keys_t)
+    for k, rows in positions(keys_s).items():
         cols = where_t.get(k, [])
         if len(cols) == len(rows):
             out[rows, cols] = True

@@ -63,3 +63,12 @@ def shared_keys(words_a: Sequence[str], words_b: Sequence[str]) -> tuple[list, l
         return [k if k is None or k[0] == "number" or k in both else None for k in keys]
 
     return kept(keys_a), kept(keys_b)
+
+
+def positions(keys: Sequence) -> dict:
+    """Where each key occurs: {key: [its positions, in order]}, None skipped."""
+    where: dict = {}
+    for pos, k in enumerate(keys):
+        if k is not None:
+            where.setdefault(k, []).append(pos)
+    return where
