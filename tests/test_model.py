@@ -113,6 +113,22 @@ def test_cnn_closed_form_matches_an_explicit_convolution_over_pieces():
     assert torch.allclose(got, expected, atol=1e-5)
 
 
+def test_cnn_table_under_bf16_autocast_rounds_only_the_piece_products():
+    model = tiny_model("cnn").eval()
+    with torch.no_grad():
+        want = model.embed.table("bb")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model.embed.table("bb")
+        w = model.embed.conv.weight
+        taps = torch.cat([w[:, :, 0].t(), w[:, :, 2].t(), w.sum(dim=2).t()], dim=1)
+        scale = float((model.embed.Z.abs() @ taps.abs()).max())
+    assert got.dtype == torch.float32  # the tied output layer and the lookups read an fp32 table
+    # Z and the taps are rounded to bf16 (relative error 2^-8 each) and so is the product: each product
+    # entry is off by at most 3·2^-8 of |Z|·|taps|, and a word's entry sums n pieces / n and two ends / n.
+    err = (got - want).abs().max()
+    assert 0 < err <= 3 * 3 * 2**-8 * scale
+
+
 def test_oov_words_get_unk_plus_their_pieces():
     model = tiny_model("ave").eval()
     with torch.no_grad():

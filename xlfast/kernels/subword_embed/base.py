@@ -29,6 +29,7 @@ class PieceLayout:
         self._compact: tuple[torch.Tensor, "PieceLayout"] | None = None
         self._all_rows: torch.Tensor | None = None
         self._inv_counts: dict[torch.dtype, torch.Tensor] = {}
+        self._ends: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _check(self) -> None:
         off, pcs = self.offsets, self.pieces
@@ -98,6 +99,12 @@ class PieceLayout:
         if dtype not in self._inv_counts:
             self._inv_counts[dtype] = (1.0 / self.counts.to(torch.float64)).to(dtype)
         return self._inv_counts[dtype]
+
+    def first_last(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each word's first and last piece id ([V] each, kept): the ends a width-3 convolution pads (SWcnn)."""
+        if self._ends is None:
+            self._ends = (self.pieces[self.offsets[:-1]], self.pieces[self.offsets[1:] - 1])
+        return self._ends
 
     def gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The CSR (offsets, pieces) of the rows `ids` (repeats allowed), in that order."""
