@@ -181,6 +181,22 @@ def test_words_spelt_alike_on_both_sides_are_word_evidence(tmp_path):
                                atol=1e-3)  # token vectors are stored as float16
 
 
+def test_cached_word_evidence_reads_the_anchors_once_and_scores_as_word_evidence(tmp_path, monkeypatch):
+    e = np.eye(4)
+    enc = HandEncoder({"Lima": e[0], "LIMA": e[1], "Cusco": e[2], "cusco": e[0]})
+    src = mine.encode_corpus(enc, "src", ["Lima", "Cusco"], tmp_path)
+    tgt = mine.encode_corpus(enc, "tgt", ["LIMA", "cusco"], tmp_path)
+    want = mine.word_evidence(src, tgt, np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]))
+    calls = []
+    real = mine._anchor_ids
+    monkeypatch.setattr(mine, "_anchor_ids", lambda a, b: calls.append(1) or real(a, b))
+    cache: dict = {}
+    first = mine._cached_word_evidence(src, tgt, np.array([0, 0]), np.array([0, 1]), "context", False, None, cache)
+    second = mine._cached_word_evidence(src, tgt, np.array([1, 1]), np.array([0, 1]), "context", False, None, cache)
+    np.testing.assert_allclose(np.concatenate([first, second]), want)
+    assert len(calls) == 1  # each pass's new pairs reuse the anchor ids of the first
+
+
 def test_shared_keys_match_spellings_without_case_or_marks_by_their_first_characters():
     assert anchors.shared_spelling_key("Grècia") == "grecia" and anchors.shared_spelling_key("no") is None
     assert anchors.shared_spelling_key("tecnologianinra") == "tecnologianinra"[:anchors.SPELLING_PREFIX]

@@ -468,7 +468,8 @@ def _token_vectors(corpus: EncodedCorpus, rows: np.ndarray, static: bool) -> np.
 
 
 def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pair_t: np.ndarray,
-                  static: bool = False, hubness: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                  static: bool = False, hubness: tuple[np.ndarray, np.ndarray] | None = None,
+                  anchors: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Word-level evidence for candidate sentence pairs (stage 2): the mean over the source tokens of
     their best cosine to a target token, and the same from the target side, averaged (as BERTScore
     matches tokens, Zhang et al. 2020). The means weigh each token by √idf of its word type (BERTScore
@@ -480,11 +481,12 @@ def word_evidence(src: EncodedCorpus, tgt: EncodedCorpus, pair_s: np.ndarray, pa
     context-free word vectors (`EncodedCorpus.word_vectors`) instead of the contextual ones; with
     `hubness` (per word type of each side, its mean cosine to its nearest words of the other side,
     `static_hubness`) their CSLS, 2·cos − r_s − r_t (Conneau et al. 2018), so that a word close to every
-    word of the other language (a hub) does not match every sentence."""
+    word of the other language (a hub) does not match every sentence. `anchors`: `_anchor_ids(src, tgt)`
+    where the caller keeps it (it looks at every word type of both corpora)."""
     out = np.zeros(len(pair_s), np.float32)
     if len(pair_s) == 0:
         return out
-    anchor_s, anchor_t = _anchor_ids(src, tgt)
+    anchor_s, anchor_t = _anchor_ids(src, tgt) if anchors is None else anchors
     order = np.argsort(pair_s, kind="stable")
     cuts = np.flatnonzero(np.diff(pair_s[order])) + 1
     # The same bits whatever the thread governor does meanwhile: stage 2's one-to-one choice turns last-bit
@@ -769,7 +771,8 @@ def procrustes_refined(xs: np.ndarray, xt: np.ndarray, pair_s: np.ndarray, pair_
 
 def _cached_word_evidence(src, tgt, pair_s, pair_t, evidence, static, hubness, cache: dict) -> np.ndarray:
     """`word_evidence` of the pairs (averaged over the kinds `evidence` asks for), computed only for pairs
-    an earlier pass of the same mining did not already score (`cache`: sorted pair keys and their values)."""
+    an earlier pass of the same mining did not already score (`cache`: sorted pair keys and their values,
+    and the anchor ids of both corpora)."""
     keys = pair_s.astype(np.int64) * len(tgt.lines) + pair_t
     known_keys, known = cache.get("keys", np.empty(0, np.int64)), cache.get("values", np.empty(0, np.float32))
     at = np.minimum(np.searchsorted(known_keys, keys), max(len(known_keys) - 1, 0))
@@ -779,7 +782,10 @@ def _cached_word_evidence(src, tgt, pair_s, pair_t, evidence, static, hubness, c
     new = ~hit
     if new.any():
         kinds = {"context": [False], "static": [static], "both": [False, True] if static else [False]}[evidence]
-        out[new] = np.mean([word_evidence(src, tgt, pair_s[new], pair_t[new], k, hubness) for k in kinds], axis=0)
+        if "anchors" not in cache:
+            cache["anchors"] = _anchor_ids(src, tgt)
+        out[new] = np.mean([word_evidence(src, tgt, pair_s[new], pair_t[new], k, hubness, cache["anchors"])
+                            for k in kinds], axis=0)
         merged = np.concatenate([known_keys, keys[new]])
         order = np.argsort(merged, kind="stable")
         cache["keys"], cache["values"] = merged[order], np.concatenate([known, out[new]])[order]
