@@ -25,9 +25,12 @@ from xlfast.errors import XlfastError
 # Bytes of the reused logits chunk; rows per chunk = this / (V · bytes held per logit), at least
 # MIN_CHUNK_ROWS. The three GEMMs of a chunk have the chunk's rows as one dimension (dW's accumulation has
 # them as K, and reads and writes all of dW per chunk): below ~256 rows MKL ran them at half speed on the
-# 2-core EPYC, while 32 MB (≈420 float32 or ≈840 bf16 rows at V = 20k) stays far below the materialised
-# logits (`xlfast bench linear-ce --chunk-mb`).
-CHUNK_BYTES = 32 << 20
+# 2-core EPYC. On the 2-core AMX CPU, N = 4096, V = 20k, d = 500, bf16 (`xlfast bench linear-ce --training
+# --chunk-mb 32,128,160,256`, 7 alternated rounds): 589 / 520 / 538 / 522 ms a step, and 32 / 64 / 160 MB
+# 587 / 557 / 537 and 638 / 603 / 577 ms in two more runs; float32 rows 1,233 / 1,163 ms at 32 / 128 MB.
+# 128 MB (≈1,700 float32 or ≈3,400 bf16 rows at V = 20k) takes 155 MB at its peak against 1,495 MB for
+# the materialised logits.
+CHUNK_BYTES = 128 << 20
 MIN_CHUNK_ROWS = 128
 
 
