@@ -428,3 +428,21 @@ def test_bf16_rows_take_bf16_gemms_and_stay_within_autocasts_error(backend, N, V
         err, ref_err = float((a - e).abs().max()), float((r - e).abs().max())
         floor = 4 * 2.0**-8 * float(e.abs().max()) / math.sqrt(N)  # a few bf16 ulps of the scale, averaged over rows
         assert err <= 2 * ref_err + floor, f"{name}: error {err:.3g}, autocast torch {ref_err:.3g}"
+
+
+@pytest.mark.parametrize("V,d", [(37, 19), (64, 32), (1000, 70)])
+def test_the_transposed_bf16_table_equals_torchs_rounding_with_and_without_the_extension(V, d, monkeypatch):
+    """The forward GEMM's [d, V] bf16 table: every element rounded to nearest even as torch rounds, on
+    shapes that are not whole tiles, whether the C++ tiled transpose or torch's copy makes it."""
+    gen = torch.Generator().manual_seed(V)
+    table = torch.randn(V, d, generator=gen) * torch.logspace(-3, 3, d)  # values across many exponents
+    table[0, 0] = 1.0 + 2.0**-8  # a tie: rounds to even (down)
+    table[-1, -1] = 1.0 + 3 * 2.0**-8  # a tie: rounds to even (up)
+    want = table.t().bfloat16()
+    paths = [base._ext, None] if base._ext is not None else [None]
+    for ext in paths:
+        monkeypatch.setattr(base, "_ext", ext)
+        out = torch.full((d, V), float("nan"), dtype=torch.bfloat16)
+        assert base.transposed_bf16(table, out) is out
+        assert torch.equal(out, want), ext
+    assert float(want[0, 0]) == 1.0 and float(want[-1, -1]) == 1.0 + 4 * 2.0**-8

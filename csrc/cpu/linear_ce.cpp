@@ -80,9 +80,33 @@ static void rows_(py::array logits, py::array_t<int64_t, py::array::c_style> tar
     kKernels.f32(static_cast<float*>(x), bias, tgt, out, C, V, grad, threads);
 }
 
+// dst[j, v] = bf16(src[v, j]): the table transposed for the forward GEMM (xlfast/kernels/linear_ce/base.py
+// says why), in 32 x 32 tiles so that both sides are read and written a cache line at a time (torch's
+// strided copy_ took 13-16 ms for a 20k x 500 table on the 2-core AMX CPU, this 3-6 ms).
+static void transpose_to_bf16(py::array_t<float, py::array::c_style> src, py::array_t<int16_t, py::array::c_style> dst,
+                              int threads) {
+  if (src.ndim() != 2 || dst.ndim() != 2 || dst.shape(0) != src.shape(1) || dst.shape(1) != src.shape(0))
+    throw std::invalid_argument("expected src [V, d] and dst [d, V]");
+  constexpr int64_t kTile = 32;
+  const int64_t V = src.shape(0), d = src.shape(1);
+  const float* s = src.data();
+  auto* o = reinterpret_cast<uint16_t*>(dst.mutable_data());
+  py::gil_scoped_release release;
+#pragma omp parallel for schedule(static) num_threads(std::max(threads, 1))
+  for (int64_t v0 = 0; v0 < V; v0 += kTile) {
+    const int64_t v1 = std::min(v0 + kTile, V);
+    for (int64_t j0 = 0; j0 < d; j0 += kTile) {
+      const int64_t j1 = std::min(j0 + kTile, d);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t v = v0; v < v1; ++v) o[j * V + v] = generic::to_bf16(s[v * d + j]);
+    }
+  }
+}
+
 PYBIND11_MODULE(_linear_ce_cpu, m) {
   m.doc() = "Row pass of the fused linear cross-entropy (fp32 log-sum-exp, in-place logit gradient)";
   m.def("rows_", &rows_, py::arg("logits"), py::arg("target"), py::arg("bias"), py::arg("loss"), py::arg("grad"),
         py::arg("threads"));
+  m.def("transpose_to_bf16", &transpose_to_bf16, py::arg("src"), py::arg("dst"), py::arg("threads"));
   m.attr("isa") = isa_name(kKernels.isa);
 }

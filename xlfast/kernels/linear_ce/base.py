@@ -22,6 +22,11 @@ import torch
 import xlfast.kernels.linear_ce.bf16_gemm as bf16_gemm
 from xlfast.errors import XlfastError
 
+try:  # the tiled transpose of the table (csrc/cpu/linear_ce.cpp); torch's strided copy where not built
+    from xlfast import _linear_ce_cpu as _ext
+except ImportError:  # pragma: no cover - depends on the build
+    _ext = None
+
 # Bytes of the reused logits chunk; rows per chunk = this / (V · bytes held per logit), at least
 # MIN_CHUNK_ROWS. The three GEMMs of a chunk have the chunk's rows as one dimension (dW's accumulation has
 # them as K, and reads and writes all of dW per chunk): below ~256 rows MKL ran them at half speed on the
@@ -83,6 +88,20 @@ def release_workspace() -> None:
     _workspace.buffers = {}
 
 
+def transposed_bf16(table: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out [d, V] (bf16) = table [V, d] (float32) transposed and rounded, for the bf16 forward GEMM.
+
+    oneDNN's bf16 GEMM ran X · Wᵀ 1.4-2.3x faster against a contiguous [d, V] table than against the
+    transposed view of a [V, d] one (2-core AMX CPU, d = 500: 3,400 × 20k rows 57 → 25 ms, 1,300 × 4k 3.6 →
+    2.6 ms, 512 × 3k 1.0 → 0.6 ms), and MKL reads the same [d, V] buffer for the input gradient as fast as
+    a [V, d] one. The C++ tiled transpose costs 3-6 ms at 20k × 500 where torch's strided copy costs 13-16.
+    """
+    if _ext is not None and table.is_contiguous() and table.dtype == torch.float32 and table.device.type == "cpu":
+        _ext.transpose_to_bf16(table.detach().numpy(), out.view(torch.int16).numpy(), torch.get_num_threads())
+        return out
+    return out.copy_(table.t())
+
+
 @dataclass
 class Result:
     """Loss (fp32 scalar) and the gradients of the summed loss, formed in the forward."""
@@ -107,8 +126,12 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
     bf16_rows = x.dtype == torch.bfloat16 and x.device.type == "cpu" and weight.dtype == torch.float32
     mkl = bf16_rows and bf16_gemm.available()
     V = weight.shape[0] - first_class
-    W = (logits_buffer(V, d, x.dtype, x.device, "table").copy_(weight[first_class:]) if bf16_rows
-         else weight[first_class:].to(x.dtype))
+    if bf16_rows:
+        Wt = transposed_bf16(weight[first_class:], logits_buffer(d, V, x.dtype, x.device, "table"))
+        W = Wt.t()
+    else:
+        W = weight[first_class:].to(x.dtype)
+        Wt = W.t()
     keep = target != ignore_index
     rows = torch.nonzero(keep).squeeze(1)
     n = rows.numel()
@@ -129,7 +152,6 @@ def fused_forward(kernel: RowKernel, x: torch.Tensor, weight: torch.Tensor, targ
     # bytes per logit held: the GEMM's buffer, plus a float32 copy where the row pass cannot read bf16
     held = x.element_size() + (4 if bf16_rows and not kernel.takes_bf16 else 0)
     step = chunk_rows(n, V, held, chunk_bytes)
-    Wt = W.t()
     for start in range(0, n, step):
         stop = min(start + step, n)
         Xc = X[start:stop]
