@@ -575,3 +575,34 @@ def test_lr_decay_cuts_the_step_size_each_third_of_the_patience_without_a_rise(s
     # a resumed run steps at the decayed rate, not at --lr
     resumed = Trainer.resume(tmp_path / "d", dict(epochs=13, patience=99), log=lambda m: None)
     assert resumed.opt.param_groups[0]["lr"] == 0.0005
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e3], ids=["clipping", "not-clipping"])
+def test_clipped_step_matches_clip_grad_norm_then_adam(max_norm):
+    """The training step's clipping (the norm from BLAS dots, the scale inside the fused Adam) gives the
+    parameters and moments that torch's clip_grad_norm_ followed by the same Adam step gives, step after
+    step, whether the gradients are scaled down or left alone."""
+    from xlfast.train import clipped_step
+
+    def model_and_opt(fused):
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(7, 13), torch.nn.Tanh(), torch.nn.Linear(13, 3))
+        return m, torch.optim.Adam(m.parameters(), lr=1e-2, fused=fused)
+
+    x = torch.randn(32, 7, generator=torch.Generator().manual_seed(1))
+    runs = {}
+    for name, fused in (("torch", False), ("clipped_step", True)):
+        m, opt = model_and_opt(fused)
+        for _ in range(5):
+            opt.zero_grad()
+            (m(x) ** 2).sum().backward()
+            if name == "torch":
+                norm = torch.nn.utils.clip_grad_norm_(m.parameters(), max_norm)
+                assert (float(norm) > max_norm) == (max_norm < 1)  # the two cases are what their names say
+                opt.step()
+            else:
+                clipped_step(opt, max_norm)
+            assert not hasattr(opt, "grad_scale")
+        runs[name] = [p.detach().clone() for p in m.parameters()]
+    for a, b in zip(runs["torch"], runs["clipped_step"]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

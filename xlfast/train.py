@@ -621,6 +621,33 @@ def eval_interval(epoch_steps: int, eval_every: int | None) -> int:
     return epoch_steps if eval_every == 0 else min(eval_every, epoch_steps)
 
 
+def clipped_step(opt: torch.optim.Optimizer, max_norm: float) -> None:
+    """`clip_grad_norm_(params, max_norm)` then `opt.step()`. With a fused Adam on the CPU, the gradients'
+    norm comes from one BLAS dot per tensor (half the time of `linalg.vector_norm` on a 2000 × 500
+    decoder weight here) and the scaling happens inside the fused kernel (its `grad_scale`, which divides
+    every gradient as it reads it, the interface torch's GradScaler uses), not in a pass of its own over
+    every gradient: on grk-it the norm is ~70 against a clip of 5, so every step scales (the two passes
+    took ~6% of a step)."""
+    params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    fused = all(group.get("fused") for group in opt.param_groups) and isinstance(opt, torch.optim.Adam)
+    if not fused or not params or any(p.device.type != "cpu" or p.grad.is_sparse for p in params):
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        opt.step()
+        return
+    norm = math.sqrt(sum(float(torch.dot(g, g)) for g in (p.grad.reshape(-1) for p in params)))
+    if not math.isfinite(norm):  # torch's own path: the same non-finite gradients it would give
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        opt.step()
+        return
+    scale = norm / max_norm + 1e-6 / max_norm  # clip_grad_norm_'s coefficient max_norm / (norm + 1e-6), inverted
+    if scale > 1.0:
+        opt.grad_scale = torch.tensor(scale, dtype=torch.float32)
+    try:
+        opt.step()
+    finally:
+        opt.__dict__.pop("grad_scale", None)
+
+
 @dataclass
 class Selection:
     """Which evaluation's model is kept, and when patience runs out (saved in checkpoint.pt).
@@ -942,8 +969,7 @@ class Trainer:
             loss, _ = self.module(batch, backend=self.cfg.backend)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
-        self.opt.step()
+        clipped_step(self.opt, self.cfg.clip)
         if self.average is not None:
             self.average.update()
         return float(loss.detach())
