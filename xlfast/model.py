@@ -168,7 +168,7 @@ class SubwordEmbedding(nn.Module):
     def _cnn_table(self, E, Z, lay: PieceLayout, backend, dropout: float = 0.0, bf16: bool = False) -> torch.Tensor:
         # The mean over positions of a width-3 convolution is linear in the pieces, so the whole
         # vocabulary needs no per-word convolution: with taps W0, W1, W2 and z_{-1} = z_n = 0,
-        #   mean_t y_t = [(W0+W1+W2)·Σz − W0·z_last − W2·z_first] / n + b.
+        #   mean_t y_t = [Σ_t (W0+W1+W2)·z_t − W0·z_last − W2·z_first] / n + b.
         # Three d×d products on the rows of the piece table this language uses (about half of the shared
         # table: 531 of 781 pieces for Griko) replace a conv over every word (V × pieces).
         used, lay = lay.compacted()
@@ -176,17 +176,19 @@ class SubwordEmbedding(nn.Module):
         if dropout:  # on the pieces this language uses only, with the lookup's hashed mask (no RNG tensor)
             Z = table_dropout(Z, dropout, backend=backend)
         d = Z.shape[1]
-        w = self.conv.weight  # [out, in, 3]
-        taps = torch.cat([w[:, :, 0].t(), w[:, :, 2].t(), w.sum(dim=2).t()], dim=1)  # [in, 3·out]
-        # Under bf16 autocast the product runs in bf16 (fp32 accumulation), as every other GEMM of the step
-        # does: in fp32 these products and their gradients were the largest cost SWcnn adds to a step (a
-        # grk-it step took 177 ms against 166 ms in bf16 and 133 ms for SWave, 2-core CPU with AMX, medians
-        # of 4 alternated rounds). The encoder and the output layer read the table in bf16 all the same.
+        # [in, 3·out] = W0ᵀ | W1ᵀ | W2ᵀ: one permuted copy of the conv weight [out, in, 3], whose gradient is
+        # one permuted add. Building (W0+W1+W2)ᵀ beside W0ᵀ and W2ᵀ from slices and a sum over the taps cost
+        # more than the products (strided reads over the kernel axis, forward and backward): a grk-it
+        # step's two tables took 28.6 ms against 21.2 ms this way (SWave: 4.4 ms; 2-core AMX CPU).
+        taps = self.conv.weight.permute(1, 2, 0).reshape(d, 3 * d)
+        # Under bf16 autocast the products run in bf16 (fp32 accumulation), as every other GEMM of the step
+        # does; the encoder and the output layer read the table in bf16 all the same.
         zt = (Z.bfloat16() @ taps.bfloat16()).float() if bf16 else Z @ taps
-        mean_part = subword_embed(E, zt[:, 2 * d :].contiguous(), lay, backend=backend)
+        z0, z1, z2 = zt[:, :d], zt[:, d : 2 * d], zt[:, 2 * d :]
+        mean_part = subword_embed(E, (z0 + z1 + z2).contiguous(), lay, backend=backend)
         first, last = lay.first_last()
-        # index_select, not zt[last]: its gradient is an index_add, not a sort-based index_put
-        ends = zt[:, :d].index_select(0, last) + zt[:, d : 2 * d].index_select(0, first)
+        # index_select, not z0[last]: its gradient is an index_add, not a sort-based index_put
+        ends = z0.index_select(0, last) + z2.index_select(0, first)
         return torch.addcmul(mean_part + self.conv.bias, ends, lay.inv_counts(Z.dtype).unsqueeze(1), value=-1.0)
 
     def lookup_oov(self, lang: str, piece_ids: list[list[int]]) -> torch.Tensor:
