@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--subword", choices=["none", "ave", "cnn"], help="Passed to xlfast train (default: its own).")
     ap.add_argument("--threads", type=int, help="Passed to xlfast train (default: its own; 1 is bit-reproducible).")
     ap.add_argument("--lr-decay", type=float, help="Passed to xlfast train (default: its own).")
+    ap.add_argument("--patience", type=int, help="Passed to xlfast train (default: its own).")
     ap.add_argument("--average", type=float, help="Passed to xlfast train (default: its own).")
     ap.add_argument("--bf16", choices=["on", "off"], help="--bf16 / --no-bf16 for xlfast train (default: its own).")
     ap.add_argument("--keep", type=Path, help="Keep the runs under this folder (default: a temporary one).")
@@ -132,7 +133,8 @@ def main() -> None:
     extra = []
     for flag, value in (("--epochs", args.epochs), ("--softmax", args.softmax), ("--seed", args.seed),
                         ("--batch-size", args.batch_size), ("--subword", args.subword), ("--threads", args.threads),
-                        ("--lr-decay", args.lr_decay), ("--average", args.average)):
+                        ("--lr-decay", args.lr_decay), ("--average", args.average),
+                        ("--patience", args.patience)):
         if value is not None:
             extra += [flag, str(value)]
     if args.bf16 is not None:
