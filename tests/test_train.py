@@ -426,7 +426,7 @@ def run_copy(trained, tmp_path):
     (["{corpus}", "--langs", "src,tgt", "--dim", "64"], "--dim 64 (the run's: 32)"),
     (["{corpus}", "--langs", "src,xx"], "{corpus} (src-xx) (the run's: {corpus} (src-tgt))"),
     (["{other}", "--langs", "src,tgt"], "{other} (src-tgt) (the run's: {corpus} (src-tgt))"),
-    (["--subword", "cnn"], "--subword cnn (the run's: ave)"),
+    (["--subword", "ave"], "--subword ave (the run's: cnn)"),  # SWcnn: what --subword auto chose for it
     (["--spm-vocab", "300", "--min-count", "2"], "--min-count 2 (the run's: 1); --spm-vocab 300 (the run's: 150)"),
 ])
 def test_resume_refuses_a_change_of_data_or_model_in_one_line(synth, run_copy, tmp_path, args, named):
@@ -552,6 +552,32 @@ def test_large_corpora_train_at_batch_64_with_the_sampled_softmax_and_less_patie
     assert "batch 64 and patience" in note
     # a resolved run keeps its settings when resumed, whatever the defaults are then
     assert large.resolve()[0] == large
+
+
+def test_small_corpora_train_swcnn_with_less_patience_unless_told(tmp_path):
+    from xlfast.train import PATIENCE, SMALL_CORPUS, SMALL_PATIENCE
+
+    def resolve(lines: int, **kw):
+        corpus = tmp_path / f"c{lines}.tsv"
+        if not corpus.exists():
+            corpus.write_text("".join(f"a{i % 50} b\tc{i % 40} d\n" for i in range(lines)))
+        return cfg_for(corpus, tmp_path / "r", **{"patience": None, "subword": "auto", **kw}).resolve()
+
+    small, note = resolve(SMALL_CORPUS - 1)
+    assert (small.subword, small.patience) == ("cnn", SMALL_PATIENCE)
+    assert note.startswith(f"{SMALL_CORPUS - 1:,} sentence pairs (fewer than {SMALL_CORPUS:,})")
+    assert f"SWcnn and patience {SMALL_PATIENCE}" in note and f"--patience {PATIENCE}" in note
+    larger, note = resolve(SMALL_CORPUS)
+    assert (larger.subword, larger.patience, note) == ("ave", PATIENCE, None)
+    # what the user says stands: SWave keeps the patience measured for it, SWcnn takes the one measured for it
+    told, note = resolve(SMALL_CORPUS - 1, subword="ave")
+    assert (told.subword, told.patience, note) == ("ave", PATIENCE, None)
+    told, note = resolve(SMALL_CORPUS - 1, subword="cnn")
+    assert (told.subword, told.patience) == ("cnn", SMALL_PATIENCE) and f"patience {SMALL_PATIENCE}, chosen" in note
+    assert "SWcnn" not in note
+    told, note = resolve(SMALL_CORPUS - 1, patience=9)
+    assert (told.subword, told.patience) == ("cnn", 9) and "SWcnn, chosen" in note and "and patience" not in note
+    assert small.resolve()[0] == small  # resumed with what it was given
 
 
 def test_lr_decay_cuts_the_step_size_each_third_of_the_patience_without_a_rise(synth, tmp_path, monkeypatch):

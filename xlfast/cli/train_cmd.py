@@ -9,7 +9,7 @@ import typer
 
 from xlfast.cli.common import ThreadsOption, Tokenize, apply_threads, choices, console, err_console, table, write_json
 from xlfast.model import PRESETS
-from xlfast.train import SOFTMAX_MODES, SUBWORD_MODES, TrainConfig
+from xlfast.train import SMALL_CORPUS, SMALL_PATIENCE, SOFTMAX_MODES, SUBWORD_MODES, TrainConfig
 
 Subword = choices("Subword", SUBWORD_MODES)
 Preset = choices("Preset", PRESETS)
@@ -23,7 +23,7 @@ def train(
     corpora: Annotated[Optional[list[str]], typer.Argument(help="Parallel corpora: FILE (TSV or 'src ||| tgt'), or SRC+TGT line-aligned files. With --mono: one monolingual file per language. With --resume: optional (the run's own).", metavar="CORPUS", show_default=False)] = None,
     mono: Annotated[bool, typer.Option("--mono", help="The files are monolingual (one sentence a line, no alignment between them): train the multilingual LM of Wada & Iwata (2018).")] = False,
     langs: Annotated[Optional[list[str]], typer.Option("--langs", help="Languages of a corpus as 'src,tgt'; once per corpus, in order (with --mono: one per file, 'a,b'). Default: file suffixes.")] = None,
-    subword: Annotated[Subword, typer.Option(help="Subword-aware embeddings: none (words), ave (mean of pieces), cnn.")] = Subword(DEFAULTS.subword),
+    subword: Annotated[Subword, typer.Option(help=f"Subword-aware embeddings: none (words), ave (mean of pieces), cnn; auto: cnn (with patience {SMALL_PATIENCE}) for a parallel corpus of fewer than {SMALL_CORPUS:,} pairs, else ave.")] = Subword(DEFAULTS.subword),
     preset: Annotated[Preset, typer.Option(help="Sizes: low (500d, 1 enc layer, batch 16), medium, high.")] = Preset(DEFAULTS.preset),
     dim: Annotated[Optional[int], typer.Option(help="Embedding/LSTM size, even (overrides the preset).")] = None,
     enc_layers: Annotated[Optional[int], typer.Option(help="Encoder layers (overrides the preset).")] = None,
@@ -157,9 +157,11 @@ def train(
     shown.print(
         table(
             f"xlfast train → {out}",
-            ["epochs", "selected epoch", label, "stopped by", "seconds", "batch, softmax", "tokenizer"],
+            ["epochs", "selected epoch", label, "stopped by", "seconds", "subword, patience", "batch, softmax",
+             "tokenizer"],
             [[summary["epochs"], selected, summary[f"best_{criterion}"], summary["stop"], summary["seconds"],
-              f"{summary['batch_size']}, {summary['softmax']}", _tokenizer_shown(summary["tokenizer"])]],
+              f"{summary['subword']}, {summary['patience']}", f"{summary['batch_size']}, {summary['softmax']}",
+              _tokenizer_shown(summary["tokenizer"])]],
         )
     )
     if summary["resumed_after"] is not None:
