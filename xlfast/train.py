@@ -63,8 +63,8 @@ LARGE_PATIENCE = 2
 # told otherwise. Measured 1−AER (2-core CPU, the default command against `--subword cnn [--patience 6]`):
 # grk-it (330 pairs) SWave 0.9379 over six runs against SWcnn 0.9402 over nine at patience 10 and 0.9404
 # over three at patience 6 (seeds 1-3: 87-113 s wall against 109-156 s at patience 10: SWcnn keeps
-# creeping up by a word of the pseudo-dictionary, which restarts the count); ro-en (248) 0.6110 against
-# 0.6244 (two seeds); en-fr (447) 0.8136 against 0.8130 (two seeds). Larger corpora keep SWave, whose
+# creeping up by a word of the pseudo-dictionary, which restarts the count); ro-en (248) 0.6126 against
+# 0.6244 (three seeds); en-fr (447) 0.8123 against 0.8131 (three seeds). Larger corpora keep SWave, whose
 # step costs less (untested with SWcnn between 1,000 and 4,000 pairs).
 SMALL_CORPUS = 1000
 SMALL_PATIENCE = 6
