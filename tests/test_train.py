@@ -1,4 +1,5 @@
 """Training end to end on the synthetic pair: learning, resume, several corpora, the CLI."""
+import functools
 import json
 import math
 import os
@@ -530,14 +531,18 @@ def test_output_that_is_a_file_or_a_missing_corpus_is_one_line(synth, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def resolve_for_size(tmp_path, lines: int, **kw):
+    """`TrainConfig.resolve()` on a corpus of `lines` pairs with the size-dependent settings left open."""
+    corpus = tmp_path / f"c{lines}.tsv"
+    if not corpus.exists():
+        corpus.write_text("".join(f"a{i % 50} b\tc{i % 40} d\n" for i in range(lines)))
+    return cfg_for(corpus, tmp_path / "r", **{"batch_size": None, "patience": None, "subword": "auto", **kw}).resolve()
+
+
 def test_large_corpora_train_at_batch_64_with_the_sampled_softmax_and_less_patience_unless_told(tmp_path):
     from xlfast.train import LARGE_BATCH, LARGE_CORPUS, LARGE_PATIENCE, PATIENCE
 
-    def resolve(lines: int, **kw):
-        corpus = tmp_path / f"c{lines}.tsv"
-        if not corpus.exists():
-            corpus.write_text("".join(f"a{i % 50} b\tc{i % 40} d\n" for i in range(lines)))
-        return cfg_for(corpus, tmp_path / "r", **{"batch_size": None, "patience": None, **kw}).resolve()
+    resolve = functools.partial(resolve_for_size, tmp_path)
 
     small, note = resolve(LARGE_CORPUS - 1)
     assert (small.batch_size, small.softmax, small.patience, note) == (16, "full", PATIENCE, None)
@@ -557,11 +562,7 @@ def test_large_corpora_train_at_batch_64_with_the_sampled_softmax_and_less_patie
 def test_small_corpora_train_swcnn_with_less_patience_unless_told(tmp_path):
     from xlfast.train import PATIENCE, SMALL_CORPUS, SMALL_PATIENCE
 
-    def resolve(lines: int, **kw):
-        corpus = tmp_path / f"c{lines}.tsv"
-        if not corpus.exists():
-            corpus.write_text("".join(f"a{i % 50} b\tc{i % 40} d\n" for i in range(lines)))
-        return cfg_for(corpus, tmp_path / "r", **{"patience": None, "subword": "auto", **kw}).resolve()
+    resolve = functools.partial(resolve_for_size, tmp_path)
 
     small, note = resolve(SMALL_CORPUS - 1)
     assert (small.subword, small.patience) == ("cnn", SMALL_PATIENCE)

@@ -185,7 +185,7 @@ class SubwordEmbedding(nn.Module):
         # does; the encoder and the output layer read the table in bf16 all the same.
         zt = (Z.bfloat16() @ taps.bfloat16()).float() if bf16 else Z @ taps
         z0, z1, z2 = zt[:, :d], zt[:, d : 2 * d], zt[:, 2 * d :]
-        mean_part = subword_embed(E, (z0 + z1 + z2).contiguous(), lay, backend=backend)
+        mean_part = subword_embed(E, z0 + z1 + z2, lay, backend=backend)
         first, last = lay.first_last()
         # index_select, not z0[last]: its gradient is an index_add, not a sort-based index_put
         ends = z0.index_select(0, last) + z2.index_select(0, first)

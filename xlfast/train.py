@@ -652,12 +652,9 @@ def clipped_step(opt: torch.optim.Optimizer, max_norm: float) -> None:
     took ~6% of a step)."""
     params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
     fused = all(group.get("fused") for group in opt.param_groups) and isinstance(opt, torch.optim.Adam)
-    if not fused or not params or any(p.device.type != "cpu" or p.grad.is_sparse for p in params):
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        opt.step()
-        return
-    norm = math.sqrt(sum(float(torch.dot(g, g)) for g in (p.grad.reshape(-1) for p in params)))
-    if not math.isfinite(norm):  # torch's own path: the same non-finite gradients it would give
+    fast = fused and params and all(p.device.type == "cpu" and not p.grad.is_sparse for p in params)
+    norm = math.sqrt(sum(float(torch.dot(g, g)) for g in (p.grad.reshape(-1) for p in params))) if fast else math.nan
+    if not math.isfinite(norm):  # torch's own path: other optimisers and devices, and non-finite gradients
         torch.nn.utils.clip_grad_norm_(params, max_norm)
         opt.step()
         return
