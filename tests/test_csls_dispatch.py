@@ -72,6 +72,20 @@ def test_xlfast_device_cpu_keeps_automatic_choices_off_a_gpu(monkeypatch):
         dispatch.gpu.cache_clear()
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(False, False, False), (True, False, True), (False, True, True)])
+def test_bf16_counts_as_native_on_x86_only_with_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
+    # oneDNN says bf16 is supported on every AVX-512 CPU, where it is emulated and training slower.
+    monkeypatch.setattr(dispatch.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    dispatch.bf16_native.cache_clear()
+    try:
+        assert dispatch.bf16_native("cpu") is native
+    finally:
+        dispatch.bf16_native.cache_clear()
+
+
 def test_gpu_kernels_rank_first_on_the_gpu():
     # torch's CSLS backend tiles on the CPU; on a GPU the GPU paths, in the order measured on an H200
     assert C.registry.names("cuda") == ["blocked", "triton", "cuda"]
