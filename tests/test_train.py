@@ -633,3 +633,22 @@ def test_clipped_step_matches_clip_grad_norm_then_adam(max_norm):
         runs[name] = [p.detach().clone() for p in m.parameters()]
     for a, b in zip(runs["torch"], runs["clipped_step"]):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_a_new_run_says_which_arithmetic_it_chose_and_the_summary_keeps_it(synth, tmp_path, monkeypatch, native):
+    import xlfast.train as train_mod
+
+    _, corpus = synth
+    monkeypatch.setattr(train_mod, "bf16_native", lambda device_type="cpu": native)
+    said = []
+    trainer = Trainer.new(cfg_for(corpus, tmp_path / "run", dim=16, epochs=1), log=said.append)
+    assert trainer.bf16 is native
+    note = [m for m in said if m.startswith("precision: ")]
+    assert note == [trainer.precision_note()]
+    assert ("bf16 autocast, native" in note[0]) is native and ("float32, this CPU has no native bf16" in note[0]) is not native
+    assert trainer.fit()["bf16"] is native
+    # what the user says is not remarked on
+    said.clear()
+    Trainer.new(cfg_for(corpus, tmp_path / "told", dim=16, epochs=1, bf16=False), log=said.append)
+    assert not [m for m in said if m.startswith("precision: ")]

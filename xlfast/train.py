@@ -865,6 +865,13 @@ class Trainer:
         self.average: WeightAverage | None = None  # --average: set up in fit(), once the epoch's length is known
         self._average_state: dict | None = None  # a resumed run's, loaded into `average` when it is set up
 
+    def precision_note(self) -> str:
+        """One line on the arithmetic chosen for the user: bf16 autocast where the hardware has it natively
+        (`bf16_native`), float32 elsewhere."""
+        if self.bf16:
+            return f"precision: bf16 autocast, native on this {self.device.type.upper()} (--no-bf16: float32)"
+        return f"precision: float32, this {self.device.type.upper()} has no native bf16 (--bf16: autocast all the same)"
+
     @classmethod
     def new(cls, cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -> "Trainer":
         """A new run in `cfg.out`. Every setting and input is checked, and the data prepared, before the run
@@ -890,6 +897,8 @@ class Trainer:
             if not existed:  # the corpus store was built in it: a run that cannot start leaves nothing behind
                 shutil.rmtree(rundir.path, ignore_errors=True)
             raise
+        if cfg.bf16 is None:
+            log(trainer.precision_note())
         rundir.create()
         trainer._save_prepared()
         rundir.truncate_log(0)
@@ -1098,7 +1107,7 @@ class Trainer:
                 "stop": stop_reason, "seconds": time.perf_counter() - start, "resumed_after": self.resumed_after,
                 "resumed_step": self.resumed_step, "changes": self.changes, "tokenizer": self.cfg.tokenizer.to_dict(),
                 "batch_size": self.cfg.batch_size, "softmax": self.cfg.softmax, "subword": self.cfg.subword,
-                "patience": self.cfg.patience}
+                "patience": self.cfg.patience, "bf16": self.bf16}
 
     def _evaluate(self, so_far: EpochSoFar, step: int, epoch_steps: int, start: float, patience: int) -> None:
         """Score the model at `step` of the epoch, keep it if selected, checkpoint, log (the epoch's
