@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -148,14 +149,47 @@ def main() -> None:
             row = measure(corpus, extra, work)
             row["load_before"] = round(load, 2)
             row["load_after"] = round(os.getloadavg()[0], 2)
+            row["cpu"] = cpu_description()
             rows.append(row)
             print(json.dumps(row), flush=True)
-    new = not args.csv.exists()
-    with open(args.csv, "a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            w.writeheader()
-        w.writerows(rows)
+    append_rows(args.csv, rows)
+
+
+def cpu_description() -> str:
+    """The CPU's model name and whether it computes bf16 natively: the same command runs 2x apart on
+    CPUs with and without it (training takes bf16 autocast only where it is native)."""
+    from xlfast.kernels.dispatch import bf16_native
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} CPUs, bf16 {'native' if bf16_native('cpu') else 'not native'}"
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Append `rows` to the CSV at `path`; a file whose header lacks some of their columns is rewritten
+    with them (its rows left blank there), through a temporary file."""
+    fields = list(rows[0])
+    old: list[dict] = []
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            if set(fields) <= set(header):
+                with open(path, "a", newline="", encoding="utf-8") as out:
+                    csv.DictWriter(out, fieldnames=header).writerows(rows)
+                return
+            old = list(reader)
+        fields = header + [k for k in fields if k not in header]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as out:
+        w = csv.DictWriter(out, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(old + rows)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
