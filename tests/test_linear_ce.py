@@ -377,7 +377,7 @@ def test_bench_in_bf16_measures_each_provider_against_float32_on_the_same_rows()
         assert r["max_err"] <= 2 * by["torch"]["max_err"] + 1e-3, (name, r["max_err"], by["torch"]["max_err"])
 
 
-@pytest.mark.skipif(not bf16_gemm.available(), reason="this torch has no MKL bf16→float32 GEMM")
+@pytest.mark.skipif(not bf16_gemm.works(), reason="this torch has no MKL bf16→float32 GEMM")
 def test_mkl_bf16_gemm_matches_torch_in_every_layout_and_accumulates_in_float32():
     gen = torch.Generator().manual_seed(3)
     a = torch.randn(70, 130, generator=gen).bfloat16()
@@ -405,7 +405,7 @@ def test_bf16_rows_take_bf16_gemms_and_stay_within_autocasts_error(backend, N, V
     has it, else torch's bf16 ones. Run here on any CPU (bf16 GEMMs are only slower where emulated). Its
     error against fp64 on the same bf16 rows must stay within twice that of F.linear + F.cross_entropy
     under bf16 autocast, which also rounds the logits to bf16."""
-    if mkl and not bf16_gemm.available():
+    if mkl and not bf16_gemm.works():
         pytest.skip("this torch has no MKL bf16→float32 GEMM")
     monkeypatch.setattr(bf16_gemm, "available", lambda: mkl)
     x, W, t, b = problem(N, V, d, first_class=1, bias=True, ignore_every=5, scale=0.5)

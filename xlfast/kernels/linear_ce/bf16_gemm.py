@@ -7,8 +7,8 @@ row chunks) needed a bf16 product per chunk and a float32 add of it into dW, whi
 `cblas_gemm_bf16bf16f32` (AMX / AVX512-BF16 where the CPU has them): bf16 operands, float32 result, and
 `C = α·op(A)·op(B) + β·C`, so each chunk's dW product is added in float32 inside the GEMM.
 
-`available()` says whether this torch has it and it gives the right answer on a small product (checked
-once); callers keep their torch path where it does not.
+`works()` says whether this torch has it and it gives the right answer on a small product (checked
+once), `available()` whether the fused layer uses it; callers keep their torch path where it does not.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _operand(t: torch.Tensor) -> tuple[int, int]:
 
 def mm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
     """out = a @ b (accumulate=False) or out += a @ b, with a [m, k] and b [k, n] bf16 (row-major or
-    transposed views), out [m, n] float32 row-major. Call only where `available()`."""
+    transposed views), out [m, n] float32 row-major. Call only where `works()`."""
     m, k = a.shape
     n = b.shape[1]
     if b.shape[0] != k or out.shape != (m, n) or out.dtype != torch.float32 or out.stride(1) != 1:
@@ -60,14 +60,20 @@ def mm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, accumulate: boo
     return out
 
 
-@functools.cache
 def available() -> bool:
-    """Whether `mm_into` runs here and agrees with torch on a small product of every layout it is used with.
-    Only on CPUs with native bf16 arithmetic (AVX512-BF16 / AMX): elsewhere training keeps float32 and
-    no bf16 GEMM runs, so MKL's generic bf16 path is never trusted untried."""
+    """Whether the fused layer uses `mm_into`: only on CPUs with native bf16 arithmetic (AVX512-BF16 /
+    AMX), where training runs bf16 GEMMs at all, and only where it `works()`."""
     from xlfast.kernels.dispatch import bf16_native
 
-    if not bf16_native("cpu") or _symbol() is None:
+    return bf16_native("cpu") and works()
+
+
+@functools.cache
+def works() -> bool:
+    """Whether this torch has the GEMM and it agrees with torch on a small product of every layout it is
+    used with (checked once, so MKL's bf16 path is never trusted untried; elsewhere than on native-bf16
+    CPUs MKL emulates it: slower, the same products)."""
+    if _symbol() is None:
         return False
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(37, 19, generator=gen).bfloat16()
