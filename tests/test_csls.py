@@ -10,7 +10,6 @@ import torch
 
 from xlfast.errors import BackendUnavailable, XlfastError
 from xlfast.kernels import csls as C
-from xlfast.kernels.dispatch import bf16_native
 from xlfast.kernels.csls import approx, bf16, stream
 from xlfast.kernels.csls.base import DEFAULT_MEM, MARGIN_EPS, Mode, clip_k, parse_mem, tile_shape
 from xlfast.kernels.csls.reference import reference_cos, reference_means, reference_scores, reference_topk
@@ -310,6 +309,13 @@ def test_fused_kernel_exact_ties(backend, n, m, k, stripes, mem, exclude_self):
 
 
 # ------------------------------------------------------- bf16 tiles with exact fp32 re-scoring
+@pytest.fixture
+def bf16_path(monkeypatch):
+    """The bf16 search on any CPU: where bf16 is not native the automatic choice never takes it, but it
+    runs all the same (oneDNN emulates the bf16 GEMM), so its answers are checked everywhere."""
+    monkeypatch.setattr(bf16, "bf16_native", lambda device_type="cpu": True)
+
+
 def _clustered(n, d, seed, centers=20, noise=0.05):
     rng = np.random.default_rng(seed)
     C0 = rng.standard_normal((centers, d))
@@ -320,7 +326,7 @@ def _clustered(n, d, seed, centers=20, noise=0.05):
 @pytest.mark.parametrize("backend", TILED)
 @pytest.mark.parametrize("metric", C.METRICS)
 @pytest.mark.parametrize("data", ["random", "clustered"])
-def test_bf16_rescored_matches_reference(backend, metric, data):
+def test_bf16_rescored_matches_reference(backend, metric, data, bf16_path):
     if data == "random":
         X, Y = unit_rows(700, 48, 11), unit_rows(555, 48, 12)
     else:
@@ -332,18 +338,17 @@ def test_bf16_rescored_matches_reference(backend, metric, data):
     tol = tolerance(metric, 48, reference_means(X, Y, 5, normalized=True))
     assert_topk_matches(got.scores, got.indices, ref, 6, tol, f"bf16 {backend} {metric} fwd")
     assert_topk_matches(got.rev_scores, got.rev_indices, ref.T, 6, tol, f"bf16 {backend} {metric} rev")
-    if bf16_native():
-        assert st["precision"] == "bf16" and st["rows"]["rows"] == 700 and st["cols"]["rows"] == 555
-        # without the fp32 fallback the re-scored candidates alone must already be right here
-        st2 = {}
-        raw = C.topk(X, Y, 6, metric=metric, knn=5, normalized=True, backend=backend,
-                     strategy=C.Bf16(certify=False, extra=40), stats=st2)
-        assert_topk_matches(raw.scores, raw.indices, ref, 6, tol, f"bf16 raw {backend} {metric}")
-        assert st2["rows"]["recomputed"] == 0
+    assert st["precision"] == "bf16" and st["rows"]["rows"] == 700 and st["cols"]["rows"] == 555
+    # without the fp32 fallback the re-scored candidates alone must already be right here
+    st2 = {}
+    raw = C.topk(X, Y, 6, metric=metric, knn=5, normalized=True, backend=backend,
+                 strategy=C.Bf16(certify=False, extra=40), stats=st2)
+    assert_topk_matches(raw.scores, raw.indices, ref, 6, tol, f"bf16 raw {backend} {metric}")
+    assert st2["rows"]["recomputed"] == 0
 
 
 @pytest.mark.parametrize("backend", FUSED)
-def test_bf16_exclude_self_ties_and_clipping(backend):
+def test_bf16_exclude_self_ties_and_clipping(backend, bf16_path):
     X = unit_rows(300, 12, 3, dup_of=([0, 1, 2], [10, 11, 12]))
     for metric in C.METRICS:
         st = {}
@@ -473,9 +478,7 @@ def test_bench_approx_rows_have_recall():
 
 
 @pytest.mark.parametrize("metric", ["cos", "csls"])
-def test_auto_precision_takes_the_certified_bf16_path_on_large_inputs_and_stays_exact(monkeypatch, metric):
-    if not bf16_native():
-        pytest.skip("no native bf16 on this CPU: auto is fp32")
+def test_auto_precision_takes_the_certified_bf16_path_on_large_inputs_and_stays_exact(monkeypatch, metric, bf16_path):
     rng = np.random.default_rng(5)
     X, Y = rng.standard_normal((300, 24)).astype(np.float32), rng.standard_normal((250, 24)).astype(np.float32)
     small = {}
@@ -488,6 +491,11 @@ def test_auto_precision_takes_the_certified_bf16_path_on_large_inputs_and_stays_
     ref = reference_topk(X, Y, 5, metric=metric)
     assert torch.equal(got.indices, ref.indices)
     assert torch.allclose(got.scores, ref.scores, atol=1e-5)
+    # where bf16 is emulated, not native, the automatic choice stays in float32 at any size
+    monkeypatch.setattr(bf16, "bf16_native", lambda device_type="cpu": False)
+    emulated = {}
+    C.topk(X, Y, 5, metric=metric, stats=emulated)
+    assert emulated.get("precision") != "bf16"
 
 
 # ------------------------------------------------------------------ strategies and the memory budget
