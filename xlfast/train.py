@@ -868,9 +868,10 @@ class Trainer:
     def precision_note(self) -> str:
         """One line on the arithmetic chosen for the user: bf16 autocast where the hardware has it natively
         (`bf16_native`), float32 elsewhere."""
+        hardware = "CPU" if self.device.type == "cpu" else "GPU"
         if self.bf16:
-            return f"precision: bf16 autocast, native on this {self.device.type.upper()} (--no-bf16: float32)"
-        return f"precision: float32, this {self.device.type.upper()} has no native bf16 (--bf16: autocast all the same)"
+            return f"precision: bf16 autocast, native on this {hardware} (--no-bf16: float32)"
+        return f"precision: float32, this {hardware} has no native bf16 (--bf16: autocast all the same)"
 
     @classmethod
     def new(cls, cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -> "Trainer":
