@@ -12,15 +12,15 @@ each dataset is run --repeats times and the mean and spread printed. Rows are ap
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for baselines.py beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for baselines.py and csv_rows.py beside this script
 
 from baselines import dice_bli, eflomal_align  # noqa: E402
+from csv_rows import append_rows  # noqa: E402
 
 from xlfast.evaluate import aer, bli  # noqa: E402
 from xlfast.io import read_alignments, read_dictionary, read_parallel  # noqa: E402
@@ -125,18 +125,6 @@ def print_rows(rows, columns):
         print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
 
 
-def append_csv(path, rows):
-    if not rows:
-        return
-    path = Path(path)
-    new = not path.exists()
-    with path.open("a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            w.writeheader()
-        w.writerows(rows)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="grk-it,en-fr,ro-en", help="datasets, comma separated, or 'none'")
@@ -170,12 +158,12 @@ def main(argv=None):
         print_rows(rows, ["system", "data", "setting", "precision", "recall", "aer", "one_minus_aer", "spread",
                           "seconds"])
     if args.csv:
-        append_csv(args.csv, rows)
+        append_rows(args.csv, rows)
     if args.bli or args.bli_run:
         bli_rows = bench_bli(args.bli_run)
         print_rows(bli_rows, ["system", "data", "p@1", "p@5", "p@10", "coverage", "n_eval", "seconds"])
         if args.csv:
-            append_csv(Path(args.csv).with_name(Path(args.csv).stem + "_bli.csv"), bli_rows)
+            append_rows(Path(args.csv).with_name(Path(args.csv).stem + "_bli.csv"), bli_rows)
 
 
 if __name__ == "__main__":

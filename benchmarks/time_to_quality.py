@@ -20,7 +20,6 @@ Rows are appended to --csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -30,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from csv_rows import append_rows  # beside this script
 
 from xlfast.paths import data_file
 from xlfast.rundir import epoch_ends
@@ -167,30 +168,6 @@ def cpu_description() -> str:
     except OSError:
         pass
     return f"{name}, {os.cpu_count()} CPUs, bf16 {'native' if bf16_native('cpu') else 'not native'}"
-
-
-def append_rows(path: Path, rows: list[dict]) -> None:
-    """Append `rows` to the CSV at `path`; a file whose header lacks some of their columns is rewritten
-    with them (its rows left blank there), through a temporary file."""
-    fields = list(rows[0])
-    old: list[dict] = []
-    if path.exists():
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
-            if set(fields) <= set(header):
-                with open(path, "a", newline="", encoding="utf-8") as out:
-                    csv.DictWriter(out, fieldnames=header).writerows(rows)
-                return
-            old = list(reader)
-        fields = header + [k for k in fields if k not in header]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as out:
-        w = csv.DictWriter(out, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows(old + rows)
-    os.replace(tmp, path)
-
 
 if __name__ == "__main__":
     main()
