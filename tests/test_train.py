@@ -630,7 +630,8 @@ def test_clipped_step_matches_clip_grad_norm_then_adam(max_norm):
             else:
                 clipped_step(opt, max_norm)
             assert not hasattr(opt, "grad_scale")
-        runs[name] = [p.detach().clone() for p in m.parameters()]
+        runs[name] = [t.detach().clone() for p in m.parameters()
+                      for t in (p, opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"])]
     for a, b in zip(runs["torch"], runs["clipped_step"]):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
